@@ -1,0 +1,5 @@
+import sys
+
+from dodai.cli import main
+
+sys.exit(main())

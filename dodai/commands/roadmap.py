@@ -1,0 +1,59 @@
+"""`dodai roadmap`: the index of roadmap items; `dodai roadmap run ID` runs an item's experiment."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+HELP = "list the roadmap items (R1.1 ... R9.3) with status and demo command; `run ID` runs one"
+
+
+def add_arguments(p) -> None:
+    p.add_argument("action", nargs="?", choices=["list", "run"], default="list",
+                   help="list (default) or run an item's experiment")
+    p.add_argument("id", nargs="?", help="roadmap item ID for `run`, e.g. R5.4")
+    p.add_argument("--json", action="store_true", help="print the index as a JSON list")
+    p.add_argument("--out", default=None, help="run folder for `run` (default runs/<ID>)")
+    p.add_argument("--quick", action="store_true", help="small, fast version of the experiment")
+
+
+def run(args) -> int:
+    from dodai import roadmap
+    from dodai.errors import DodaiError
+
+    if args.action == "run":
+        if not args.id:
+            raise DodaiError("`dodai roadmap run` needs an item ID, e.g. `dodai roadmap run R5.4`")
+        return _run_experiment(args.id, args.out, args.quick)
+    items = roadmap.as_dicts()
+    if args.json:
+        json.dump(items, sys.stdout, ensure_ascii=False, indent=1)
+        sys.stdout.write("\n")
+        return 0
+    n_ok = sum(it["status"] == roadmap.WORKING for it in items)
+    print(f"dodai roadmap: {n_ok}/{len(items)} items working\n")
+    for it in items:
+        mark = "✔" if it["status"] == roadmap.WORKING else "·"
+        print(f"{mark} {it['id']:<5} {it['ja']}  —  {it['en']}")
+        print(f"        {it['status']:<8} {it['command']}")
+    return 0
+
+
+def _run_experiment(item_id: str, out: str | None, quick: bool) -> int:
+    import importlib
+    from pathlib import Path
+
+    from dodai import roadmap
+    from dodai.errors import DodaiError
+    from dodai.experiments import EXPERIMENTS
+
+    it = roadmap.get(item_id)
+    target = EXPERIMENTS.get(it.id)
+    if target is None:
+        raise DodaiError(f"{it.id} has no experiment yet (status: {it.status}); see `dodai roadmap`")
+    mod_name, fn_name = target.split(":")
+    fn = getattr(importlib.import_module(mod_name), fn_name)
+    out_dir = Path(out or f"runs/{it.id}")
+    fn(out_dir, quick=quick)
+    print(f"report: {out_dir / 'report.md'}", file=sys.stderr)
+    return 0

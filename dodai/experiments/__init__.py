@@ -1,0 +1,10 @@
+"""Roadmap experiments: ``dodai roadmap run ID`` runs the function registered here.
+
+Each experiment is ``run(out_dir: Path, quick: bool = False) -> dict``: it does real work on real
+data, writes ``report.md``, ``results.json`` and PNG plots into ``out_dir`` (use
+:class:`dodai.report.Report`), and returns the results dict. ``quick=True`` is the small-scale
+version the test suite runs to assert the experiment's scientific claim.
+"""
+
+# roadmap ID -> "module:function". Add one line per experiment, next to the code that implements it.
+EXPERIMENTS: dict[str, str] = {}
