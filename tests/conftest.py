@@ -44,3 +44,11 @@ def minilm_dir() -> Path:
 @pytest.fixture(scope="session")
 def tinyshakespeare() -> Path:
     return shared_file("tinyshakespeare.txt")
+
+
+def pytest_configure(config):
+    # Under pytest-xdist each worker gets one thread: two workers x two threads would oversubscribe 2 cores.
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        import torch
+
+        torch.set_num_threads(1)
