@@ -13,6 +13,16 @@ from dodai.basics import autograd as ag
 from dodai.basics.autograd import Tensor, no_grad
 from dodai.errors import DodaiError
 
+
+@pytest.fixture(autouse=True)
+def _one_torch_thread():
+    # tiny tensors: thread hand-offs dominate, and on a busy 2-core box they cost ~10 ms per op
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 SETTINGS = settings(max_examples=20, deadline=None)
 RTOL, ATOL = 1e-8, 1e-12
 
