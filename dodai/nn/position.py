@@ -1,0 +1,78 @@
+"""Positional information (R4.3): learned, sinusoidal and rotary (RoPE).
+
+Notation: T positions, C model width, D head dim (even for RoPE), theta the RoPE base.
+
+- **Learned** (GPT-2): an ``nn.Embedding(block_size, C)`` added to the token embeddings; it lives in
+  :class:`dodai.models.gpt.GPT` as ``transformer.wpe``.
+- **Sinusoidal** (Vaswani et al. 2017, "Attention Is All You Need", section 3.5):
+  PE[p, 2i] = sin(p / 10000^(2i/C)), PE[p, 2i+1] = cos(p / 10000^(2i/C)), added to the embeddings
+  (interleaved sin/cos, as in the paper). We do not multiply the embeddings by sqrt(C) as the paper does:
+  GPT-style N(0, 0.02) embeddings plus a unit-scale table works and keeps the models comparable.
+- **RoPE** (Su et al. 2021, "RoFormer"): rotate each (query, key) pair of features by the angle
+  p * theta^(-2i/D). We use the **half-split convention** of GPT-NeoX and HF Llama: feature i is paired
+  with feature i + D/2 (not with its neighbour 2i+1 as in the paper and in GGUF files, the
+  "interleaved" convention). Both give the same attention scores up to a fixed permutation of the
+  Q/K weight rows; :func:`apply_rope_interleaved` is provided for the other convention and tested equal
+  under that permutation (:func:`interleaved_to_half_split`).
+
+  half-split:  y = x * cos + rotate_half(x) * sin,  rotate_half([x1, x2]) = [-x2, x1],
+               cos/sin = cos/sin(cat(freqs, freqs)) with freqs[p, i] = p * theta^(-2i/D), i < D/2.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+
+def sinusoidal_table(t: int, c: int, base: float = 10000.0, dtype=torch.float32, device=None) -> torch.Tensor:
+    """(T, C) table of Vaswani et al.: even features sin, odd features cos, wavelengths 2pi..base*2pi."""
+    pos = torch.arange(t, dtype=torch.float64, device=device)[:, None]  # (T, 1)
+    i2 = torch.arange(0, c, 2, dtype=torch.float64, device=device)  # 2i, (ceil(C/2),)
+    angle = pos * torch.exp(-math.log(base) * i2 / c)  # (T, ceil(C/2))
+    pe = torch.zeros(t, c, dtype=torch.float64, device=device)
+    pe[:, 0::2] = torch.sin(angle)
+    pe[:, 1::2] = torch.cos(angle[:, : c // 2])
+    return pe.to(dtype)
+
+
+def rope_cos_sin(t: int, d: int, theta: float = 10000.0, offset: int = 0, dtype=torch.float32,
+                 device=None) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables for positions offset..offset+T-1, each (T, D), half-split layout.
+
+    Angles are computed in float64 and then cast, so long contexts keep their precision.
+    """
+    if d % 2:
+        raise ValueError(f"RoPE needs an even head dim, got {d}")
+    inv_freq = theta ** (-torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)  # (D/2,)
+    pos = torch.arange(offset, offset + t, dtype=torch.float64, device=device)  # (T,)
+    freqs = torch.outer(pos, inv_freq)  # (T, D/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (T, D): feature i and i + D/2 share an angle
+    return emb.cos().to(dtype), emb.sin().to(dtype)
+
+
+def rotate_half(x: torch.Tensor) -> torch.Tensor:
+    """[x1, x2] -> [-x2, x1] on the last dimension (halves of size D/2)."""
+    x1, x2 = x.chunk(2, dim=-1)
+    return torch.cat([-x2, x1], dim=-1)
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate x (..., T, D) by the half-split tables cos, sin (T, D) (or anything broadcastable)."""
+    return x * cos + rotate_half(x) * sin
+
+
+def apply_rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """The paper's / GGUF's convention: pairs (2i, 2i+1). Takes the same half-split cos/sin tables."""
+    half = x.shape[-1] // 2
+    c, s = cos[..., :half], sin[..., :half]  # (T, D/2): one angle per pair
+    xe, xo = x[..., 0::2], x[..., 1::2]  # (..., T, D/2) each
+    ye = xe * c - xo * s
+    yo = xe * s + xo * c
+    return torch.stack([ye, yo], dim=-1).flatten(-2)  # re-interleave to (..., T, D)
+
+
+def interleaved_to_half_split(d: int) -> torch.Tensor:
+    """Index permutation p with x_half = x_inter[..., p]: evens first, then odds."""
+    return torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])
