@@ -1,0 +1,260 @@
+"""GPT: a decoder-only Transformer language model (R4.1, R4.2, R4.4, R4.5, R6.2).
+
+Notation: B batch, T sequence length (new tokens), C = n_embd, H = n_head, D = C / H, V = vocab_size,
+L = n_layer.
+
+Architecture (GPT-2, Radford et al. 2019; the code layout follows nanoGPT's model.py so the parameter
+names map one-to-one onto HF ``GPT2LMHeadModel``):
+
+    x = wte[idx] (+ wpe[pos] | + sinusoidal[pos])          (B, T, C), then dropout
+    repeat L times (pre-LN residual blocks, Xiong et al. 2020):
+        x = x + attn(ln_1(x))                               causal multi-head self-attention
+        x = x + mlp(ln_2(x))                                GELU MLP, hidden 4C
+    logits = lm_head(ln_f(x))                               (B, T, V); lm_head.weight tied to wte
+
+Positions are "learned" (GPT-2), "sinusoidal" (Vaswani et al. 2017), "rope" (Su et al. 2021, half-split
+convention, applied to q and k inside attention) or "none".
+
+Initialisation (GPT-2 paper, section 2.3): weights N(0, 0.02), biases 0, and the residual projections
+(attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 L)) because each block adds two residual contributions.
+
+Causal-LM protocol: ``model(idx, targets=None, cache=None) -> (logits, loss)``; with a cache, ``idx``
+holds only the new tokens (positions cache.pos .. cache.pos+T-1) and the model advances the cache.
+Loss: mean cross-entropy over all positions whose target is not -100.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from dodai.errors import DodaiError
+from dodai.nn.attention import ATTN_IMPLS, CausalSelfAttention
+from dodai.nn.ffn import MLP
+from dodai.nn.kv_cache import KVCache
+from dodai.nn.norm import LayerNorm
+from dodai.nn.position import rope_cos_sin, sinusoidal_table
+
+POS_ENCODINGS = ("learned", "sinusoidal", "rope", "none")
+GPT_ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+
+
+@dataclass
+class GPTConfig:
+    vocab_size: int = 65  # V, tokens in the tokenizer's vocabulary
+    block_size: int = 64  # maximum context length in tokens
+    n_layer: int = 4  # L, Transformer blocks
+    n_head: int = 4  # H, query heads per attention layer
+    n_embd: int = 128  # C, model width (C = H * D)
+    n_kv_head: int | None = None  # key/value heads (GQA/MQA); None = n_head (plain multi-head)
+    dropout: float = 0.0  # dropout on embeddings, attention weights, residual branches
+    bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: True)
+    pos_encoding: str = "learned"  # "learned" | "sinusoidal" | "rope" | "none"
+    activation: str = "gelu"  # MLP activation: "gelu" (exact erf) | "gelu_tanh" (GPT-2's) | "relu"
+    tie_weights: bool = True  # lm_head.weight is wte.weight (Press & Wolf 2017)
+    layer_norm_eps: float = 1e-5  # epsilon inside every LayerNorm
+    rope_theta: float = 10000.0  # RoPE base (only used when pos_encoding == "rope")
+    attn_impl: str = "sdpa"  # "sdpa" (fused, fast) | "reference" (explicit softmax, keeps attention maps)
+    mlp_hidden: int | None = None  # MLP width F; None = 4 * n_embd
+
+    def __post_init__(self):
+        for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
+            v = getattr(self, name)
+            if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
+                raise DodaiError(f"GPTConfig.{name} must be a positive integer, got {v!r}")
+        if self.n_embd % self.n_head:
+            raise DodaiError(f"GPTConfig: n_embd {self.n_embd} is not divisible by n_head {self.n_head}")
+        kv = self.n_kv_head or self.n_head
+        if not isinstance(kv, int) or kv <= 0 or self.n_head % kv:
+            raise DodaiError(f"GPTConfig: n_head {self.n_head} is not divisible by n_kv_head {self.n_kv_head}")
+        if self.pos_encoding not in POS_ENCODINGS:
+            raise DodaiError(f"GPTConfig.pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
+        if self.activation not in GPT_ACTIVATIONS:
+            raise DodaiError(f"GPTConfig.activation must be one of {GPT_ACTIVATIONS}, got {self.activation!r}")
+        if self.attn_impl not in ATTN_IMPLS:
+            raise DodaiError(f"GPTConfig.attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
+        if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
+            raise DodaiError("GPTConfig: RoPE needs an even head dim (n_embd / n_head)")
+        if not 0.0 <= self.dropout < 1.0:
+            raise DodaiError(f"GPTConfig.dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.n_embd // self.n_head
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> GPTConfig:
+        if not isinstance(d, dict):
+            raise DodaiError("GPT config must be a JSON object")
+        d = {k: v for k, v in d.items() if k != "model_type"}
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise DodaiError(f"GPT config: unknown key {unknown[0]!r}")
+        try:
+            return cls(**d)
+        except TypeError as e:  # e.g. a wrong type that __post_init__'s comparisons trip over
+            raise DodaiError(f"GPT config: {e}") from None
+
+
+class Block(nn.Module):
+    """One pre-LN Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+
+    def __init__(self, cfg: GPTConfig):
+        super().__init__()
+        self.ln_1 = LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.attn = CausalSelfAttention(cfg.n_embd, cfg.n_head, cfg.n_kv_head, bias=cfg.bias,
+                                        dropout=cfg.dropout, attn_impl=cfg.attn_impl)
+        self.ln_2 = LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.mlp = MLP(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias, activation=cfg.activation, dropout=cfg.dropout)
+
+    def forward(self, x, rope=None, cache=None, layer=0):
+        x = x + self.attn(self.ln_1(x), rope=rope, cache=cache, layer=layer)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    def __init__(self, config: GPTConfig):
+        super().__init__()
+        self.config = cfg = config
+        self.transformer = nn.ModuleDict(dict(
+            wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
+            drop=nn.Dropout(cfg.dropout),
+            h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
+            ln_f=LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias),
+        ))
+        if cfg.pos_encoding == "learned":
+            self.transformer["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)
+        elif cfg.pos_encoding == "sinusoidal":
+            # A fixed table, not saved (persistent=False): it is a function of the config.
+            self.register_buffer("pos_table", sinusoidal_table(cfg.block_size, cfg.n_embd), persistent=False)
+        elif cfg.pos_encoding == "rope":
+            cos, sin = rope_cos_sin(cfg.block_size, cfg.head_dim, cfg.rope_theta)  # (block_size, D) each
+            self.register_buffer("rope_cos", cos, persistent=False)
+            self.register_buffer("rope_sin", sin, persistent=False)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
+        if cfg.tie_weights:
+            self.lm_head.weight = self.transformer.wte.weight
+        self.apply(self._init_weights)
+        std_resid = 0.02 / math.sqrt(2 * cfg.n_layer)
+        for name, p in self.named_parameters():
+            if name.endswith("c_proj.weight"):
+                nn.init.normal_(p, mean=0.0, std=std_resid)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ----------------------------------------------------------------------------------------- forward
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
+        """idx: (B, T) token ids -> logits (B, T, V), loss (scalar or None)."""
+        b, t = idx.shape
+        pos0 = cache.pos if cache is not None else 0
+        if pos0 + t > self.config.block_size:
+            raise DodaiError(f"sequence of {pos0 + t} tokens exceeds the context window "
+                             f"(block_size {self.config.block_size})")
+        x = self.transformer.wte(idx)  # (B, T, C)
+        rope = None
+        pe = self.config.pos_encoding
+        if pe == "learned":
+            pos = torch.arange(pos0, pos0 + t, device=idx.device)  # (T,)
+            x = x + self.transformer.wpe(pos)  # (T, C) broadcasts over B
+        elif pe == "sinusoidal":
+            x = x + self.pos_table[pos0:pos0 + t].to(x.dtype)
+        elif pe == "rope":
+            rope = (self.rope_cos[pos0:pos0 + t].to(x.dtype), self.rope_sin[pos0:pos0 + t].to(x.dtype))
+        x = self.transformer.drop(x)
+        for i, block in enumerate(self.transformer.h):
+            x = block(x, rope=rope, cache=cache, layer=i)
+        if cache is not None:
+            cache.advance(t)
+        x = self.transformer.ln_f(x)
+        logits = self.lm_head(x)  # (B, T, V)
+        loss = None
+        if targets is not None:
+            # (B*T, V) vs (B*T,): mean over every position whose target is not -100.
+            loss = F.cross_entropy(logits.view(-1, logits.size(-1)), targets.reshape(-1), ignore_index=-100)
+        return logits, loss
+
+    def new_cache(self, batch: int, max_len: int, dtype: torch.dtype | None = None) -> KVCache:
+        p = self.lm_head.weight
+        cfg = self.config
+        return KVCache(cfg.n_layer, batch, cfg.n_kv_head or cfg.n_head, max_len, cfg.head_dim,
+                       dtype=dtype or p.dtype, device=p.device)
+
+    # ----------------------------------------------------------------------------------- bookkeeping
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameters counted once (tied weights once). ``non_embedding`` leaves out the learned
+        position table (nanoGPT's convention; the token embedding stays in because it is the tied
+        output layer), or the token embedding too when it is not tied."""
+        n = sum(p.numel() for p in self.parameters())
+        if non_embedding:
+            if "wpe" in self.transformer:
+                n -= self.transformer.wpe.weight.numel()
+            if not self.config.tie_weights:
+                n -= self.transformer.wte.weight.numel()
+        return n
+
+    def optimizer_param_groups(self, weight_decay: float) -> list[dict]:
+        """AdamW groups: decay matrices and embeddings (dim >= 2), not biases or norm gains."""
+        params = [p for p in self.parameters() if p.requires_grad]  # parameters() yields tied ones once
+        return [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+                {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+
+    def expected_shapes(self) -> dict[str, tuple]:
+        """Names and shapes of the saved tensors (the tied lm_head.weight is saved once, as wte)."""
+        sd = self.state_dict()
+        if self.config.tie_weights:
+            sd.pop("lm_head.weight")
+        return {k: tuple(v.shape) for k, v in sd.items()}
+
+    def save(self, out_dir: str | Path) -> None:
+        """Write ``model.safetensors`` + ``config.json`` (``"model_type": "gpt"``) into out_dir."""
+        from dodai.io import atomic_write_json
+        from dodai.weights.safetensors import save_file
+
+        out = Path(out_dir)
+        out.mkdir(parents=True, exist_ok=True)
+        sd = self.state_dict()
+        tensors = {k: sd[k] for k in self.expected_shapes()}
+        save_file(tensors, out / "model.safetensors", metadata={"format": "pt", "model_type": "gpt"})
+        atomic_write_json(out / "config.json", {"model_type": "gpt", **self.config.to_dict()})
+
+    @classmethod
+    def load(cls, path: str | Path, dtype: torch.dtype = torch.float32, device: str = "cpu") -> GPT:
+        """Load a folder written by :meth:`save`. Strict: every tensor must exist with the config's shape."""
+        from dodai.weights.safetensors import load_file
+
+        folder = Path(path)
+        cfg_path = folder / "config.json"
+        if not cfg_path.is_file():
+            raise DodaiError(f"{folder}: no config.json (not a dodai model folder)")
+        try:
+            raw = json.loads(cfg_path.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            raise DodaiError(f"{cfg_path}: not valid JSON") from None
+        if not isinstance(raw, dict) or raw.get("model_type") != "gpt":
+            raise DodaiError(f"{cfg_path}: model_type is not 'gpt'")
+        config = GPTConfig.from_dict(raw)
+        with torch.device("meta"):
+            shapes = cls(config).expected_shapes()  # shapes only, no memory
+        sd = load_file(folder / "model.safetensors", expected=shapes)
+        model = cls(config)
+        if config.tie_weights:
+            sd["lm_head.weight"] = sd["transformer.wte.weight"]
+        model.load_state_dict({k: v.to(torch.float32) for k, v in sd.items()}, strict=True)
+        return model.to(device=device, dtype=dtype)
