@@ -225,3 +225,31 @@ def test_real_file_dequantization_matches_gguf_package(real, name):
     ref = gguf.quants.dequantize(data[rows], t.tensor_type)
     np.testing.assert_array_equal(got.numpy()[rows], ref)  # bit-exact, Q8_0 and Q4_1 alike
     np.testing.assert_array_equal(g.raw(name), np.asarray(t.data).reshape(-1).view(np.uint8))
+
+
+# ---- `dodai gguf inspect` ------------------------------------------------------------------------
+
+def test_cli_inspect(tmp_path, capsys):
+    import json
+
+    from dodai.cli import main
+
+    path = tmp_path / "c.gguf"
+    write_gguf(path, {"general.architecture": "llama", "eps": 1e-5, "toks": [f"t{i}" for i in range(100)]},
+               {"w": torch.ones(3, 4), "q": RawTensor(_q8_0_bytes(2, 2), "Q8_0", (2, 32))})
+    assert main(["gguf", "inspect", str(path), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["version"] == 3 and info["n_tensors"] == 2 and info["n_metadata"] == 3
+    assert info["metadata"]["eps"] == {"type": "float32", "value": "1e-05"}
+    assert "(100 items)" in info["metadata"]["toks"]["value"]
+    assert info["tensors"][0] == {"name": "w", "type": "F32", "shape": [3, 4], "nbytes": 48,
+                                  "offset": info["data_offset"]}
+    assert info["types"]["Q8_0"] == {"tensors": 1, "elements": 64, "bytes": 68}
+    assert main(["gguf", "inspect", str(path), "--max-tensors", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "GGUF v3" in out and "w  " in out and "1 more" in out and "q  " not in out
+    bad = tmp_path / "bad.gguf"
+    bad.write_bytes(b"GGUF\x01\0\0\0" + b"\0" * 16)
+    assert main(["gguf", "inspect", str(bad)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("dodai: error:") and "unsupported version 1" in err
