@@ -8,3 +8,5 @@ version the test suite runs to assert the experiment's scientific claim.
 
 # roadmap ID -> "module:function". Add one line per experiment, next to the code that implements it.
 EXPERIMENTS: dict[str, str] = {}
+EXPERIMENTS["R3.1"] = "dodai.experiments.r3_1:run"
+EXPERIMENTS["R3.2"] = "dodai.experiments.r3_2:run"

@@ -274,6 +274,19 @@ class GRU(_Recurrent):
         n = torch.tanh(i_n + r * h_n)
         return n + z * (h - n)  # = (1 - z) * n + z * h, one op fewer
 
+    def set_update_bias(self, value: float) -> None:
+        """Set the update-gate bias (b_iz + b_hz) to ``value``: a positive value makes z ~ 1 at init, so
+        h' ~ h and the GRU starts out remembering (the GRU analogue of a positive LSTM forget bias)."""
+        H = self.hidden_size
+        with torch.no_grad():
+            for layer in range(self.num_layers):
+                for d in range(self.num_directions):
+                    _, _, b_ih, b_hh = self.weights(layer, d)
+                    if b_ih is None:
+                        raise DodaiError("set_update_bias needs bias=True")
+                    b_ih[H:2 * H] = value
+                    b_hh[H:2 * H] = 0.0
+
 
 class LSTM(_Recurrent):
     """LSTM with forget gate, gate order i, f, g, o; torch.nn.LSTM's interface and parameter names.

@@ -1,0 +1,36 @@
+"""Quick modes of the R3.x experiments assert their scientific claims at small scale."""
+
+from __future__ import annotations
+
+import json
+
+from dodai.experiments import EXPERIMENTS
+
+
+def test_registered():
+    for i in ("R3.1", "R3.2"):
+        assert i in EXPERIMENTS
+
+
+def test_r3_1_rnn_fails_long_delay_and_gradient_vanishes(tmp_path):
+    from dodai.experiments.r3_1 import run
+
+    res = run(tmp_path, quick=True)
+    assert res["accuracy"]["5"] >= 0.9  # the RNN can do the task at a short delay...
+    assert res["accuracy"]["50"] <= res["chance"] + 0.15  # ...but not across 50 noise steps
+    assert res["grad_ratio_init"] < 1e-8  # ‖∂L/∂h_{T-50}‖ / ‖∂L/∂h_T‖ vanished
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "grad_norm_vs_distance.png").is_file()
+    assert json.loads((tmp_path / "results.json").read_text())["chance"] == 0.25
+
+
+def test_r3_2_gated_cells_solve_long_delay(tmp_path):
+    from dodai.experiments.r3_2 import run
+
+    res = run(tmp_path, quick=True)
+    acc = res["accuracy"]
+    assert acc["lstm@50"] >= 0.9 and acc["gru@50"] >= 0.9
+    assert acc["rnn@50"] <= res["chance"] + 0.15
+    ratio = res["grad_ratio_init"]
+    # gradient across 50 steps: many orders of magnitude smaller for the RNN than for the LSTM / GRU
+    assert ratio["rnn"] < 1e-6 * ratio["lstm"] and ratio["rnn"] < 1e-6 * ratio["gru"]
+    assert (tmp_path / "accuracy_vs_delay.png").is_file()
