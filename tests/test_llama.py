@@ -171,3 +171,66 @@ def test_context_overflow_and_bad_input_are_dodai_errors():
         LlamaConfig.from_hf_config({"hidden_size": 8})
     with pytest.raises(DodaiError):
         LlamaConfig.from_gguf_metadata({"general.architecture": "gpt2"})
+
+
+def _tiny_gguf(tmp_path, hf, quant_embd=False):
+    """Write a tiny llama GGUF the way llama.cpp's converter does: permuted Q/K rows, llama.* keys."""
+    from dodai.weights.gguf import write_gguf
+
+    c = hf.config
+    sd = hf.state_dict()
+    md = {"general.architecture": "llama", "llama.context_length": c.max_position_embeddings,
+          "llama.embedding_length": c.hidden_size, "llama.block_count": c.num_hidden_layers,
+          "llama.feed_forward_length": c.intermediate_size, "llama.attention.head_count": c.num_attention_heads,
+          "llama.attention.head_count_kv": c.num_key_value_heads, "llama.rope.freq_base": 5000.0,
+          "llama.attention.layer_norm_rms_epsilon": 1e-5, "llama.vocab_size": c.vocab_size}
+    t = {"token_embd.weight": sd["model.embed_tokens.weight"], "output_norm.weight": sd["model.norm.weight"]}
+    if not c.tie_word_embeddings:
+        t["output.weight"] = sd["lm_head.weight"]
+    for i in range(c.num_hidden_layers):
+        h = f"model.layers.{i}."
+        t.update({
+            f"blk.{i}.attn_norm.weight": sd[h + "input_layernorm.weight"],
+            f"blk.{i}.attn_q.weight": permute_qk(sd[h + "self_attn.q_proj.weight"], c.num_attention_heads),
+            f"blk.{i}.attn_k.weight": permute_qk(sd[h + "self_attn.k_proj.weight"], c.num_key_value_heads),
+            f"blk.{i}.attn_v.weight": sd[h + "self_attn.v_proj.weight"],
+            f"blk.{i}.attn_output.weight": sd[h + "self_attn.o_proj.weight"],
+            f"blk.{i}.ffn_norm.weight": sd[h + "post_attention_layernorm.weight"],
+            f"blk.{i}.ffn_gate.weight": sd[h + "mlp.gate_proj.weight"],
+            f"blk.{i}.ffn_up.weight": sd[h + "mlp.up_proj.weight"],
+            f"blk.{i}.ffn_down.weight": sd[h + "mlp.down_proj.weight"],
+        })
+    path = tmp_path / "tiny.gguf"
+    write_gguf(path, md, t)
+    return path
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_gguf_load_undoes_the_qk_permutation(tmp_path, tie):
+    from dodai.models.llama import read_llama_gguf
+
+    hf = _hf_tiny(tie, 2, seed=7)
+    model = read_llama_gguf(_tiny_gguf(tmp_path, hf))
+    assert model.config.tie_embeddings == tie
+    idx = torch.randint(0, 97, (2, 11))
+    with torch.no_grad():
+        torch.testing.assert_close(model(idx)[0], hf(idx).logits, atol=1e-5, rtol=1e-5)
+    m16 = read_llama_gguf(tmp_path / "tiny.gguf", dtype=torch.bfloat16)
+    assert m16.tok_embeddings.weight.dtype == torch.bfloat16
+
+
+def test_gguf_missing_tensor_and_wrong_arch(tmp_path):
+    from dodai.models.llama import read_llama_gguf
+    from dodai.weights.gguf import GGUFFile, write_gguf
+
+    hf = _hf_tiny(True, 2, seed=8)
+    path = _tiny_gguf(tmp_path, hf)
+    with GGUFFile(path) as g:
+        md = dict(g.metadata)
+        tensors = {n: g.load(n) for n in g.tensors if n != "blk.1.ffn_up.weight"}
+    write_gguf(tmp_path / "missing.gguf", md, tensors)
+    with pytest.raises(DodaiError, match="blk.1.ffn_up.weight"):
+        read_llama_gguf(tmp_path / "missing.gguf")
+    write_gguf(tmp_path / "arch.gguf", {**md, "general.architecture": "falcon"}, tensors)
+    with pytest.raises(DodaiError, match="falcon"):
+        read_llama_gguf(tmp_path / "arch.gguf")

@@ -127,6 +127,8 @@ class LlamaConfig:
                 raise DodaiError(f"GGUF metadata lacks llama.{key}")
             return v
 
+        if md.get("llama.rope.scaling.type", "none") not in ("none", None) or "llama.expert_count" in md:
+            raise DodaiError("GGUF llama variant not supported yet (RoPE scaling or mixture of experts)")
         tokens = md.get("tokenizer.ggml.tokens")
         vocab = len(tokens) if tokens is not None else get("vocab_size")
         n_head = int(get("attention.head_count"))
@@ -487,38 +489,46 @@ def load_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32):
     from dodai.tokenizers.gguf_vocab import tokenizer_from_gguf
     from dodai.weights.gguf import GGUFFile
 
-    gf = GGUFFile(path)
+    with GGUFFile(path) as gf:
+        model = llama_from_gguf_file(gf, dtype)
+        tok = tokenizer_from_gguf(path, gguf=gf)
+    return model, tok
+
+
+def read_llama_gguf(path: str | Path, dtype: torch.dtype = torch.float32) -> Llama:
+    """The model only (no tokenizer) from a GGUF file."""
+    from dodai.weights.gguf import GGUFFile
+
+    with GGUFFile(path) as gf:
+        return llama_from_gguf_file(gf, dtype)
+
+
+def llama_from_gguf_file(gf, dtype: torch.dtype = torch.float32) -> Llama:
+    """Build a Llama from an open :class:`dodai.weights.gguf.GGUFFile`, one tensor at a time (peak
+    memory: the model plus one dequantized fp32 tensor)."""
     config = LlamaConfig.from_gguf_metadata(gf.metadata)
-    names = set(_tensor_names(gf))
+    names = set(gf.tensors)
     config.tie_embeddings = "output.weight" not in names
-    model = llama_from_gguf_file(gf, config, dtype)
-    return model, tokenizer_from_gguf(path, gguf=gf)
-
-
-def _tensor_names(gf) -> list[str]:
-    t = gf.tensors
-    if isinstance(t, dict):
-        return list(t)
-    return [getattr(x, "name", x) for x in t]
-
-
-def llama_from_gguf_file(gf, config: LlamaConfig, dtype: torch.dtype = torch.float32) -> Llama:
-    names = set(_tensor_names(gf))
-    with torch.device("meta"):
+    if "rope_freqs.weight" in names:
+        raise DodaiError("GGUF file has rope_freqs.weight (scaled RoPE, e.g. Llama 3.1): not supported yet")
+    with torch.device("meta"):  # no random init of 135M parameters that we overwrite anyway
         model = Llama(config)
-    model = model.to_empty(device="cpu")
+    model = model.to_empty(device="cpu").to(dtype)
     if config.tie_embeddings:
-        model.output.weight = model.tok_embeddings.weight  # to_empty breaks the tie; restore it
-    model.to(dtype)
-    tensors = {}
-    for g, ours in gguf_name_map(config).items():
+        model.output.weight = model.tok_embeddings.weight  # to_empty() breaks the tie; restore it
+    params = model.state_dict()
+    wanted = gguf_name_map(config)
+    for g, ours in wanted.items():
         if g not in names:
             raise DodaiError(f"GGUF file lacks tensor {g}")
         t = gf.load(g, torch.float32)
+        if tuple(t.shape) != tuple(params[ours].shape):
+            raise DodaiError(f"GGUF tensor {g} has shape {tuple(t.shape)}, expected {tuple(params[ours].shape)}")
         if g.endswith("attn_q.weight"):
             t = unpermute_qk(t, config.n_head)
         elif g.endswith("attn_k.weight"):
             t = unpermute_qk(t, config.n_kv_head)
-        tensors[ours] = t
-    load_named(model, tensors, dtype, "GGUF")
-    return model
+        with torch.no_grad():
+            params[ours].copy_(t)
+        del t
+    return model.eval()
