@@ -168,7 +168,7 @@ class ByteLevelBPE:
     def __init__(self, token_bytes: Mapping[int, bytes], merges: Iterable[tuple[int, int, int]],
                  pretokenizer: PreTokenizer | None = None, special_tokens: Mapping[str, int] | None = None,
                  eos_id: int | None = None, ignore_merges: bool = False, normalizer: str | None = None,
-                 nonspecial_added: Iterable[str] = ()):
+                 nonspecial_added: Iterable[str] = (), allow_missing_bytes: bool = False):
         self.pretokenizer = pretokenizer or PreTokenizer.from_pattern("gpt4")
         specials_all = dict(special_tokens or {})
         # Added tokens HF marks special=false still split text like specials; they are not "special".
@@ -188,7 +188,10 @@ class ByteLevelBPE:
             self._bytes_to_id.setdefault(bytes(b), i)
         byte_ids = [self._bytes_to_id.get(bytes([x])) for x in range(256)]
         missing = [x for x in range(256) if byte_ids[x] is None]
-        if missing:
+        # allow_missing_bytes: some real vocabularies (SmolLM2's) lack a few byte tokens; HF then
+        # drops those bytes before merging (BPE without unk_token), and so do we.
+        self._missing_bytes = bool(missing)
+        if missing and not allow_missing_bytes:
             raise DodaiError(f"byte-level vocabulary lacks {len(missing)} of the 256 single-byte tokens "
                              f"(e.g. byte {missing[0]}); cannot encode arbitrary text")
         self.byte_ids: list[int] = byte_ids
@@ -253,7 +256,8 @@ class ByteLevelBPE:
     def from_vocab_merges(cls, vocab: Mapping[str, int], merges: Iterable[tuple[str, str] | str],
                           pattern: str | PreTokenizer = "gpt4", special_tokens: Mapping[str, int] | None = None,
                           eos_id: int | None = None, ignore_merges: bool = False, add_prefix_space: bool = False,
-                          normalizer: str | None = None, nonspecial_added: Iterable[str] = ()) -> ByteLevelBPE:
+                          normalizer: str | None = None, nonspecial_added: Iterable[str] = (),
+                          allow_missing_bytes: bool = False) -> ByteLevelBPE:
         """Build from an existing vocabulary in GPT-2 byte-unicode form (``{'Ġthe': 262, ...}``).
 
         merges: ranked pairs of vocabulary strings (``("Ġ", "t")`` or ``"Ġ t"``); their
@@ -290,7 +294,8 @@ class ByteLevelBPE:
                 raise DodaiError(f"merge {r} ({a!r}, {b!r}) uses {e.args[0]!r}, which is not in the vocabulary") \
                     from None
         return cls(token_bytes, merge_ids, pre, special_tokens, eos_id=eos_id, ignore_merges=ignore_merges,
-                   normalizer=normalizer, nonspecial_added=nonspecial_added)
+                   normalizer=normalizer, nonspecial_added=nonspecial_added,
+                   allow_missing_bytes=allow_missing_bytes)
 
     # ----------------------------------------------------------------- properties
     @property
@@ -334,6 +339,8 @@ class ByteLevelBPE:
                 return out
         byte_ids = self.byte_ids
         ids = [byte_ids[x] for x in b]
+        if self._missing_bytes:
+            ids = [i for i in ids if i is not None]
         ranks = self._ranks
         while len(ids) > 1:
             # The adjacent pair with the lowest merge rank; none -> done.
