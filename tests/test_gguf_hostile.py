@@ -217,7 +217,7 @@ def test_random_mutations_only_raise_dodai_error(tmp_path):
         for name in g.tensors:
             g.load(name)
     rnd = random.Random(1234)
-    n, parsed, rejected = 3000, 0, 0
+    n, parsed, rejected, worst = 3000, 0, 0, 0
     tracemalloc.start()
     try:
         for i in range(n):
@@ -225,6 +225,8 @@ def test_random_mutations_only_raise_dodai_error(tmp_path):
             path.unlink()  # a fresh file each time: rewriting one in place (truncate) is slow on ext4
             path = tmp_path / f"m{i}.gguf"
             path.write_bytes(mutated)
+            before, _ = tracemalloc.get_traced_memory()
+            tracemalloc.reset_peak()
             try:
                 with GGUFFile(path) as g:
                     for name in g.tensors:
@@ -234,9 +236,10 @@ def test_random_mutations_only_raise_dodai_error(tmp_path):
             except DodaiError as e:
                 assert "\n" not in str(e)
                 rejected += 1
-        _, peak = tracemalloc.get_traced_memory()
+            worst = max(worst, tracemalloc.get_traced_memory()[1] - before)
     finally:
         tracemalloc.stop()
     assert parsed + rejected == n and parsed > 100 and rejected > 1000
-    # No mutated file (< 2 KB) may make the reader allocate much more than its own size.
-    assert peak < 64 * len(data) + (256 << 10), peak
+    # Parsing + loading one mutated file (< 2 KB) may not allocate much more than the file's own size:
+    # a lying count or length must never turn into a big allocation.
+    assert worst < 32 * len(data) + (64 << 10), worst
