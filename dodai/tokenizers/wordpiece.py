@@ -1,0 +1,535 @@
+"""WordPiece tokenization as BERT does it (R4.6, encode side).
+
+WordPiece (Schuster & Nakajima 2012; Wu et al. 2016, "Google's Neural Machine Translation System")
+splits a word greedily into the longest vocabulary entry first, then the longest continuation piece
+(written with a ``##`` prefix), and so on; a word that cannot be covered at all becomes ``[UNK]``.
+BERT (Devlin et al. 2019) puts a *basic tokenizer* in front of it. The pipeline, in order:
+
+1. **special tokens** written literally in the text (``[CLS]``, ``[MASK]`` …) are cut out first and
+   kept whole, as HF ``tokenizers`` does for its "added tokens" (matched on the raw text, longest
+   first);
+2. **clean text**: drop NUL, U+FFFD and control/format characters (categories Cc, Cf, Co; tab, LF and
+   CR count as whitespace), then turn every whitespace character into a plain space;
+3. **CJK ideographs** (the CJK Unified Ideographs blocks, *not* kana or hangul) get a space on each
+   side, so each one becomes its own word;
+4. **strip accents** (NFD, then drop non-spacing marks, category Mn) — by default whenever
+   lower-casing is on — then **lower-case** character by character (so a final Σ becomes σ, not ς:
+   the reference lower-cases per character, without Python's final-sigma rule);
+5. **pre-tokenize**: split on whitespace and cut every punctuation character out as its own word
+   (Unicode P* categories plus every printable non-alphanumeric ASCII character such as ``$ + < ^``);
+6. **WordPiece** each word (words longer than ``max_input_chars_per_word`` characters → ``[UNK]``);
+7. **post-process**: ``[CLS] A [SEP]`` (token type 0), or ``[CLS] A [SEP] B [SEP]`` with B's token
+   types 1.
+
+Conventions chosen to match HF ``BertTokenizerFast`` (the Rust ``tokenizers`` library) exactly, where
+it differs from the original Python BERT code: whitespace is Unicode ``White_Space`` (so U+001C–U+001F
+are control characters and are dropped, while U+2028 becomes a space); unassigned code points are
+*kept*. The Unicode category tables come from Python's ``unicodedata``; the reference was built with
+older tables, so characters assigned in recent Unicode versions may still differ (see the tests).
+
+The tokenizer is pure Python (no torch). ``encode_batch`` pads and returns the attention mask.
+A WordPiece *trainer* belongs to a later issue; it will be a classmethod ``train`` next to the
+constructors below.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import unicodedata
+from dataclasses import dataclass
+from pathlib import Path
+
+from dodai.errors import DodaiError
+from dodai.io import atomic_write_json
+
+# ---------------------------------------------------------------------------------------------------
+# Character classes (BERT's basic tokenizer, as the Rust reference defines them)
+
+# Unicode White_Space (what Rust's char::is_whitespace tests) plus tab/LF/CR.
+_WHITESPACE = frozenset("\t\n\v\f\r \x85\xa0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007"
+                        "\u2008\u2009\u200a\u2028\u2029\u202f\u205f\u3000")
+# CJK Unified Ideographs and their extensions/compatibility blocks, as in BERT's _is_chinese_char.
+_CJK_RANGES = ((0x4E00, 0x9FFF), (0x3400, 0x4DBF), (0x20000, 0x2A6DF), (0x2A700, 0x2B73F),
+               (0x2B740, 0x2B81F), (0x2B820, 0x2CEAF), (0xF900, 0xFAFF), (0x2F800, 0x2FA1F))
+
+
+def _is_whitespace(c: str) -> bool:
+    return c in _WHITESPACE
+
+
+def _is_removed(c: str) -> bool:
+    """Dropped by clean-text: NUL, the replacement character, and control/format/private-use chars."""
+    if c in "\t\n\r":
+        return False
+    return c == "\x00" or c == "\ufffd" or unicodedata.category(c) in ("Cc", "Cf", "Co")
+
+
+def _is_cjk(c: str) -> bool:
+    cp = ord(c)
+    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+
+
+def _is_punctuation(c: str) -> bool:
+    cp = ord(c)
+    # BERT treats every printable non-alphanumeric ASCII character as punctuation ("$", "^", "`" …).
+    if 33 <= cp <= 47 or 58 <= cp <= 64 or 91 <= cp <= 96 or 123 <= cp <= 126:
+        return True
+    return unicodedata.category(c).startswith("P")
+
+
+# Per-character class cache for the general (non-ASCII) path: 0 plain, 1 whitespace, 2 punctuation.
+_CLASS: dict[str, int] = {}
+
+
+def _char_class(c: str) -> int:
+    k = _CLASS.get(c)
+    if k is None:
+        k = 1 if _is_whitespace(c) else 2 if _is_punctuation(c) else 0
+        _CLASS[c] = k
+    return k
+
+
+# ASCII fast path: the same rules, compiled. Clean text maps tab/LF/CR to a space and drops the other
+# ASCII control characters (U+0000–U+001F and U+007F; note \v and \f are Cc, so they are *dropped*:
+# clean-text filters control characters before it maps whitespace).
+_ASCII_CLEAN = {i: None for i in list(range(0, 32)) + [127]}
+_ASCII_CLEAN.update({9: " ", 10: " ", 13: " "})
+_ASCII_WORDS = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9\s]")
+
+
+@dataclass
+class BatchEncoding:
+    """Padded batch: lists of rows, every row of length max(len) in the batch."""
+
+    input_ids: list[list[int]]
+    attention_mask: list[list[int]]  # 1 for real tokens, 0 for padding
+    token_type_ids: list[list[int]]
+
+
+class WordPieceTokenizer:
+    """BERT's tokenizer: basic tokenization + greedy longest-match-first WordPiece.
+
+    ``vocab`` maps token → id (ids need not be contiguous but usually are ``0..V-1``).
+    """
+
+    def __init__(self, vocab: dict[str, int], *, lowercase: bool = True, strip_accents: bool | None = None,
+                 clean_text: bool = True, handle_chinese_chars: bool = True, unk_token: str = "[UNK]",
+                 cls_token: str = "[CLS]", sep_token: str = "[SEP]", pad_token: str = "[PAD]",
+                 mask_token: str = "[MASK]", prefix: str = "##", max_input_chars_per_word: int = 100,
+                 model_max_length: int = 512, decode_cleanup: bool = True,
+                 extra_special_tokens: tuple[str, ...] = ()):
+        if not vocab:
+            raise DodaiError("WordPiece: the vocabulary is empty")
+        self.vocab = dict(vocab)
+        self.id_to_token = {i: t for t, i in self.vocab.items()}
+        if len(self.id_to_token) != len(self.vocab):
+            raise DodaiError("WordPiece: two vocabulary entries share an id")
+        self.lowercase = lowercase
+        self.strip_accents = strip_accents  # None: strip when lower-casing (BERT's default)
+        self.clean_text = clean_text
+        self.handle_chinese_chars = handle_chinese_chars
+        self.prefix = prefix
+        self.max_input_chars_per_word = max_input_chars_per_word
+        self.model_max_length = model_max_length
+        self.decode_cleanup = decode_cleanup
+        self.unk_token, self.cls_token, self.sep_token = unk_token, cls_token, sep_token
+        self.pad_token, self.mask_token = pad_token, mask_token
+        named = {"unk": unk_token, "cls": cls_token, "sep": sep_token, "pad": pad_token, "mask": mask_token}
+        for role in ("unk", "cls", "sep", "pad"):
+            if named[role] not in self.vocab:
+                raise DodaiError(f"WordPiece: the {role} token {named[role]!r} is not in the vocabulary")
+        self.unk_id = self.vocab[unk_token]
+        self.cls_id, self.sep_id, self.pad_id = self.vocab[cls_token], self.vocab[sep_token], self.vocab[pad_token]
+        specials = [t for t in (pad_token, unk_token, cls_token, sep_token, mask_token, *extra_special_tokens)
+                    if t in self.vocab]
+        self.special_tokens: dict[str, int] = {t: self.vocab[t] for t in specials}
+        # Special tokens are matched literally in the raw text, longest first (leftmost-longest).
+        alts = sorted(self.special_tokens, key=len, reverse=True)
+        self._special_re = re.compile("|".join(re.escape(t) for t in alts)) if alts else None
+        self._max_piece = max(len(t) for t in self.vocab)
+        self._word_cache: dict[str, tuple[int, ...]] = {}
+
+    # -- the common tokenizer interface ------------------------------------------------------------
+
+    @property
+    def vocab_size(self) -> int:
+        return max(self.id_to_token) + 1
+
+    @property
+    def eos_id(self) -> int | None:
+        # An encoder has no end-of-generation token; [SEP] only closes a segment.
+        return None
+
+    # -- stages --------------------------------------------------------------------------------------
+
+    def normalize(self, text: str) -> str:
+        """Stages 2–4: clean text, space out CJK ideographs, strip accents, lower-case."""
+        if text.isascii():
+            if self.clean_text:
+                text = text.translate(_ASCII_CLEAN)
+            return text.lower() if self.lowercase else text
+        if self.clean_text:
+            text = "".join(" " if c in _WHITESPACE else c for c in text if not _is_removed(c))
+        if self.handle_chinese_chars:
+            text = "".join(f" {c} " if _is_cjk(c) else c for c in text)
+        strip = self.lowercase if self.strip_accents is None else self.strip_accents
+        if strip:
+            text = "".join(c for c in unicodedata.normalize("NFD", text) if unicodedata.category(c) != "Mn")
+        if self.lowercase:
+            # Per character (no final-sigma context rule); str.lower() only differs on Σ.
+            text = "".join(c.lower() for c in text) if "Σ" in text else text.lower()
+        return text
+
+    @staticmethod
+    def pre_tokenize(text: str) -> list[str]:
+        """Stage 5: split on whitespace, every punctuation character a word of its own."""
+        if text.isascii():
+            return _ASCII_WORDS.findall(text)
+        words: list[str] = []
+        buf: list[str] = []
+        for c in text:
+            k = _char_class(c)
+            if k == 0:
+                buf.append(c)
+                continue
+            if buf:
+                words.append("".join(buf))
+                buf = []
+            if k == 2:
+                words.append(c)
+        if buf:
+            words.append("".join(buf))
+        return words
+
+    def wordpiece(self, word: str) -> tuple[int, ...]:
+        """Stage 6: greedy longest-match-first; the whole word is [UNK] if any part cannot be matched."""
+        cached = self._word_cache.get(word)
+        if cached is not None:
+            return cached
+        ids: list[int] = []
+        n = len(word)
+        if n > self.max_input_chars_per_word:
+            ids = [self.unk_id]
+            n = 0  # skip the loop
+        start = 0
+        while start < n:
+            end = min(n, start + self._max_piece)
+            piece_id = None
+            while start < end:
+                sub = word[start:end] if start == 0 else self.prefix + word[start:end]
+                piece_id = self.vocab.get(sub)
+                if piece_id is not None:
+                    break
+                end -= 1
+            if piece_id is None:
+                ids = [self.unk_id]
+                break
+            ids.append(piece_id)
+            start = end
+        out = tuple(ids)
+        if len(self._word_cache) > 200_000:  # bounded memory on endless streams of new words
+            self._word_cache.clear()
+        self._word_cache[word] = out
+        return out
+
+    def _segments(self, text: str) -> list[tuple[str, bool]]:
+        """Stage 1: cut literal special tokens out of the raw text → [(piece, is_special)]."""
+        if self._special_re is None or not any(t in text for t in self.special_tokens):
+            return [(text, False)]
+        out, pos = [], 0
+        for m in self._special_re.finditer(text):
+            if m.start() > pos:
+                out.append((text[pos:m.start()], False))
+            out.append((m.group(), True))
+            pos = m.end()
+        if pos < len(text):
+            out.append((text[pos:], False))
+        return out
+
+    def _ids_no_special(self, text: str) -> list[int]:
+        ids: list[int] = []
+        for piece, special in self._segments(text):
+            if special:
+                ids.append(self.special_tokens[piece])
+                continue
+            for word in self.pre_tokenize(self.normalize(piece)):
+                ids.extend(self.wordpiece(word))
+        return ids
+
+    # -- public encode/decode ----------------------------------------------------------------------
+
+    def tokenize(self, text: str) -> list[str]:
+        """The token strings (no [CLS]/[SEP])."""
+        return [self.id_to_token[i] for i in self._ids_no_special(text)]
+
+    def encode(self, text: str, add_special_tokens: bool = True, max_length: int | None = None) -> list[int]:
+        """Token ids of ``text``: ``[CLS] … [SEP]`` by default; ``max_length`` truncates (specials included)."""
+        ids = self._ids_no_special(text)
+        n_special = 2 if add_special_tokens else 0
+        if max_length is not None:
+            if max_length < n_special:
+                raise DodaiError(f"WordPiece: max_length {max_length} leaves no room for [CLS]/[SEP]")
+            ids = ids[:max_length - n_special]
+        return [self.cls_id, *ids, self.sep_id] if add_special_tokens else ids
+
+    def encode_pair(self, text_a: str, text_b: str, add_special_tokens: bool = True,
+                    max_length: int | None = None) -> tuple[list[int], list[int]]:
+        """``[CLS] A [SEP] B [SEP]`` → (ids, token_type_ids); truncation is longest-first."""
+        a, b = self._ids_no_special(text_a), self._ids_no_special(text_b)
+        n_special = 3 if add_special_tokens else 0
+        if max_length is not None:
+            if max_length < n_special:
+                raise DodaiError(f"WordPiece: max_length {max_length} leaves no room for the special tokens")
+            na, nb = _longest_first(len(a), len(b), max_length - n_special)
+            a, b = a[:na], b[:nb]
+        if not add_special_tokens:
+            return a + b, [0] * len(a) + [1] * len(b)
+        ids = [self.cls_id, *a, self.sep_id, *b, self.sep_id]
+        return ids, [0] * (len(a) + 2) + [1] * (len(b) + 1)
+
+    def encode_batch(self, texts: list[str], max_length: int | None = None,
+                     add_special_tokens: bool = True) -> BatchEncoding:
+        """Encode each text, pad to the longest (with [PAD]), and return ids, attention mask, token types."""
+        rows = [self.encode(t, add_special_tokens=add_special_tokens, max_length=max_length) for t in texts]
+        return self.pad(rows)
+
+    def pad(self, rows: list[list[int]]) -> BatchEncoding:
+        """Right-pad id rows to a common length."""
+        width = max((len(r) for r in rows), default=0)
+        ids = [r + [self.pad_id] * (width - len(r)) for r in rows]
+        mask = [[1] * len(r) + [0] * (width - len(r)) for r in rows]
+        types = [[0] * width for _ in rows]
+        return BatchEncoding(ids, mask, types)
+
+    def decode(self, ids: list[int], skip_special_tokens: bool = True) -> str:
+        """Join the pieces: ``##`` continuations glue to the previous piece, others get a space.
+
+        With ``decode_cleanup`` (BERT's default), spaces before ``. ? ! ,`` and in English contractions
+        are removed, as the reference WordPiece decoder does.
+        """
+        toks = []
+        for i in ids:
+            t = self.id_to_token.get(int(i))
+            if t is None:
+                raise DodaiError(f"WordPiece: id {i} is outside the vocabulary (size {self.vocab_size})")
+            if skip_special_tokens and t in self.special_tokens:
+                continue
+            toks.append(t)
+        parts = []
+        for k, t in enumerate(toks):
+            if k > 0:
+                t = t[len(self.prefix):] if t.startswith(self.prefix) else " " + t
+            if self.decode_cleanup:
+                t = _cleanup(t)
+            parts.append(t)
+        return "".join(parts)
+
+    def token_to_id(self, token: str) -> int | None:
+        return self.vocab.get(token)
+
+    # -- files -------------------------------------------------------------------------------------
+
+    @classmethod
+    def from_vocab_txt(cls, path: str | os.PathLike, lower: bool = True, strip_accents: bool | None = None,
+                       handle_chinese_chars: bool = True, **kw) -> WordPieceTokenizer:
+        """BERT's ``vocab.txt``: one token per line, the id is the line number."""
+        p = Path(path)
+        try:
+            text = p.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            raise DodaiError(f"{p}: no such vocab.txt") from None
+        except (OSError, UnicodeDecodeError) as e:
+            raise DodaiError(f"{p}: cannot read vocab.txt ({type(e).__name__})") from None
+        lines = text.split("\n")
+        if lines and lines[-1] == "":
+            lines.pop()
+        vocab: dict[str, int] = {}
+        for i, tok in enumerate(lines):
+            tok = tok.rstrip("\r")
+            vocab.setdefault(tok, i)  # a duplicate keeps its first id
+        try:
+            return cls(vocab, lowercase=lower, strip_accents=strip_accents,
+                       handle_chinese_chars=handle_chinese_chars, **kw)
+        except DodaiError as e:
+            raise DodaiError(f"{p}: {e}") from None
+
+    @classmethod
+    def from_tokenizer_json(cls, path: str | os.PathLike) -> WordPieceTokenizer:
+        """An HF ``tokenizer.json`` with a WordPiece model (BertNormalizer, BertPreTokenizer, BERT template)."""
+        p = Path(path)
+        try:
+            obj = json.loads(p.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise DodaiError(f"{p}: no such tokenizer.json") from None
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise DodaiError(f"{p}: not a readable tokenizer.json ({type(e).__name__})") from None
+        try:
+            return cls._from_tokenizer_obj(obj)
+        except DodaiError as e:
+            raise DodaiError(f"{p}: {e}") from None
+
+    @classmethod
+    def _from_tokenizer_obj(cls, obj) -> WordPieceTokenizer:
+        if not isinstance(obj, dict) or not isinstance(obj.get("model"), dict):
+            raise DodaiError("tokenizer.json has no model section")
+        model = obj["model"]
+        if model.get("type", "WordPiece") != "WordPiece":
+            raise DodaiError(f"tokenizer model is {model.get('type')!r}, not WordPiece")
+        vocab = model.get("vocab")
+        if not isinstance(vocab, dict) or not all(isinstance(k, str) and type(v) is int and v >= 0
+                                                  for k, v in vocab.items()):
+            raise DodaiError("WordPiece vocab must map strings to non-negative integer ids")
+        kw: dict = {"unk_token": model.get("unk_token", "[UNK]"),
+                    "prefix": model.get("continuing_subword_prefix", "##"),
+                    "max_input_chars_per_word": model.get("max_input_chars_per_word", 100)}
+        if not isinstance(kw["unk_token"], str) or not isinstance(kw["prefix"], str):
+            raise DodaiError("WordPiece unk_token and continuing_subword_prefix must be strings")
+        if type(kw["max_input_chars_per_word"]) is not int or kw["max_input_chars_per_word"] < 1:
+            raise DodaiError("WordPiece max_input_chars_per_word must be a positive integer")
+        norm = obj.get("normalizer")
+        if norm is None:
+            kw.update(lowercase=False, strip_accents=False, clean_text=False, handle_chinese_chars=False)
+        elif isinstance(norm, dict) and norm.get("type") == "BertNormalizer":
+            kw.update(lowercase=bool(norm.get("lowercase", True)), strip_accents=norm.get("strip_accents"),
+                      clean_text=bool(norm.get("clean_text", True)),
+                      handle_chinese_chars=bool(norm.get("handle_chinese_chars", True)))
+            if kw["strip_accents"] is not None and not isinstance(kw["strip_accents"], bool):
+                raise DodaiError("BertNormalizer strip_accents must be true, false or null")
+        else:
+            raise DodaiError(f"unsupported normalizer {_type_of(norm)!r} (dodai reads BertNormalizer)")
+        pre = obj.get("pre_tokenizer")
+        if not (isinstance(pre, dict) and pre.get("type") == "BertPreTokenizer"):
+            raise DodaiError(f"unsupported pre_tokenizer {_type_of(pre)!r} (dodai reads BertPreTokenizer)")
+        post = obj.get("post_processor")
+        if isinstance(post, dict) and post.get("type") == "BertProcessing":
+            try:
+                kw["cls_token"], kw["sep_token"] = str(post["cls"][0]), str(post["sep"][0])
+            except (KeyError, IndexError, TypeError):
+                raise DodaiError("BertProcessing needs cls and sep as [token, id]") from None
+        elif isinstance(post, dict) and post.get("type") == "TemplateProcessing":
+            kw["cls_token"], kw["sep_token"] = _bert_template(post)
+        elif post is not None:
+            raise DodaiError(f"unsupported post_processor {_type_of(post)!r}")
+        dec = obj.get("decoder")
+        if isinstance(dec, dict) and dec.get("type") == "WordPiece":
+            kw["decode_cleanup"] = bool(dec.get("cleanup", True))
+        extra = []
+        for at in obj.get("added_tokens") or []:
+            if not isinstance(at, dict) or not isinstance(at.get("content"), str) or type(at.get("id")) is not int:
+                raise DodaiError("added_tokens entries need a string content and an integer id")
+            if vocab.get(at["content"], at["id"]) != at["id"]:
+                raise DodaiError(f"added token {at['content']!r} has id {at['id']}, the vocabulary says "
+                                 f"{vocab[at['content']]}")
+            vocab.setdefault(at["content"], at["id"])
+            if at.get("special", False):
+                extra.append(at["content"])
+        pad = (obj.get("padding") or {}).get("pad_token") if isinstance(obj.get("padding"), dict) else None
+        if isinstance(pad, str) and pad in vocab:
+            kw["pad_token"] = pad
+        return cls(vocab, extra_special_tokens=tuple(extra), **kw)
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> WordPieceTokenizer:
+        """A tokenizer.json, a vocab.txt, or a folder holding either (tokenizer.json preferred; a
+        folder's tokenizer_config.json supplies do_lower_case etc. for vocab.txt)."""
+        p = Path(path)
+        if p.is_dir():
+            if (p / "tokenizer.json").is_file():
+                return cls.from_tokenizer_json(p / "tokenizer.json")
+            if (p / "vocab.txt").is_file():
+                cfg = {}
+                if (p / "tokenizer_config.json").is_file():
+                    try:
+                        cfg = json.loads((p / "tokenizer_config.json").read_text(encoding="utf-8"))
+                    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                        raise DodaiError(f"{p / 'tokenizer_config.json'}: not valid JSON") from None
+                return cls.from_vocab_txt(p / "vocab.txt", lower=bool(cfg.get("do_lower_case", True)),
+                                          strip_accents=cfg.get("strip_accents"),
+                                          handle_chinese_chars=bool(cfg.get("tokenize_chinese_chars", True)))
+            raise DodaiError(f"{p}: no tokenizer.json or vocab.txt in this folder")
+        if p.suffix == ".txt":
+            return cls.from_vocab_txt(p)
+        return cls.from_tokenizer_json(p)
+
+    def to_json_obj(self) -> dict:
+        """The HF ``tokenizer.json`` structure for this tokenizer."""
+        return {
+            "version": "1.0",
+            "truncation": None,
+            "padding": None,
+            "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                              "normalized": False, "special": True}
+                             for t, i in sorted(self.special_tokens.items(), key=lambda kv: kv[1])],
+            "normalizer": {"type": "BertNormalizer", "clean_text": self.clean_text,
+                           "handle_chinese_chars": self.handle_chinese_chars,
+                           "strip_accents": self.strip_accents, "lowercase": self.lowercase},
+            "pre_tokenizer": {"type": "BertPreTokenizer"},
+            "post_processor": {
+                "type": "TemplateProcessing",
+                "single": [{"SpecialToken": {"id": self.cls_token, "type_id": 0}},
+                           {"Sequence": {"id": "A", "type_id": 0}},
+                           {"SpecialToken": {"id": self.sep_token, "type_id": 0}}],
+                "pair": [{"SpecialToken": {"id": self.cls_token, "type_id": 0}},
+                         {"Sequence": {"id": "A", "type_id": 0}},
+                         {"SpecialToken": {"id": self.sep_token, "type_id": 0}},
+                         {"Sequence": {"id": "B", "type_id": 1}},
+                         {"SpecialToken": {"id": self.sep_token, "type_id": 1}}],
+                "special_tokens": {t: {"id": t, "ids": [self.vocab[t]], "tokens": [t]}
+                                   for t in (self.cls_token, self.sep_token)},
+            },
+            "decoder": {"type": "WordPiece", "prefix": self.prefix, "cleanup": self.decode_cleanup},
+            "model": {"type": "WordPiece", "unk_token": self.unk_token,
+                      "continuing_subword_prefix": self.prefix,
+                      "max_input_chars_per_word": self.max_input_chars_per_word,
+                      "vocab": dict(sorted(self.vocab.items(), key=lambda kv: kv[1]))},
+        }
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write an HF ``tokenizer.json`` (a folder path gets ``tokenizer.json`` inside it)."""
+        p = Path(path)
+        if p.is_dir():
+            p = p / "tokenizer.json"
+        atomic_write_json(p, self.to_json_obj())
+
+
+def _type_of(obj) -> str:
+    return obj.get("type", "?") if isinstance(obj, dict) else type(obj).__name__
+
+
+def _bert_template(post: dict) -> tuple[str, str]:
+    """Check that a TemplateProcessing is BERT's ``[CLS] $A [SEP]`` and return (cls, sep)."""
+    single = post.get("single")
+    try:
+        first, seq, last = single
+        cls_tok, sep_tok = first["SpecialToken"]["id"], last["SpecialToken"]["id"]
+        ok = seq["Sequence"]["id"] == "A"
+    except (TypeError, ValueError, KeyError):
+        ok = False
+    if not ok or not isinstance(cls_tok, str) or not isinstance(sep_tok, str):
+        raise DodaiError("unsupported TemplateProcessing: dodai reads BERT's '[CLS] $A [SEP]' template")
+    return cls_tok, sep_tok
+
+
+def _longest_first(n1: int, n2: int, budget: int) -> tuple[int, int]:
+    """Lengths to keep of a pair under ``budget`` tokens, trimming the longer side first (HF's rule:
+    if both must be cut, they share the budget, the odd token going to the second)."""
+    if n1 + n2 <= budget:
+        return n1, n2
+    swap = n1 > n2
+    if swap:
+        n1, n2 = n2, n1
+    n2 = n1 if n1 > budget else max(n1, budget - n1)
+    if n1 + n2 > budget:
+        n1 = budget // 2
+        n2 = n1 + budget % 2
+    return (n2, n1) if swap else (n1, n2)
+
+
+def _cleanup(t: str) -> str:
+    """The WordPiece decoder's English clean-up of spaces before punctuation and contractions."""
+    for a, b in ((" .", "."), (" ?", "?"), (" !", "!"), (" ,", ","), (" ' ", "'"), (" n't", "n't"),
+                 (" 'm", "'m"), (" do not", " don't"), (" 's", "'s"), (" 've", "'ve"), (" 're", "'re")):
+        t = t.replace(a, b)
+    return t
