@@ -148,8 +148,21 @@ def test_empty_and_missing_files(tmp_path):
     with pytest.raises(DodaiError, match="no such GGUF file"):
         GGUFFile(tmp_path / "nope.gguf")
     (tmp_path / "dir.gguf").mkdir()
-    with pytest.raises(DodaiError, match="no such GGUF file"):
+    with pytest.raises(DodaiError, match="not a regular file"):
         GGUFFile(tmp_path / "dir.gguf")
+
+
+def test_os_errors_become_dodai_errors(tmp_path, monkeypatch):
+    import dodai.weights.gguf as gguf_mod
+
+    def refuse(*a, **k):
+        raise PermissionError(13, "Permission denied")
+
+    path = tmp_path / "locked.gguf"
+    path.write_bytes(b"GGUF" + b"\0" * 40)
+    monkeypatch.setattr(gguf_mod.mmap, "mmap", refuse)
+    with pytest.raises(DodaiError, match="cannot read the GGUF file .Permission denied"):
+        GGUFFile(path)
 
 
 def test_huge_declared_lengths_fail_without_allocating(tmp_path):

@@ -22,7 +22,8 @@ blocks run along ne[0], which must be a multiple of the block size (see dodai/we
 Hardening: every count and length is checked against the bytes left in the file *before* anything
 is read or allocated (a string length of 2^60 fails at once), nesting of arrays is capped, n_dims ≤ 4
 (GGML_MAX_DIMS), dims ≥ 1, names unique, types known, alignment a power of two, tensor ranges aligned,
-inside the file and non-overlapping. Parsing work and memory are O(file size).
+inside the file and non-overlapping. Parsing work and memory are O(file size) (metadata arrays become
+Python lists, at most ~10 bytes of Python objects per byte of file).
 
 What the real SmolLM2-135M-Instruct.Q4_1.gguf holds (``registry.resolve("smollm2-135m-instruct")``)
 -----------------------------------------------------------------------------------------------
@@ -186,13 +187,19 @@ class GGUFFile:
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
         label = f"{self.path}"
-        if not self.path.is_file():
+        self._mm: mmap.mmap | None = None
+        if not self.path.exists():
             raise DodaiError(f"{label}: no such GGUF file")
-        self.size = self.path.stat().st_size
-        if self.size < 24:
-            raise DodaiError(f"{label}: GGUF header truncated ({self.size} bytes, need at least 24)")
-        with open(self.path, "rb") as f:
-            self._mm: mmap.mmap | None = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        if not self.path.is_file():
+            raise DodaiError(f"{label}: not a regular file, so not a GGUF file")
+        try:
+            self.size = self.path.stat().st_size
+            if self.size < 24:
+                raise DodaiError(f"{label}: GGUF header truncated ({self.size} bytes, need at least 24)")
+            with open(self.path, "rb") as f:
+                self._mm = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
+        except OSError as e:
+            raise DodaiError(f"{label}: cannot read the GGUF file ({e.strerror or e})") from None
         try:
             self._parse(_Cursor(self._mm, self.size, f"{label}: GGUF"))
         except BaseException:
