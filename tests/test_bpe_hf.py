@@ -201,3 +201,54 @@ def test_hostile_tokenizer_files(tmp_path, ours):
             continue
         # A mutation that still parses must give a working tokenizer.
         t.decode(t.encode("hello 日本"))
+
+
+def test_prefix_space_where_hf_puts_it(tmp_path):
+    # Sequence[Digits, ByteLevel(add_prefix_space=True)]: HF adds the space to every digit-split piece.
+    from tokenizers import pre_tokenizers
+
+    pre = pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                   pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)])
+    hf, path = _hf_trained(tmp_path, pre, "digits_aps")
+    tok = ByteLevelBPE.load(path)
+    for text in VARIED + ["a1b22c", "x 9"]:
+        assert tok.encode(text) == _hf_ids(hf, text), text
+    # ... and our re-saved file means the same to HF (the prefix step stays inside ByteLevel).
+    p2 = tok.save(tmp_path / "resaved.json")
+    hf2 = tokenizers.Tokenizer.from_file(str(p2))
+    for text in VARIED + ["a1b22c"]:
+        assert _hf_ids(hf2, text) == tok.encode(text)
+
+
+def test_resave_of_hf_prefix_space_tokenizer(tmp_path):
+    from tokenizers import ByteLevelBPETokenizer
+
+    hf = ByteLevelBPETokenizer(add_prefix_space=True)
+    hf.train_from_iterator([_corpus()], vocab_size=500, show_progress=False)
+    path = tmp_path / "aps.json"
+    hf.save(str(path))
+    p2 = ByteLevelBPE.load(path).save(tmp_path / "again.json")
+    hf2 = tokenizers.Tokenizer.from_file(str(p2))
+    for text in VARIED + ["\nfoo", "foo"]:
+        assert _hf_ids(hf2, text) == _hf_ids(hf, text), text
+
+
+def test_missing_byte_tokens_are_dropped_like_hf(tmp_path, ours):
+    # Some real vocabularies (SmolLM2's) lack a few byte tokens; HF drops such bytes before merging.
+    from dodai.tokenizers.pretokenize import BYTE_ENCODER
+
+    tok, path = ours
+    d = json.loads(path.read_text(encoding="utf-8"))
+    used = {c for m in d["model"]["merges"] for s in m for c in s}
+    gone = [BYTE_ENCODER[b] for b in (0x01, 0x04, 0xC0, 0xFF) if BYTE_ENCODER[b] not in used]
+    assert gone
+    for s in gone:
+        del d["model"]["vocab"][s]
+    p2 = tmp_path / "missing.json"
+    p2.write_text(json.dumps(d, ensure_ascii=False), encoding="utf-8")
+    hf = tokenizers.Tokenizer.from_file(str(p2))
+    mine = ByteLevelBPE.load(p2)
+    for text in VARIED + ["a\x01b \x04\x04 xy\x01z"]:
+        assert mine.encode(text) == _hf_ids(hf, text)
+    with pytest.raises(DodaiError, match="256"):
+        ByteLevelBPE.from_vocab_merges(d["model"]["vocab"], d["model"]["merges"], "gpt4")

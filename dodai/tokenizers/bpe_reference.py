@@ -66,9 +66,9 @@ def train_reference(word_counts: Mapping[bytes, int], n_new_tokens: int, min_fre
     return merges, vocab
 
 
-def encode_word_reference(word: bytes, byte_ids: list[int], merges: list[tuple[int, int, int]]) -> list[int]:
+def encode_word_reference(word: bytes, byte_ids: list[int | None], merges: list[tuple[int, int, int]]) -> list[int]:
     """One pre-token's bytes -> ids by applying every merge in rank order (slow, obviously right)."""
-    ids = tuple(byte_ids[b] for b in word)
+    ids = tuple(byte_ids[b] for b in word if byte_ids[b] is not None)  # a byte without a token is dropped
     for a, b, c in merges:
         if len(ids) < 2:
             break

@@ -78,15 +78,27 @@ def _added_token(content: str, i: int, special: bool = True) -> dict:
 
 
 def _pre_to_dict(pre: PreTokenizer) -> dict:
-    steps = []
-    for kind, arg in pre.steps:
+    steps = list(pre.steps)
+    # HF's ByteLevel comes last and applies add_prefix_space at its own position (before its GPT-2
+    # regex if use_regex): a prefix step can only be written there.
+    aps = use_regex = False
+    if steps[-2:] == [("prefix_space", True), ("regex", GPT2_PATTERN)]:
+        aps = use_regex = True
+        steps = steps[:-2]
+    elif steps[-1:] == [("prefix_space", True)]:
+        aps = True
+        steps = steps[:-1]
+    out = []
+    for kind, arg in steps:
         if kind == "regex":
-            steps.append({"type": "Split", "pattern": {"Regex": arg}, "behavior": "Isolated", "invert": False})
+            out.append({"type": "Split", "pattern": {"Regex": arg}, "behavior": "Isolated", "invert": False})
+        elif kind == "digits":
+            out.append({"type": "Digits", "individual_digits": bool(arg)})
         else:
-            steps.append({"type": "Digits", "individual_digits": bool(arg)})
-    steps.append({"type": "ByteLevel", "add_prefix_space": pre.add_prefix_space, "trim_offsets": True,
-                  "use_regex": False})
-    return {"type": "Sequence", "pretokenizers": steps}
+            raise DodaiError(f"cannot write pre-tokenizer {pre.describe()} as tokenizer.json: HF adds the prefix "
+                             f"space only in its final ByteLevel step")
+    out.append({"type": "ByteLevel", "add_prefix_space": aps, "trim_offsets": True, "use_regex": use_regex})
+    return {"type": "Sequence", "pretokenizers": out}
 
 
 def bpe_to_dict(tok) -> dict:
@@ -144,9 +156,10 @@ def _parse_pre(node, steps: list, state: dict) -> None:
         for sub in subs:
             _parse_pre(sub, steps, state)
     elif t == "ByteLevel":
+        if node.get("add_prefix_space", False):
+            steps.append(("prefix_space", True))
         if node.get("use_regex", True):
             steps.append(("regex", GPT2_PATTERN))
-        state["add_prefix_space"] = bool(node.get("add_prefix_space", False))
         state["byte_level"] = True
     elif t == "Split":
         if node.get("invert") or node.get("behavior", "Isolated") != "Isolated":
@@ -216,11 +229,12 @@ def bpe_from_dict(d: dict):
     steps: list = []
     state: dict = {}
     _parse_pre(d.get("pre_tokenizer"), steps, state)
-    pre = PreTokenizer(steps, add_prefix_space=state.get("add_prefix_space", False))
+    pre = PreTokenizer(steps)
     specials, nonspecial = _added(d)
+    # allow_missing_bytes: HF loads vocabularies without all 256 byte tokens and drops those bytes.
     return ByteLevelBPE.from_vocab_merges(vocab, merges, pre, specials, ignore_merges=bool(model.get("ignore_merges")),
                                           normalizer=_normalizer_name(d.get("normalizer")),
-                                          nonspecial_added=nonspecial)
+                                          nonspecial_added=nonspecial, allow_missing_bytes=True)
 
 
 # ------------------------------------------------------------------- char level

@@ -12,8 +12,10 @@ Conventions (mirroring HF ``tokenizers`` so that tokenizer.json files mean the s
 - A :class:`PreTokenizer` is a sequence of steps; each step re-splits every piece the previous
   step produced (HF ``Sequence``). ``("regex", pattern)`` is ``Split(Regex, behavior=Isolated)``:
   matches *and* the gaps between them become pieces. ``("digits", individual)`` is HF ``Digits``.
-- ``add_prefix_space`` (HF ``ByteLevel(add_prefix_space=true)``) prepends one space to every
-  special-token-free segment that does not already start with a space.
+- ``("prefix_space", True)`` is HF ``ByteLevel(add_prefix_space=true)``: it prepends one space to
+  every piece that does not already start with one. HF applies it where ByteLevel stands in the
+  sequence (before ByteLevel's own GPT-2 regex when ``use_regex`` is true); the constructor's
+  ``add_prefix_space=True`` puts it first, which is what a lone ``ByteLevel`` pre-tokenizer does.
 - Special tokens are matched *before* pre-tokenization, leftmost first and longest first at the
   same position (HF added-token matching); they are never split or merged.
 """
@@ -94,6 +96,9 @@ class PreTokenizer:
     """
 
     def __init__(self, steps: Iterable[tuple[str, object]], add_prefix_space: bool = False):
+        steps = list(steps)
+        if add_prefix_space:
+            steps.insert(0, ("prefix_space", True))
         self.steps: list[tuple[str, object]] = []
         self._fns = []
         for kind, arg in steps:
@@ -105,11 +110,19 @@ class PreTokenizer:
                 self.steps.append(("digits", bool(arg)))
                 # Rust's char::is_numeric is the Unicode N categories, i.e. \p{N}.
                 self._fns.append(self._regex_fn(r"\p{N}" if arg else r"\p{N}+"))
+            elif kind == "prefix_space":
+                if arg:
+                    self.steps.append(("prefix_space", True))
+                    self._fns.append(lambda p: [p if p.startswith(" ") else " " + p])
             else:
                 raise DodaiError(f"unknown pre-tokenizer step {kind!r}")
-        self.add_prefix_space = bool(add_prefix_space)
-        single_covering = len(self.steps) == 1 and self.steps[0][0] == "regex" and self.steps[0][1] in _COVERING
-        self._findall = regex.compile(self.steps[0][1]).findall if single_covering else None
+        kinds = [k for k, _ in self.steps]
+        self.add_prefix_space = "prefix_space" in kinds
+        # Fast path: [prefix_space,] one regex known to cover every character -> a single findall().
+        rest = self.steps[1:] if kinds[:1] == ["prefix_space"] else self.steps
+        fast = len(rest) == 1 and rest[0][0] == "regex" and rest[0][1] in _COVERING
+        self._findall = regex.compile(rest[0][1]).findall if fast else None
+        self._prefix_first = kinds[:1] == ["prefix_space"]
 
     @classmethod
     def from_pattern(cls, pattern: str = "gpt4", add_prefix_space: bool = False) -> PreTokenizer:
@@ -141,9 +154,9 @@ class PreTokenizer:
 
     def split(self, text: str) -> list[str]:
         """One special-token-free segment -> its pre-tokens, which concatenate back to it."""
-        if self.add_prefix_space and text and not text.startswith(" "):
-            text = " " + text
         if self._findall is not None:
+            if self._prefix_first and text and not text.startswith(" "):
+                text = " " + text
             return self._findall(text)
         pieces = [text] if text else []
         for fn in self._fns:
@@ -152,8 +165,9 @@ class PreTokenizer:
 
     def describe(self) -> str:
         names = {v: k for k, v in PATTERNS.items()}
-        parts = [names.get(a, "regex") if k == "regex" else f"digits({a})" for k, a in self.steps]
-        return "+".join(parts) + ("+prefix_space" if self.add_prefix_space else "")
+        parts = [names.get(a, "regex") if k == "regex" else k if k == "prefix_space" else f"digits({a})"
+                 for k, a in self.steps]
+        return "+".join(parts) or "none"
 
 
 class SpecialSplitter:
