@@ -12,7 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dodai.errors import DodaiError
-from dodai.weights.gguf import GGUFFile, RawTensor, encode_gguf, write_gguf
+from dodai.weights.gguf import GGUFFile, RawTensor, encode_gguf, quantized, write_gguf
 from dodai.weights.quants import GGML_TYPE_IDS
 
 
@@ -64,7 +64,8 @@ def test_writer_output_reads_in_gguf_package(tmp_path):
     path = tmp_path / "d.gguf"
     w = torch.randn(4, 32)
     write_gguf(path, {"general.architecture": "llama", "x.count": 7, "x.list": ["p", "q"]},
-               {"w": w, "q": RawTensor(_q8_0_bytes(4, 1), "Q8_0", (4, 32))})
+               {"w": w, "q": RawTensor(_q8_0_bytes(4, 1), "Q8_0", (4, 32)), "q41": quantized(w, "Q4_1"),
+                "q40": quantized(w, "Q4_0")})
     r = gguf.GGUFReader(path)
     assert r.fields["x.count"].contents() == 7 and r.fields["x.list"].contents() == ["p", "q"]
     by_name = {t.name: t for t in r.tensors}
@@ -74,6 +75,7 @@ def test_writer_output_reads_in_gguf_package(tmp_path):
             assert g.tensors[t.name].offset == t.data_offset
             ref = gguf.quants.dequantize(t.data, t.tensor_type).reshape(g.tensors[t.name].shape)
             np.testing.assert_array_equal(g.load(t.name).numpy(), ref)
+        torch.testing.assert_close(g.load("q41"), w, atol=float(w.abs().max()) / 7, rtol=0)
 
 
 def test_reads_files_written_by_gguf_package(tmp_path):

@@ -107,3 +107,56 @@ def test_bad_input_is_a_dodai_error():
     with pytest.raises(DodaiError, match="34 bytes"):
         reference_block(b"\0" * 33, "Q8_0")
     assert "Q4_1" in DEQUANTIZABLE and "IQ2_XXS" not in DEQUANTIZABLE
+
+
+# ---- quantization ---------------------------------------------------------------------------------
+
+def _data_for_quantization(seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    x = rng.normal(0, 0.02, size=(40, 64)).astype(np.float32)
+    x[0] = 0.0                                   # an all-zero block: d = 0, q = 0
+    x[1, :32] = 5.0                              # constant blocks
+    x[2, :32] = np.linspace(-1, 1, 32)           # exact halves after scaling
+    x[3] *= 1e4                                  # large magnitudes
+    x[4, :32] = -3.0
+    return x
+
+
+@pytest.mark.parametrize("type_name", ["Q8_0", "Q4_0", "Q4_1"])
+def test_quantize_matches_gguf_package(type_name):
+    gguf = pytest.importorskip("gguf")
+    from gguf.quants import quantize as gguf_quantize
+
+    from dodai.weights.quants import quantize
+
+    x = _data_for_quantization(1)
+    ours = quantize(x, type_name)
+    ref = gguf_quantize(x, gguf.GGMLQuantizationType[type_name]).reshape(-1)
+    np.testing.assert_array_equal(ours, ref)
+
+
+@pytest.mark.parametrize("type_name", ["Q8_0", "Q4_0", "Q4_1"])
+def test_quantize_round_trip_error_is_within_one_step(type_name):
+    from dodai.weights.quants import quantize
+
+    x = _data_for_quantization(2)
+    y = dequantize(quantize(x, type_name), type_name).reshape(-1, 32)
+    b = x.reshape(-1, 32)
+    span = np.abs(b).max(1) * 2 if type_name != "Q4_1" else b.max(1) - b.min(1)
+    levels = {"Q8_0": 254, "Q4_0": 16, "Q4_1": 15}[type_name]
+    step = span / levels
+    err = np.abs(y - b).max(1)
+    # Half a step from rounding (a full step at Q4_0's clipped top), plus fp16 rounding of the scale.
+    assert (err <= step * 1.01 + np.abs(b).max(1) * 2e-3 + 1e-12).all()
+    np.testing.assert_array_equal(y[0], np.zeros(32, np.float32))
+
+
+def test_quantize_rejects_bad_input():
+    from dodai.weights.quants import quantize
+
+    with pytest.raises(DodaiError, match="multiple of 32"):
+        quantize(np.zeros(33, np.float32), "Q8_0")
+    with pytest.raises(DodaiError, match="non-finite"):
+        quantize(np.full(32, np.inf, np.float32), "Q4_1")
+    with pytest.raises(DodaiError, match="not implemented"):
+        quantize(np.zeros(256, np.float32), "Q6_K")

@@ -376,6 +376,15 @@ class RawTensor:
     shape: tuple[int, ...]
 
 
+def quantized(tensor, type_name: str) -> RawTensor:
+    """A float tensor (torch or numpy; last dim a multiple of 32) quantized to Q8_0, Q4_0 or Q4_1 for
+    :func:`write_gguf`, with ggml's own rounding (see :func:`dodai.weights.quants.quantize`)."""
+    from dodai.weights.quants import quantize
+
+    arr = tensor if isinstance(tensor, np.ndarray) else tensor.detach().cpu().float().numpy()
+    return RawTensor(quantize(arr, type_name).tobytes(), type_name, tuple(arr.shape))
+
+
 def _infer_type(v) -> str:
     if isinstance(v, bool):
         return "bool"

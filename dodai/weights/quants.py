@@ -1,4 +1,5 @@
-"""ggml block quantization formats: the type table, vectorized dequantization, and a plain reference.
+"""ggml block quantization formats: the type table, vectorized dequantization (plus a plain per-block
+reference), and quantization to Q8_0 / Q4_0 / Q4_1.
 
 A quantized ggml tensor is a flat run of fixed-size *blocks*; each block holds ``block_elems``
 consecutive values (along the innermost GGUF dimension) in ``block_bytes`` bytes: one or two fp16
@@ -247,6 +248,60 @@ def dequantize(raw: np.ndarray, type_name: str) -> np.ndarray:
         for i in range(0, n, _CHUNK_BLOCKS):
             out[i:i + _CHUNK_BLOCKS] = fn(blocks[i:i + _CHUNK_BLOCKS])
     return out.reshape(-1)
+
+
+# --------------------------------------------------------------------------------------------
+# Quantization (ggml's reference "quantize_row_*_ref" rules) for the three classic formats, so dodai
+# can write quantized GGUF files that llama.cpp reads. Bit-identical to ggml: scales are computed in
+# float32 and only then stored as fp16; 1/d is taken from the unrounded d.
+# --------------------------------------------------------------------------------------------
+
+def _round_half_away(v: np.ndarray) -> np.ndarray:
+    """C ``roundf``: halves go away from zero (numpy's ``round`` goes to even). Exact in float32:
+    the fraction a - floor(a) is computed without rounding, so 0.49999997 stays below a half."""
+    a = np.abs(v)
+    fl = np.floor(a)
+    return np.sign(v) * (fl + (a - fl >= np.float32(0.5)))
+
+
+def _inverse(d: np.ndarray) -> np.ndarray:
+    with np.errstate(divide="ignore"):
+        return np.where(d == 0, np.float32(0), np.float32(1) / d).astype(np.float32)
+
+
+def _pack_nibbles(q: np.ndarray) -> np.ndarray:
+    """(n, 32) values 0..15 -> (n, 16) bytes: value j in the low nibble, value j+16 in the high one."""
+    return (q[:, :16] | (q[:, 16:] << 4)).astype(np.uint8)
+
+
+def quantize(values: np.ndarray, type_name: str) -> np.ndarray:
+    """float values (any shape; the last axis a multiple of 32) -> flat uint8 blocks of Q8_0, Q4_0 or Q4_1.
+
+    Q8_0: d = max|x| / 127, q = roundf(x / d).    Q4_0: d = x[argmax|x|] / -8, q = min(15, trunc(x/d + 8.5)).
+    Q4_1: d = (max - min) / 15, m = min, q = min(15, trunc((x - m)/d + 0.5)).
+    """
+    x = np.asarray(values, dtype=np.float32)
+    if type_name not in ("Q8_0", "Q4_0", "Q4_1"):
+        raise DodaiError(f"GGUF: quantizing to {type_name} is not implemented (only Q8_0, Q4_0, Q4_1)")
+    if x.ndim == 0 or x.shape[-1] % 32:
+        raise DodaiError(f"GGUF: {type_name} needs rows whose length is a multiple of 32, got shape {x.shape}")
+    if not np.isfinite(x).all():
+        raise DodaiError(f"GGUF: cannot quantize non-finite values to {type_name}")
+    b = x.reshape(-1, 32)
+    if type_name == "Q8_0":
+        d = np.abs(b).max(axis=1, keepdims=True) / np.float32(127)
+        q = _round_half_away(b * _inverse(d)).astype(np.int8).view(np.uint8)
+        return np.concatenate([d.astype("<f2").view(np.uint8), q], axis=1).reshape(-1)
+    if type_name == "Q4_0":
+        mx = np.take_along_axis(b, np.abs(b).argmax(axis=1, keepdims=True), axis=1)
+        d = mx / np.float32(-8)
+        q = np.minimum(np.trunc(b * _inverse(d) + np.float32(8.5)), 15).astype(np.uint8)
+        return np.concatenate([d.astype("<f2").view(np.uint8), _pack_nibbles(q)], axis=1).reshape(-1)
+    lo, hi = b.min(axis=1, keepdims=True), b.max(axis=1, keepdims=True)
+    d = (hi - lo) / np.float32(15)
+    q = np.minimum(np.trunc((b - lo) * _inverse(d) + np.float32(0.5)), 15).astype(np.uint8)
+    return np.concatenate([d.astype("<f2").view(np.uint8), lo.astype("<f2").view(np.uint8), _pack_nibbles(q)],
+                          axis=1).reshape(-1)
 
 
 # --------------------------------------------------------------------------------------------
