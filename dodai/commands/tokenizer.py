@@ -13,7 +13,7 @@ def _train_bpe(text: str, args):
         raise DodaiError("--algo bpe needs --vocab-size N (e.g. 8192)")
     specials = args.special if args.special is not None else ["<|endoftext|>"]
     return ByteLevelBPE.train(text, args.vocab_size, special_tokens=specials, pattern=args.pattern,
-                              min_frequency=args.min_frequency)
+                              min_frequency=args.min_frequency, progress=not args.quiet)
 
 
 def _train_char(text: str, args):
@@ -45,6 +45,7 @@ def add_arguments(p) -> None:
     t.add_argument("--special", nargs="*", default=None, metavar="TOKEN",
                    help="special tokens (default <|endoftext|> for bpe; give --special alone for none)")
     t.add_argument("--min-frequency", type=int, default=2, help="stop merging below this pair count (default 2)")
+    t.add_argument("--quiet", action="store_true", help="no progress bar")
     e = sub.add_parser("encode", help="print the ids of TEXT as a JSON list")
     e.add_argument("--tokenizer", required=True, metavar="SPEC",
                    help="tokenizer.json, a folder holding one, a .gguf file, or a registry model name")

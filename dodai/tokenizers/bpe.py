@@ -78,8 +78,11 @@ def _utf8(s: str) -> bytes:
                          f"UTF-8 form; fix the text's decoding") from None
 
 
-def train_fast(word_counts: Mapping[bytes, int], n_new_tokens: int, min_frequency: int = 2):
-    """Incremental BPE training; same inputs, outputs and tie-break as ``bpe_reference.train_reference``."""
+def train_fast(word_counts: Mapping[bytes, int], n_new_tokens: int, min_frequency: int = 2, progress: bool = False):
+    """Incremental BPE training; same inputs, outputs and tie-break as ``bpe_reference.train_reference``.
+
+    progress: show a tqdm bar of merges on stderr.
+    """
     vocab = [bytes([i]) for i in range(256)]
     index = {b: i for i, b in enumerate(vocab)}
     words = [list(w) for w in word_counts]
@@ -101,6 +104,13 @@ def train_fast(word_counts: Mapping[bytes, int], n_new_tokens: int, min_frequenc
     merges = []
     target = 256 + n_new_tokens
     min_frequency = max(min_frequency, 1)
+    bar = None
+    if progress:
+        import sys
+
+        from tqdm import tqdm
+
+        bar = tqdm(total=n_new_tokens, unit="tok", desc="bpe merges", file=sys.stderr, leave=False)
     while len(vocab) < target and heap:
         neg, a, b = heapq.heappop(heap)
         pair = (a, b)
@@ -118,6 +128,8 @@ def train_fast(word_counts: Mapping[bytes, int], n_new_tokens: int, min_frequenc
             vocab.append(merged)
             index[merged] = new
         merges.append((a, b, new))
+        if bar is not None and new == len(vocab) - 1:
+            bar.update(1)
         touched = set()
         for wi in where.pop(pair, ()):
             w = words[wi]
@@ -154,6 +166,8 @@ def train_fast(word_counts: Mapping[bytes, int], n_new_tokens: int, min_frequenc
             cnt = counts.get(p, 0)
             if cnt > 0:
                 heapq.heappush(heap, (-cnt, p[0], p[1]))
+    if bar is not None:
+        bar.close()
     return merges, vocab
 
 
@@ -221,13 +235,15 @@ class ByteLevelBPE:
     # ----------------------------------------------------------------- construction
     @classmethod
     def train(cls, texts: Iterable[str] | str, vocab_size: int, special_tokens: Iterable[str] = DEFAULT_SPECIALS,
-              pattern: str = "gpt4", min_frequency: int = 2, reference: bool = False) -> ByteLevelBPE:
+              pattern: str = "gpt4", min_frequency: int = 2, reference: bool = False,
+              progress: bool = False) -> ByteLevelBPE:
         """Learn a tokenizer of at most ``vocab_size`` ids (256 bytes + merges + specials).
 
         pattern: ``"gpt4"``, ``"gpt2"`` or a regex (``regex`` module syntax, Isolated split).
         min_frequency: stop once the best pair occurs fewer times (as HF's trainer option; default 2,
         so the vocabulary may come out smaller than asked on a small corpus).
         reference: train with the slow textbook loop instead (for tests and the benchmark).
+        progress: show a progress bar of the merges on stderr.
         """
         specials = list(dict.fromkeys(special_tokens))
         if any(not isinstance(s, str) or not s for s in specials):
@@ -247,7 +263,7 @@ class ByteLevelBPE:
 
             merges, vocab = train_reference(word_counts, n_new, min_frequency)
         else:
-            merges, vocab = train_fast(word_counts, n_new, min_frequency)
+            merges, vocab = train_fast(word_counts, n_new, min_frequency, progress=progress)
         token_bytes = dict(enumerate(vocab))
         spec = {s: len(vocab) + k for k, s in enumerate(specials)}
         return cls(token_bytes, merges, pre, spec)
