@@ -255,3 +255,18 @@ def test_cli_inspect(tmp_path, capsys):
     assert main(["gguf", "inspect", str(bad)]) == 2
     err = capsys.readouterr().err
     assert err.startswith("dodai: error:") and "unsupported version 1" in err
+
+
+def test_writer_refuses_what_the_reader_would_reject(tmp_path):
+    with pytest.raises(DodaiError, match="cannot be stored"):
+        encode_gguf({}, {"n" * 64: torch.ones(2)})
+    with pytest.raises(DodaiError, match="cannot be stored"):
+        encode_gguf({}, {"w": torch.ones(1, 1, 1, 1, 2)})
+    with pytest.raises(DodaiError, match="cannot be stored"):
+        encode_gguf({}, {"w": torch.ones(2, 0)})
+    with pytest.raises(DodaiError, match="cannot be stored"):
+        encode_gguf({}, {"q": RawTensor(b"\0" * 34, "Q8_0", (2, 32))})  # two blocks' shape, one block
+    with pytest.raises(DodaiError, match="not a power of two"):
+        encode_gguf({}, {}, alignment=24)
+    with pytest.raises(DodaiError, match="does not fit uint8"):
+        encode_gguf({"x": 300}, {}, types={"x": "uint8"})

@@ -49,6 +49,7 @@ Tokenizer keys: tokenizer.ggml.model "gpt2" (byte-level BPE), tokenizer.ggml.pre
 
 from __future__ import annotations
 
+import math
 import mmap
 import os
 import struct
@@ -473,6 +474,14 @@ def encode_gguf(metadata: dict[str, Any], tensors: dict[str, Any], types: dict[s
         data, gtype, shape = _tensor_bytes(name, t)
         nb = name.encode("utf-8")
         dims = tuple(reversed(shape))
+        # Refuse to write what the reader (and llama.cpp) would refuse to read.
+        gt = GGML_TYPES[gtype]
+        n = math.prod(dims)
+        if len(nb) > MAX_TENSOR_NAME or len(dims) > GGML_MAX_DIMS or min(dims, default=1) < 1 or \
+                (dims[0] if dims else 1) % gt.block_elems or len(data) != n // gt.block_elems * gt.block_bytes:
+            raise DodaiError(f"GGUF writer: tensor {name!r} (shape {shape}, {gt.name}, {len(data)} bytes) "
+                             f"cannot be stored: names ≤ {MAX_TENSOR_NAME} bytes, ≤ {GGML_MAX_DIMS} dims ≥ 1, "
+                             f"rows a multiple of {gt.block_elems}, {n // gt.block_elems * gt.block_bytes} bytes")
         out.append(struct.pack("<Q", len(nb)) + nb + struct.pack("<I", len(dims))
                    + struct.pack(f"<{len(dims)}Q", *dims) + struct.pack("<IQ", gtype, offset))
         pad = -len(data) % alignment
