@@ -151,3 +151,18 @@ def test_training_reduces_loss_on_a_repeating_pattern():
         loss.backward()
         opt.step()
     assert loss.item() < 0.2 * first
+
+
+def test_swiglu_gpt_matches_gelu_size_and_caches():
+    torch.manual_seed(0)
+    glu = GPT(tiny(activation="swiglu", bias=False, pos_encoding="rope")).eval()
+    gelu = GPT(tiny(bias=False, pos_encoding="rope"))
+    from dodai.nn.ffn import SwiGLU
+
+    assert isinstance(glu.transformer.h[0].mlp, SwiGLU)
+    assert abs(glu.num_params() - gelu.num_params()) < 0.02 * gelu.num_params()
+    idx = torch.randint(0, 37, (1, 12))
+    with torch.no_grad():
+        cache = glu.new_cache(1, 12)
+        parts = [glu(idx[:, :5], cache=cache)[0], glu(idx[:, 5:], cache=cache)[0]]
+        torch.testing.assert_close(torch.cat(parts, 1), glu(idx)[0], atol=1e-5, rtol=1e-5)

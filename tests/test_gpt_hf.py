@@ -70,7 +70,7 @@ def test_untied_export(tmp_path):
 
 
 @pytest.mark.parametrize("bad", [dict(pos_encoding="rope"), dict(pos_encoding="sinusoidal"), dict(bias=False),
-                                 dict(n_kv_head=1)])
+                                 dict(n_kv_head=1), dict(activation="swiglu")])
 def test_export_refuses_what_gpt2_cannot_express(tmp_path, bad):
     from dodai.weights.hf_gpt2 import export_hf_gpt2
 

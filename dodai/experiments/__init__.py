@@ -10,3 +10,6 @@ version the test suite runs to assert the experiment's scientific claim.
 EXPERIMENTS: dict[str, str] = {}
 EXPERIMENTS["R3.1"] = "dodai.experiments.r3_1:run"
 EXPERIMENTS["R3.2"] = "dodai.experiments.r3_2:run"
+EXPERIMENTS["R4.1"] = "dodai.experiments.r4_1:run"
+EXPERIMENTS["R4.2"] = "dodai.experiments.r4_2:run"
+EXPERIMENTS["R4.4"] = "dodai.experiments.r4_4:run"

@@ -36,13 +36,13 @@ from torch import nn
 
 from dodai.errors import DodaiError
 from dodai.nn.attention import ATTN_IMPLS, CausalSelfAttention
-from dodai.nn.ffn import MLP
+from dodai.nn.ffn import MLP, SwiGLU
 from dodai.nn.kv_cache import KVCache
 from dodai.nn.norm import LayerNorm
 from dodai.nn.position import rope_cos_sin, sinusoidal_table
 
 POS_ENCODINGS = ("learned", "sinusoidal", "rope", "none")
-GPT_ACTIVATIONS = ("gelu", "gelu_tanh", "relu")
+GPT_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swiglu")
 
 
 @dataclass
@@ -56,12 +56,12 @@ class GPTConfig:
     dropout: float = 0.0  # dropout on embeddings, attention weights, residual branches
     bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: True)
     pos_encoding: str = "learned"  # "learned" | "sinusoidal" | "rope" | "none"
-    activation: str = "gelu"  # MLP activation: "gelu" (exact erf) | "gelu_tanh" (GPT-2's) | "relu"
+    activation: str = "gelu"  # FFN: "gelu" (exact erf) | "gelu_tanh" (GPT-2's) | "relu" | "swiglu" (Llama's)
     tie_weights: bool = True  # lm_head.weight is wte.weight (Press & Wolf 2017)
     layer_norm_eps: float = 1e-5  # epsilon inside every LayerNorm
     rope_theta: float = 10000.0  # RoPE base (only used when pos_encoding == "rope")
     attn_impl: str = "sdpa"  # "sdpa" (fused, fast) | "reference" (explicit softmax, keeps attention maps)
-    mlp_hidden: int | None = None  # MLP width F; None = 4 * n_embd
+    mlp_hidden: int | None = None  # FFN width F; None = 4C (GELU/ReLU) or ~8C/3 (SwiGLU, same parameters)
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -115,7 +115,11 @@ class Block(nn.Module):
         self.attn = CausalSelfAttention(cfg.n_embd, cfg.n_head, cfg.n_kv_head, bias=cfg.bias,
                                         dropout=cfg.dropout, attn_impl=cfg.attn_impl)
         self.ln_2 = LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
-        self.mlp = MLP(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias, activation=cfg.activation, dropout=cfg.dropout)
+        if cfg.activation == "swiglu":
+            self.mlp = SwiGLU(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias, dropout=cfg.dropout)
+        else:
+            self.mlp = MLP(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias, activation=cfg.activation,
+                           dropout=cfg.dropout)
 
     def forward(self, x, rope=None, cache=None, layer=0):
         x = x + self.attn(self.ln_1(x), rope=rope, cache=cache, layer=layer)
@@ -147,7 +151,7 @@ class GPT(nn.Module):
         self.apply(self._init_weights)
         std_resid = 0.02 / math.sqrt(2 * cfg.n_layer)
         for name, p in self.named_parameters():
-            if name.endswith("c_proj.weight"):
+            if name.endswith(("c_proj.weight", "down_proj.weight")):  # the residual projections
                 nn.init.normal_(p, mean=0.0, std=std_resid)
 
     @staticmethod

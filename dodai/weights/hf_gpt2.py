@@ -65,6 +65,8 @@ def config_from_hf(hf: dict) -> GPTConfig:
 def config_to_hf(cfg: GPTConfig) -> dict:
     if cfg.pos_encoding != "learned":
         raise DodaiError(f"only pos_encoding='learned' exports to GPT-2 (this model uses {cfg.pos_encoding!r})")
+    if cfg.activation not in _ACT_TO_HF:
+        raise DodaiError(f"GPT-2's MLP cannot express activation {cfg.activation!r}")
     if not cfg.bias:
         raise DodaiError("GPT-2 has biases everywhere: a bias=False model cannot be exported")
     if (cfg.n_kv_head or cfg.n_head) != cfg.n_head:
