@@ -50,7 +50,9 @@ class GGMLType:
 
 
 # ggml_type ids and block sizes (ggml.h `enum ggml_type`, ggml-common.h block structs). Ids 4, 5
-# (Q4_2/Q4_3) and 31-33 (Q4_0_4_4 …) were removed upstream and are rejected as unknown.
+# (Q4_2/Q4_3) and 31-33 (Q4_0_4_4 …) were removed upstream and are rejected as unknown. Q8_1 is
+# 36 bytes (two fp16 + 32 int8, ggml-common.h's static_assert); the gguf package's table still says 40
+# (the old float32 layout). It is a dot-product scratch type, never stored in model files.
 _TYPE_LIST = [
     GGMLType(0, "F32", 1, 4), GGMLType(1, "F16", 1, 2), GGMLType(2, "Q4_0", 32, 18),
     GGMLType(3, "Q4_1", 32, 20), GGMLType(6, "Q5_0", 32, 22), GGMLType(7, "Q5_1", 32, 24),
