@@ -135,6 +135,7 @@ UNARY = {
     "tanh": (lambda x: x.tanh(), torch.tanh),
     "sigmoid": (lambda x: x.sigmoid(), torch.sigmoid),
     "silu": (lambda x: x.silu(), torch.nn.functional.silu),
+    "log_sigmoid": (lambda x: x.log_sigmoid(), torch.nn.functional.logsigmoid),
     "gelu": (lambda x: x.gelu(), torch.nn.functional.gelu),
     "gelu_tanh": (lambda x: x.gelu("tanh"), lambda x: torch.nn.functional.gelu(x, approximate="tanh")),
     "sqrt": (lambda x: x.sqrt(), torch.sqrt),
@@ -171,6 +172,10 @@ def test_cross_entropy_and_mse(n, c, seed, reduction):
     y = np.random.default_rng(seed).integers(0, c, size=n)
     check(lambda z: ag.cross_entropy(z, y, reduction),
           lambda z: torch.nn.functional.cross_entropy(z, torch.from_numpy(y), reduction=reduction), [logits], seed)
+    yb = np.random.default_rng(seed + 1).random((n, c))
+    check(lambda z: ag.binary_cross_entropy_with_logits(z, yb, reduction),
+          lambda z: torch.nn.functional.binary_cross_entropy_with_logits(z, torch.from_numpy(yb), reduction=reduction),
+          [logits], seed)
     check(lambda p, t: ag.mse_loss(p, t, reduction),
           lambda p, t: torch.nn.functional.mse_loss(p, t, reduction=reduction), [pred, target], seed)
 
@@ -260,6 +265,9 @@ def test_softmax_cross_entropy_sigmoid_stable_at_extremes(scale):
         (lambda t: ag.cross_entropy(t, y), lambda t: torch.nn.functional.cross_entropy(t, torch.from_numpy(y))),
         (lambda t: t.sigmoid(), torch.sigmoid),
         (lambda t: t.silu(), torch.nn.functional.silu),
+        (lambda t: t.log_sigmoid(), torch.nn.functional.logsigmoid),
+        (lambda t: ag.binary_cross_entropy_with_logits(t, (t.data > 0) * 0.8),
+         lambda t: torch.nn.functional.binary_cross_entropy_with_logits(t, (t.detach() > 0).double() * 0.8)),
         (lambda t: t.tanh(), torch.tanh),
         (lambda t: t.gelu(), torch.nn.functional.gelu),
     ]:

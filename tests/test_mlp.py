@@ -11,6 +11,12 @@ from dodai.basics import mlp as M
 from dodai.errors import DodaiError
 
 
+@pytest.fixture(autouse=True)
+def _one_blas_thread():
+    with M.blas_threads(1):
+        yield
+
+
 @pytest.fixture(scope="module")
 def split():
     pytest.importorskip("sklearn", reason="digits ship with scikit-learn")
@@ -47,12 +53,13 @@ def test_mlp_reaches_97_percent_on_digits_test_set(split):
 
 
 def test_early_stopping_restores_best_validation_parameters(split):
-    m = M.MLP([64, 32, 10], seed=1)
+    m = M.MLP([64, 256, 10], seed=1)
     hist = M.train(m, split["X_train"][:200], split["y_train"][:200], split["X_val"], split["y_val"],
-                   M.TrainConfig(epochs=40, lr=3e-3, early_stopping=3, seed=1))
-    best = max(hist.series("val_acc"))
-    assert hist.epochs[hist.best_epoch - 1]["val_acc"] == best
-    assert M.evaluate(m, split["X_val"], split["y_val"])[1] == pytest.approx(best)
+                   M.TrainConfig(epochs=40, lr=1e-2, early_stopping=3, seed=1))
+    best = min(hist.series("val_loss"))
+    assert hist.epochs[hist.best_epoch - 1]["val_loss"] == best
+    assert hist.stopped_epoch == hist.best_epoch + 3  # patience 3: three epochs without improvement
+    assert M.evaluate(m, split["X_val"], split["y_val"])[0] == pytest.approx(best)
     assert hist.stopped_epoch < 40  # it did stop early
 
 

@@ -375,6 +375,13 @@ class Tensor:
         # dσ/dx = σ(1-σ)
         return Tensor._make(y, (self,), lambda g: (g * y * (1 - y),), "sigmoid")
 
+    def log_sigmoid(self) -> Tensor:
+        x = self.data
+        # log σ(x) = min(x, 0) - log(1 + e^{-|x|}): never log(0), never exp(+big)
+        y = np.minimum(x, 0) - np.log1p(np.exp(-np.abs(x)))
+        # d log σ(x)/dx = 1 - σ(x) = σ(-x)
+        return Tensor._make(y, (self,), lambda g: (g * _sigmoid(-x),), "log_sigmoid")
+
     def silu(self) -> Tensor:
         x = self.data
         s = _sigmoid(x)
@@ -589,6 +596,21 @@ def mse_loss(pred: Tensor, target, reduction: str = "mean") -> Tensor:
         return sq.sum()
     if reduction == "none":
         return sq
+    raise DodaiError(f"reduction must be mean, sum or none, not {reduction!r}")
+
+
+def binary_cross_entropy_with_logits(logits: Tensor, targets, reduction: str = "mean") -> Tensor:
+    """-(y log σ(z) + (1 - y) log σ(-z)) with targets y in [0, 1], via the stable log σ."""
+    y = targets if isinstance(targets, Tensor) else Tensor(np.asarray(targets, dtype=logits.dtype))
+    if y.shape != logits.shape:
+        raise DodaiError(f"targets shape {y.shape} does not match logits shape {logits.shape}")
+    losses = -(y * logits.log_sigmoid() + (1 - y) * (-logits).log_sigmoid())
+    if reduction == "mean":
+        return losses.mean()
+    if reduction == "sum":
+        return losses.sum()
+    if reduction == "none":
+        return losses
     raise DodaiError(f"reduction must be mean, sum or none, not {reduction!r}")
 
 

@@ -102,8 +102,8 @@ def make_separable(n: int, dim: int = 2, margin: float = 0.1, seed: int = 0):
     Returns ``(X, y, u)`` with ``u`` the unit separator over the augmented space [x, 1].
     """
     rng = np.random.default_rng(seed)
-    u = rng.standard_normal(dim + 1)
-    u[-1] *= 0.3  # offset: a hyperplane that crosses the cloud
+    w = rng.standard_normal(dim)
+    u = np.append(w / np.linalg.norm(w), rng.uniform(-0.3, 0.3))  # offset ≤ 0.3: the plane crosses the cloud
     u /= np.linalg.norm(u)
     X = np.empty((0, dim))
     while len(X) < n:
