@@ -19,7 +19,8 @@ same Python version gives the same bytes. Cleaning (documented choices):
 - exact repeats are dropped (many subclasses repeat their parent's docstring), keeping the first.
 
 Documents are joined with ``DOC_SEP`` (a blank line). The text is cached at
-``cache_dir()/corpora/python-docs-<major>.<minor>.txt`` (atomic write).
+``cache_dir()/corpora/python-docs-<major>.<minor>.txt`` (atomic write), and the document list beside
+it as ``.docs.json`` (the by-document train/val split needs document boundaries).
 
 A small registry (:data:`CORPORA`) names the corpora; ``local`` ones are built on the machine,
 others (added by a later issue: austen, ja-manpages, enwiki-sample) are pulled.
@@ -28,6 +29,7 @@ others (added by a later issue: austen, ja-manpages, enwiki-sample) are pulled.
 from __future__ import annotations
 
 import ast
+import json
 import re
 import sys
 import sysconfig
@@ -171,14 +173,38 @@ def list_corpora() -> list[Corpus]:
 
 
 def corpus_path(name: str = DEFAULT_CORPUS, rebuild: bool = False) -> Path:
-    """Path of the cached corpus text, building (atomically) it on first use."""
+    """Path of the cached corpus text, building it (atomically) on first use."""
     if name not in CORPORA:
         raise DodaiError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
     c = CORPORA[name]
     p = c.path()
     if rebuild or not p.is_file():
-        atomic_write_text(p, c.build())
+        if name == "python-docs":
+            docs = corpus_documents(name, rebuild=True)
+            atomic_write_text(p, DOC_SEP.join(docs) + "\n")
+        else:
+            atomic_write_text(p, c.build())
     return p
+
+
+def corpus_documents(name: str = DEFAULT_CORPUS, rebuild: bool = False) -> list[str]:
+    """The corpus as a list of documents (cached beside the text as JSON, since documents hold blank lines)."""
+    if name not in CORPORA:
+        raise DodaiError(f"unknown corpus {name!r}; known: {', '.join(CORPORA)}")
+    p = CORPORA[name].path().with_suffix(".docs.json")
+    if not rebuild and p.is_file():
+        try:
+            docs = json.loads(p.read_text(encoding="utf-8"))
+            if isinstance(docs, list) and all(isinstance(d, str) for d in docs):
+                return docs
+        except ValueError:
+            pass  # a damaged cache is rebuilt
+    if name == "python-docs":
+        docs = python_docs_documents()
+    else:
+        docs = [d for d in corpus_path(name).read_text(encoding="utf-8").split(DOC_SEP) if d.strip()]
+    atomic_write_text(p, json.dumps(docs, ensure_ascii=False))
+    return docs
 
 
 def load_corpus(name: str = DEFAULT_CORPUS) -> str:

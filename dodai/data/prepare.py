@@ -91,10 +91,7 @@ def load_documents(source: str | Path, text_field: str = "text") -> tuple[list[s
     from dodai.data import corpora
 
     if isinstance(source, str) and source in corpora.CORPORA and not Path(source).exists():
-        if source == "python-docs":
-            return corpora.python_docs_documents(), "corpus"
-        text = corpora.load_corpus(source)
-        return [d for d in text.split(DOC_SEP) if d.strip()], "corpus"
+        return corpora.corpus_documents(source), "corpus"
     p = Path(source)
     if not p.exists():
         raise DodaiError(f"{p}: no such file or folder")

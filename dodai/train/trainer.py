@@ -234,6 +234,8 @@ def train(
     tok_t0, tok_step0 = t0, step
     last = {}
     last_loss = float("nan")
+    step_times: list[float] = []  # seconds per optimizer step since the last evaluation (no eval/ckpt time)
+    train_time = 0.0  # cumulative seconds spent in optimizer steps in this process
     resumed_at = step if resume else None
 
     def elapsed() -> float:
@@ -256,6 +258,10 @@ def train(
             "tokens": at * tokens_per_step,
             "tokens_per_s": round((at - tok_step0) * tokens_per_step / max(now - tok_t0, 1e-9), 1),
         }
+        if step_times:
+            row["ms_per_iter"] = round(1000 * sorted(step_times)[len(step_times) // 2], 3)  # median
+            row["train_time_s"] = round(train_time, 3)
+            step_times.clear()
         if bytes_per_token:
             row["val_bpb"] = va / math.log(2) / bytes_per_token
         if info.is_main:
@@ -286,6 +292,7 @@ def train(
                 last = do_eval(step)
             if finished:
                 break
+            ts = time.perf_counter()
             lr = lr_at(step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters, cfg.decay_lr)
             for group in optimizer.param_groups:
                 group["lr"] = lr
@@ -313,12 +320,15 @@ def train(
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)
             step += 1
+            dt = time.perf_counter() - ts
+            step_times.append(dt)
+            train_time += dt
             if bar is not None:
                 bar.update(1)
                 if step % cfg.log_interval == 0:
-                    dt = time.time() - tok_t0
+                    el = time.time() - tok_t0
                     bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}",
-                                    tok_s=f"{(step - tok_step0) * tokens_per_step / max(dt, 1e-9):.0f}")
+                                    tok_s=f"{(step - tok_step0) * tokens_per_step / max(el, 1e-9):.0f}")
     finally:
         if bar is not None:
             bar.close()
