@@ -14,8 +14,9 @@ Stages (each timed, all in one run folder):
 6. **evaluate** (val loss, perplexity, bits per byte) and **sample** from a few prompts;
 7. **report.md** (+ results.json) with the metrics table, loss curve, samples and tokenizer stats.
 
-The budget (``minutes``) covers stage 5 (training with its evaluations); the probe, the corpus (cached after its first build), the tokenizer
-and the report add to the wall time and are reported separately.
+The budget (``minutes``) covers stage 5 (training with its evaluations); the probe, the corpus
+(cached after its first build), the tokenizer and the report add to the wall time and are reported
+separately.
 """
 
 from __future__ import annotations
