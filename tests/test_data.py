@@ -50,11 +50,14 @@ def test_python_docs_on_a_fake_stdlib(tmp_path):
     assert corpora.build_python_docs(tmp_path) == corpora.build_python_docs(tmp_path)  # deterministic
 
 
-def test_builtin_corpus_is_deterministic_and_about_2mb(tmp_path, monkeypatch):
-    monkeypatch.setenv("DODAI_CACHE", str(tmp_path))
+def test_builtin_corpus_is_about_2mb_of_clean_prose():
+    # the user's cache (built on first use, like `dodai speedrun` does); building is tested on a fake stdlib above
     p = corpora.corpus_path("python-docs")
-    assert p.parent == tmp_path / "corpora" and p.name.startswith("python-docs-3.")
+    assert p.parent == corpora.cache_dir() / "corpora" and p.name.startswith("python-docs-3.")
     text = p.read_text(encoding="utf-8")
+    docs = corpora.corpus_documents("python-docs")
+    assert text == corpora.DOC_SEP.join(docs) + "\n"
+    assert len(docs) == len(set(docs)) > 1000 and min(map(len, docs)) >= corpora.MIN_CHARS
     assert 1_000_000 < len(text.encode()) < 5_000_000
     assert ">>>" not in text
     assert text.endswith("\n") and not text.startswith("\n")
@@ -148,6 +151,17 @@ def test_bad_inputs_are_one_line_errors(tmp_path, make, match):
 def test_bad_val_fraction(tmp_path):
     with pytest.raises(DodaiError, match="val fraction"):
         split_documents(["a", "b"], 1.5)
+
+
+def test_cli_list_and_show(capsys):
+    from dodai.cli import main
+
+    assert main(["data", "list"]) == 0
+    assert "python-docs" in capsys.readouterr().out
+    assert main(["data", "show", "python-docs", "--chars", "200"]) == 0
+    assert len(capsys.readouterr().out.strip()) > 100
+    assert main(["data", "show", "no-such-corpus"]) == 2
+    assert "unknown corpus" in capsys.readouterr().err
 
 
 def test_cli_prepare_and_errors(tmp_path):
