@@ -225,3 +225,20 @@ def test_get_batch_errors():
         get_batch(to_tensor([1, 2, 3], 4), 8, 2, make_generator(0))
     with pytest.raises(DodaiError, match="divisible"):
         get_batch(to_tensor(list(range(100)), 100), 8, 3, make_generator(0), 0, 2)
+
+
+def test_char_split_and_vocab_equal_nanogpts_prepare(tinyshakespeare):
+    # nanoGPT data/shakespeare_char/prepare.py: chars = sorted(set(data)); first 90 % train, last 10 % val
+    data = tinyshakespeare.read_text(encoding="utf-8")
+    chars = sorted(set(data))
+    stoi = {c: i for i, c in enumerate(chars)}
+    n = len(data)
+    ref_train = [stoi[c] for c in data[: int(n * 0.9)]]
+    ref_val = [stoi[c] for c in data[int(n * 0.9) :]]
+    from dodai.commands.pretrain import build_tokenizer, encode
+
+    s = load_split(tinyshakespeare)
+    tok = build_tokenizer("char", s.train, s.train + s.val, 0)
+    assert tok.vocab_size == len(chars) == 65
+    assert encode(tok, s.train).long().tolist() == ref_train
+    assert encode(tok, s.val).long().tolist() == ref_val
