@@ -116,21 +116,27 @@ def in_heldout(n: int, frac: float = 0.2) -> bool:
 
 
 def sample_value(rng: random.Random) -> int:
-    """A value whose digit count is uniform in 1..7, so every input length is well represented."""
+    """A value in 1 .. 9 999 999 whose digit count is uniform in 1..7, so every input length is well represented.
+    (Zero is left out: "zero" names only one value, which a split by value would put in one side only.)"""
     d = rng.randint(1, 7)
-    return rng.randint(0 if d == 1 else 10 ** (d - 1), 10 ** d - 1)
+    return rng.randint(1 if d == 1 else 10 ** (d - 1), 10 ** d - 1)
 
 
-def number_pairs(n: int, split: str, seed: int = 0, heldout_frac: float = 0.2) -> list[tuple[list[str], str]]:
-    """``n`` (words, digits) pairs from the 'train' or 'heldout' split (by value), deterministic in ``seed``."""
+def number_pairs(n: int, split: str, seed: int = 0, heldout_frac: float = 0.2,
+                 unique: bool = False) -> list[tuple[list[str], str]]:
+    """``n`` (words, digits) pairs from the 'train' or 'heldout' split (by value), deterministic in ``seed``.
+    ``unique`` draws each value at most once (use it for evaluation sets)."""
     if split not in ("train", "heldout"):
         raise DodaiError(f"split must be 'train' or 'heldout', got {split!r}")
+    if n < 0 or n > 100_000:
+        raise DodaiError(f"number_pairs: n must be in 0 .. 100000, got {n}")
     rng = random.Random(f"{split}-{seed}")
     want = split == "heldout"
-    out = []
+    out, seen = [], set()
     while len(out) < n:
         v = sample_value(rng)
-        if in_heldout(v, heldout_frac) == want:
+        if in_heldout(v, heldout_frac) == want and not (unique and v in seen):
+            seen.add(v)
             out.append((number_to_words(v), str(v)))
     return out
 
