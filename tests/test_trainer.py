@@ -139,12 +139,13 @@ def test_bf16_autocast_runs(tmp_path):
 
 def test_in_process_resume_is_bitwise(tmp_path):
     tr, va = _data()
+    kw = dict(max_iters=30, lr_decay_iters=30, eval_interval=10)
     torch.manual_seed(0)
-    train(Bigram(), tr, va, _cfg(), tmp_path / "full")
+    train(Bigram(), tr, va, _cfg(**kw), tmp_path / "full")
     torch.manual_seed(0)
-    train(Bigram(), tr, va, _cfg(max_iters=40), tmp_path / "part")  # stops at 40 with a checkpoint
+    train(Bigram(), tr, va, _cfg(**kw | {"max_iters": 20}), tmp_path / "part")  # stops at 20 with a checkpoint
     torch.manual_seed(123)  # a different fresh init: everything must come from the checkpoint
-    train(Bigram(), tr, va, _cfg(), tmp_path / "part", resume=True)
+    train(Bigram(), tr, va, _cfg(**kw), tmp_path / "part", resume=True)
     a, b = read_metrics(tmp_path / "full"), read_metrics(tmp_path / "part")
     assert [(r["step"], r["train_loss"], r["val_loss"]) for r in a] == [
         (r["step"], r["train_loss"], r["val_loss"]) for r in b
