@@ -232,3 +232,21 @@ def test_ids_identical_to_hf_on_any_unicode(minilm_tokenizers, minilm_dir):
         assert ours.encode(text) == backend.encode(text).ids
 
     check()
+
+
+def test_unicode8_tables_agree_with_unicodedata_except_known_changes():
+    """The Unicode 8.0 class tables hold only characters that Python's (newer) unicodedata puts in the same
+    class, except the three whose category Unicode changed since 8.0."""
+    import unicodedata as u
+
+    from dodai.tokenizers.wordpiece import _U8_MN, _U8_PUNCT, _U8_REMOVED, _parse_ranges
+
+    changed = {0x166D, 0x111C9, 0x1734}  # Po→So (U+166D), Po→Mn (U+111C9), Mn→Mc (U+1734)
+    checks = [(_U8_PUNCT, lambda c: u.category(c).startswith("P") or ord(c) < 128),
+              (_U8_MN, lambda c: u.category(c) == "Mn"),
+              (_U8_REMOVED, lambda c: u.category(c) in ("Cc", "Cf", "Co") or c == "\ufffd")]
+    for spec, same_class in checks:
+        starts, ends = _parse_ranges(spec)
+        assert starts == sorted(starts) and all(a <= b for a, b in zip(starts, ends))
+        odd = {cp for a, b in zip(starts, ends) for cp in range(a, b + 1) if not same_class(chr(cp))}
+        assert odd <= changed, sorted(odd)

@@ -167,7 +167,8 @@ def _char_class(c: str) -> int:
     k = _CLASS.get(c)
     if k is None:
         k = 1 if _is_whitespace(c) else 2 if _is_punctuation(c) else 0
-        _CLASS[c] = k
+        if len(_CLASS) < 100_000:  # bounded, whatever text streams through
+            _CLASS[c] = k
     return k
 
 
