@@ -76,6 +76,7 @@ class ChatSession:
             self.gen = torch.Generator().manual_seed(seed)
         self.cache = model.new_cache(1, self.context)
         self.cached_ids: list[int] = []  # the ids whose keys/values are in the cache, positions 0..n-1
+        self.reused = 0  # prompt tokens the last turn took from the cache instead of recomputing
         self.system = system
         self.messages: list[dict] = []
         self.dropped_turns = 0
@@ -85,24 +86,24 @@ class ChatSession:
             self.system = system
         self.messages = []
 
-    def _render_ids(self) -> list[int]:
-        msgs = ([{"role": "system", "content": self.system}] if self.system is not None else []) + self.messages
+    def _render_ids(self, messages: list[dict]) -> list[int]:
+        msgs = ([{"role": "system", "content": self.system}] if self.system is not None else []) + messages
         return self.tok.encode(self.template.render(msgs, add_generation_prompt=True))
 
-    def _fit(self) -> list[int]:
-        """The prompt ids, dropping the oldest turns until prompt + reply fit the context."""
+    def _fit(self, messages: list[dict]) -> tuple[list[dict], list[int], int]:
+        """(kept messages, prompt ids, exchanges dropped): the oldest turns go until prompt + reply fit."""
         from dodai.errors import DodaiError
 
+        dropped = 0
         while True:
-            ids = self._render_ids()
+            ids = self._render_ids(messages)
             if len(ids) + self.max_new_tokens <= self.context:
-                return ids
-            if len(self.messages) <= 1:
+                return messages, ids, dropped
+            if len(messages) <= 1:
                 raise DodaiError(f"the message is too long: {len(ids)} tokens + {self.max_new_tokens} for the "
                                  f"reply exceed the context of {self.context} tokens (raise --context)")
-            # drop the oldest exchange (a user message and the reply to it)
-            self.messages = self.messages[2:] if len(self.messages) > 2 else self.messages[-1:]
-            self.dropped_turns += 1
+            messages = messages[2:]  # the oldest exchange: a user message and the reply to it
+            dropped += 1
 
     def reply(self, user_text: str, on_text=None) -> str:
         """Add a user message, generate and return the assistant's reply (streamed to ``on_text``)."""
@@ -111,20 +112,19 @@ class ChatSession:
         from dodai.generate.sampling import sample_next
         from dodai.generate.stream import StreamDecoder
 
-        self.messages.append({"role": "user", "content": user_text})
-        try:
-            ids = self._fit()
-        except Exception:
-            self.messages.pop()
-            raise
+        # on an error (too long) the conversation is left as it was
+        messages, ids, dropped = self._fit(self.messages + [{"role": "user", "content": user_text}])
+        self.messages = messages
+        self.dropped_turns += dropped
         # Reuse the cache for the longest common prefix with what it already holds (never all of the
         # prompt: the last prompt token must go through the model to give the next-token logits).
         k = 0
         limit = min(len(ids) - 1, len(self.cached_ids))
         while k < limit and ids[k] == self.cached_ids[k]:
             k += 1
-        self.cache.pos = k
+        self.cache.pos = k  # positions >= k are overwritten by this turn
         self.cached_ids = ids[:k]
+        self.reused = k
         x = torch.tensor([ids[k:]], dtype=torch.long)
         dec = StreamDecoder(self.tok)
         out_ids: list[int] = []
