@@ -175,6 +175,9 @@ def test_checkpoint_fallback_and_corruption(tmp_path):
     (tmp_path / "ckpt.old" / "trainer_state.pt").write_bytes(b"\x00garbage")
     with pytest.raises(DodaiError, match="unreadable"):
         ck.load_checkpoint(tmp_path, Bigram())
+    ck.save_checkpoint(tmp_path / "other", nn.Linear(3, 4), {"step": 1})
+    with pytest.raises(DodaiError, match="does not fit the model"):
+        ck.load_checkpoint(tmp_path / "other", nn.Linear(5, 4))
     with pytest.raises(DodaiError, match="no complete checkpoint"):
         ck.load_checkpoint(tmp_path / "nothing", Bigram())
 

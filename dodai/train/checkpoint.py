@@ -142,7 +142,11 @@ def load_checkpoint(run_dir: str | Path, model, optimizer=None, map_location="cp
     if d is None:
         raise DodaiError(f"{run_dir}: no complete checkpoint to resume from (expected ckpt/{MARKER})")
     weights = load_file(d / "model.safetensors")
-    missing, unexpected = model.load_state_dict(weights, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+    except RuntimeError as e:  # shape mismatch: the run was started with other model flags
+        first = str(e).strip().splitlines()[-1].strip()
+        raise DodaiError(f"{d}: checkpoint does not fit the model ({first})") from None
     # A tied weight (lm_head.weight is wte.weight) is saved once; it is not missing if its storage was loaded.
     sd = model.state_dict(keep_vars=True)
     loaded_ptrs = {sd[k].data_ptr() for k in weights if k in sd}
