@@ -85,6 +85,10 @@ def load_tokenizer(spec: str | os.PathLike):
             magic = f.read(4)
         if magic == b"GGUF" or p.suffix == ".gguf":
             return _from_gguf(p)
+        if p.suffix == ".model":  # a sentencepiece ModelProto
+            from dodai.tokenizers.spm_model import SentencePieceModel
+
+            return SentencePieceModel.load(p)
         return _from_tokenizer_json(p)
     if (p / "tokenizer.json").is_file():
         return _from_tokenizer_json(p / "tokenizer.json")
