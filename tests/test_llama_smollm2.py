@@ -175,7 +175,7 @@ def test_chat_session_prefix_reuse_equals_fresh_prefill(dodai_smollm2):
     prompt1 = tok.encode(a.template.render(a.messages[:1], add_generation_prompt=True))
     assert a.cached_ids[:len(prompt1)] == prompt1 and len(a.cached_ids) > len(prompt1)
     r2 = a.reply("And of Japan?")
-    assert "Paris" in r1 and r2.strip()
+    assert "Paris" in r1 and "Tokyo" in r2  # "And of Japan?" only makes sense with the history
     assert len(a.messages) == 4 and a.messages[0]["content"] == "What is the capital of France?"
     assert a.reused > len(prompt1)  # the second turn re-used the first prompt and most of the reply
     b = ChatSession(model, tok, **kw)  # fresh cache: the whole conversation prefilled at once
