@@ -90,10 +90,17 @@ def test_two_process_ddp_matches_one_process(text_file, tmp_path):
     one = tmp_path / "one"
     assert main([*args, "--out", str(one)]) == 0
     two = tmp_path / "two"
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                        "-m", "dodai", *args, "--out", str(two)],
-                       cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
-    assert r.returncode == 0, r.stderr[-3000:]
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "dodai", *args, "--out", str(two)],
+                            cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)  # its own process group: a hang kills both ranks too
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
     assert json.loads((two / "train_config.json").read_text())["world_size"] == 2
     a, b = read_metrics(one), read_metrics(two)
     assert [x["step"] for x in a] == [x["step"] for x in b] == [0, 10, 20, 30]
