@@ -211,7 +211,7 @@ def test_ids_identical_to_hf_on_random_text(minilm_tokenizers, minilm_dir):
     pieces = st.one_of(st.text(alphabet=alphabet, max_size=8),
                        st.sampled_from(["[CLS]", "[MASK]", "[SEP", "##", "don't", " ", "\t", "\n", "cafe\u0301"]))
 
-    @hypothesis.settings(max_examples=100, deadline=None, derandomize=True)
+    @hypothesis.settings(max_examples=60, deadline=None, derandomize=True)
     @hypothesis.given(st.lists(pieces, max_size=12).map("".join))
     def check(text):
         assert ours.encode(text) == backend.encode(text).ids
@@ -250,3 +250,26 @@ def test_unicode8_tables_agree_with_unicodedata_except_known_changes():
         assert starts == sorted(starts) and all(a <= b for a, b in zip(starts, ends))
         odd = {cp for a, b in zip(starts, ends) for cp in range(a, b + 1) if not same_class(chr(cp))}
         assert odd <= changed, sorted(odd)
+
+
+def test_compiled_fast_path_matches_per_character_reference():
+    hypothesis = pytest.importorskip("hypothesis")
+    st = hypothesis.strategies
+    from dodai.tokenizers.wordpiece import normalize_reference, pre_tokenize_reference
+
+    variants = [dict(), dict(lowercase=False), dict(lowercase=False, strip_accents=True),
+                dict(clean_text=False, handle_chinese_chars=False)]
+    toks = [tiny(**v) for v in variants]
+
+    @hypothesis.settings(max_examples=200, deadline=None, derandomize=True)
+    @hypothesis.given(st.text(max_size=40))
+    def check(text):
+        for v, tok in zip(variants, toks):
+            assert tok.normalize(text) == normalize_reference(text, **v)
+        assert WordPieceTokenizer.pre_tokenize(text) == pre_tokenize_reference(text)
+
+    check()
+    for text in VARIED:
+        assert toks[0].normalize(text) == normalize_reference(text)
+        assert WordPieceTokenizer.pre_tokenize(toks[0].normalize(text)) == pre_tokenize_reference(
+            normalize_reference(text))

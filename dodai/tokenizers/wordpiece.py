@@ -119,65 +119,88 @@ def _parse_ranges(spec: str) -> tuple[list[int], list[int]]:
 
 
 class _RangeSet:
-    """Membership in a sorted list of code-point ranges, by bisection, cached per character."""
+    """Membership in a sorted list of code-point ranges, by bisection (for the reference functions)."""
 
     def __init__(self, spec: str):
-        self.spec, self._ranges, self._cache = spec, None, {}
+        self.starts, self.ends = _parse_ranges(spec)
 
     def __contains__(self, c: str) -> bool:
-        hit = self._cache.get(c)
-        if hit is None:
-            if self._ranges is None:
-                self._ranges = _parse_ranges(self.spec)
-            starts, ends = self._ranges
-            i = bisect.bisect_right(starts, ord(c)) - 1
-            hit = i >= 0 and ord(c) <= ends[i]
-            if len(self._cache) < 100_000:
-                self._cache[c] = hit
-        return hit
+        i = bisect.bisect_right(self.starts, ord(c)) - 1
+        return i >= 0 and ord(c) <= self.ends[i]
 
 
-_REMOVED, _PUNCT, _MN = _RangeSet(_U8_REMOVED), _RangeSet(_U8_PUNCT), _RangeSet(_U8_MN)
+def _class_re(spec: str) -> str:
+    """The ranges as the body of a regex character class."""
+    return "".join(re.escape(chr(a)) if a == b else f"{re.escape(chr(a))}-{re.escape(chr(b))}"
+                   for a, b in zip(*_parse_ranges(spec)))
 
 
-def _is_whitespace(c: str) -> bool:
-    return c in _WHITESPACE
+# -- the plain per-character reference (the oracle the fast path below is tested against) --------------
+
+def normalize_reference(text: str, lowercase: bool = True, strip_accents: bool | None = None,
+                        clean_text: bool = True, handle_chinese_chars: bool = True) -> str:
+    """Stages 2–4 one character at a time, exactly as described in the module docstring."""
+    removed, marks = _RangeSet(_U8_REMOVED), _RangeSet(_U8_MN)
+    if clean_text:
+        text = "".join(" " if c in _WHITESPACE else c for c in text if c not in removed)
+    if handle_chinese_chars:
+        text = "".join(f" {c} " if any(lo <= ord(c) <= hi for lo, hi in _CJK_RANGES) else c for c in text)
+    if lowercase if strip_accents is None else strip_accents:
+        text = "".join(c for c in unicodedata.normalize("NFD", text) if c not in marks)
+    if lowercase:
+        text = "".join(c.lower() for c in text)
+    return text
 
 
-def _is_removed(c: str) -> bool:
-    """Dropped by clean-text: NUL, the replacement character, and control/format/private-use chars."""
-    return c in _REMOVED
+def pre_tokenize_reference(text: str) -> list[str]:
+    """Stage 5 one character at a time: whitespace ends a word, punctuation is a word of its own."""
+    punct = _RangeSet(_U8_PUNCT)
+    words: list[str] = []
+    buf: list[str] = []
+    for c in text:
+        if c in _WHITESPACE or c in punct:
+            if buf:
+                words.append("".join(buf))
+                buf = []
+            if c in punct:
+                words.append(c)
+        else:
+            buf.append(c)
+    if buf:
+        words.append("".join(buf))
+    return words
 
 
-def _is_cjk(c: str) -> bool:
-    cp = ord(c)
-    return any(lo <= cp <= hi for lo, hi in _CJK_RANGES)
+# -- the fast path: the same classes compiled into regexes (built on first use) -----------------------
+
+class _Patterns:
+    def __init__(self):
+        ws = "".join(re.escape(c) for c in sorted(_WHITESPACE))
+        punct = _class_re(_U8_PUNCT)
+        self.removed = re.compile(f"[{_class_re(_U8_REMOVED)}]+")
+        self.to_space = str.maketrans({c: " " for c in _WHITESPACE})
+        self.cjk = re.compile("[" + "".join(f"{chr(a)}-{chr(b)}" for a, b in _CJK_RANGES) + "]")
+        self.marks = re.compile(f"[{_class_re(_U8_MN)}]+")
+        self.words = re.compile(f"[{punct}]|[^{punct}{ws}]+")
 
 
-def _is_punctuation(c: str) -> bool:
-    # BERT treats every printable non-alphanumeric ASCII character as punctuation ("$", "^", "`" …).
-    return c in _PUNCT
+_PATTERNS: _Patterns | None = None
 
 
-# Per-character class cache for the general (non-ASCII) path: 0 plain, 1 whitespace, 2 punctuation.
-_CLASS: dict[str, int] = {}
+def _patterns() -> _Patterns:
+    global _PATTERNS
+    if _PATTERNS is None:
+        _PATTERNS = _Patterns()
+    return _PATTERNS
 
 
-def _char_class(c: str) -> int:
-    k = _CLASS.get(c)
-    if k is None:
-        k = 1 if _is_whitespace(c) else 2 if _is_punctuation(c) else 0
-        if len(_CLASS) < 100_000:  # bounded, whatever text streams through
-            _CLASS[c] = k
-    return k
-
-
-# ASCII fast path: the same rules, compiled. Clean text maps tab/LF/CR to a space and drops the other
-# ASCII control characters (U+0000–U+001F and U+007F; note \v and \f are Cc, so they are *dropped*:
-# clean-text filters control characters before it maps whitespace).
+# ASCII text needs none of the Unicode tables: clean-text maps tab/LF/CR to a space and drops the other
+# ASCII control characters (U+0000–U+001F and U+007F; \v and \f are Cc, so they are *dropped*:
+# clean-text filters control characters before it maps whitespace), and every printable
+# non-alphanumeric ASCII character is punctuation.
 _ASCII_CLEAN = {i: None for i in list(range(0, 32)) + [127]}
 _ASCII_CLEAN.update({9: " ", 10: " ", 13: " "})
-_ASCII_WORDS = re.compile(r"[A-Za-z0-9]+|[^A-Za-z0-9\s]")
+_ASCII_WORDS = re.compile(r"[!-/:-@\[-`{-~]|[^!-/:-@\[-`{-~\t\n\v\f\r ]+")  # punctuation | run of the rest
 
 
 @dataclass
@@ -229,6 +252,7 @@ class WordPieceTokenizer:
         # Special tokens are matched literally in the raw text, longest first (leftmost-longest).
         alts = sorted(self.special_tokens, key=len, reverse=True)
         self._special_re = re.compile("|".join(re.escape(t) for t in alts)) if alts else None
+        self._special_first = {t[0] for t in alts if t}  # cheap pre-check: BERT's all start with "["
         self._max_piece = max(len(t) for t in self.vocab)
         self._word_cache: dict[str, tuple[int, ...]] = {}
 
@@ -246,18 +270,20 @@ class WordPieceTokenizer:
     # -- stages --------------------------------------------------------------------------------------
 
     def normalize(self, text: str) -> str:
-        """Stages 2–4: clean text, space out CJK ideographs, strip accents, lower-case."""
+        """Stages 2–4: clean text, space out CJK ideographs, strip accents, lower-case
+        (the compiled form of :func:`normalize_reference`)."""
         if text.isascii():
-            if self.clean_text:
+            if self.clean_text and not text.isprintable():  # printable ASCII has nothing to clean
                 text = text.translate(_ASCII_CLEAN)
             return text.lower() if self.lowercase else text
+        pat = _patterns()
         if self.clean_text:
-            text = "".join(" " if c in _WHITESPACE else c for c in text if not _is_removed(c))
+            text = pat.removed.sub("", text).translate(pat.to_space)
         if self.handle_chinese_chars:
-            text = "".join(f" {c} " if _is_cjk(c) else c for c in text)
+            text = pat.cjk.sub(r" \g<0> ", text)
         strip = self.lowercase if self.strip_accents is None else self.strip_accents
         if strip:
-            text = "".join(c for c in unicodedata.normalize("NFD", text) if c not in _MN)
+            text = pat.marks.sub("", unicodedata.normalize("NFD", text))
         if self.lowercase:
             # Per character (no final-sigma context rule); str.lower() only differs on Σ.
             text = "".join(c.lower() for c in text) if "Σ" in text else text.lower()
@@ -265,24 +291,11 @@ class WordPieceTokenizer:
 
     @staticmethod
     def pre_tokenize(text: str) -> list[str]:
-        """Stage 5: split on whitespace, every punctuation character a word of its own."""
+        """Stage 5: split on whitespace, every punctuation character a word of its own
+        (the compiled form of :func:`pre_tokenize_reference`)."""
         if text.isascii():
             return _ASCII_WORDS.findall(text)
-        words: list[str] = []
-        buf: list[str] = []
-        for c in text:
-            k = _char_class(c)
-            if k == 0:
-                buf.append(c)
-                continue
-            if buf:
-                words.append("".join(buf))
-                buf = []
-            if k == 2:
-                words.append(c)
-        if buf:
-            words.append("".join(buf))
-        return words
+        return _patterns().words.findall(text)
 
     def wordpiece(self, word: str) -> tuple[int, ...]:
         """Stage 6: greedy longest-match-first; the whole word is [UNK] if any part cannot be matched."""
@@ -317,7 +330,7 @@ class WordPieceTokenizer:
 
     def _segments(self, text: str) -> list[tuple[str, bool]]:
         """Stage 1: cut literal special tokens out of the raw text → [(piece, is_special)]."""
-        if self._special_re is None or not any(t in text for t in self.special_tokens):
+        if self._special_re is None or not any(c in text for c in self._special_first):
             return [(text, False)]
         out, pos = [], 0
         for m in self._special_re.finditer(text):
@@ -335,8 +348,8 @@ class WordPieceTokenizer:
             if special:
                 ids.append(self.special_tokens[piece])
                 continue
-            for word in self.pre_tokenize(self.normalize(piece)):
-                ids.extend(self.wordpiece(word))
+            cache = self._word_cache
+            ids += [i for w in self.pre_tokenize(self.normalize(piece)) for i in (cache.get(w) or self.wordpiece(w))]
         return ids
 
     # -- public encode/decode ----------------------------------------------------------------------
