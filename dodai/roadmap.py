@@ -37,7 +37,7 @@ ITEMS: list[Item] = [
     Item("R1.1", "確率・統計", "Probability & statistics: n-gram LMs, likelihood, cross-entropy",
          "dodai.basics.ngram", PLANNED, _run("R1.1")),
     Item("R1.2", "線形代数", "Linear algebra: eigenvalues, SVD, PCA, low-rank compression",
-         "dodai.basics.linalg", PLANNED, _run("R1.2")),
+         "dodai.basics.linalg", WORKING, _run("R1.2")),
     Item("R1.3", "微積分・最適化", "Calculus & optimization: autograd from scratch, SGD/Adam/AdamW",
          "dodai.basics.autograd", WORKING, _run("R1.3")),
     Item("R1.4", "情報理論", "Information theory: entropy, KL, perplexity, bits per byte",

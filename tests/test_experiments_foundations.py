@@ -82,3 +82,19 @@ def test_r2_4_digits_and_overfitting(tmp_path):
     assert base["train acc"] == 1.0 and base["train/val acc gap"] > 0.05  # it overfits
     assert rows["early"]["epochs run"] < base["epochs run"]
     assert min(row["val loss"] for k, row in rows.items() if k != "baseline") < base["val loss"]
+
+
+def test_r1_2_linalg_pca_and_low_rank_gpt(tmp_path):
+    pytest.importorskip("pydoc_data", reason="the built-in corpus needs the stdlib's pydoc_data")
+    r = _run("R1.2", tmp_path)
+    for row in r["accuracy"]:
+        assert row["max |λ or σ - numpy|"] < 1e-11 and row["‖VᵀV - I‖"] < 1e-12
+    assert r["pca"]["max |var - numpy|"] < 1e-12
+    comp = r["compression"]
+    full = comp[-1]["val loss"]
+    by_rank = [row["val loss"] for row in comp[:-1]]
+    ranks = [row["rank"] for row in comp[:-1]]
+    # a full-rank SVD reproduces the trained model; ranks 1-2 lose much of it; rank 16 of 64 keeps nearly all
+    assert by_rank[-1] == pytest.approx(full, abs=1e-4)
+    assert min(by_rank[:2]) > full + 0.3
+    assert by_rank[ranks.index(16)] < full + 0.05
