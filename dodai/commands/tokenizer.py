@@ -29,8 +29,19 @@ def _train_char(text: str, args):
     return tok
 
 
+def _train_unigram(text: str, args):
+    from dodai.errors import DodaiError
+    from dodai.tokenizers.unigram import UnigramTokenizer
+
+    if args.vocab_size is None:
+        raise DodaiError("--algo unigram needs --vocab-size N (e.g. 8000)")
+    if args.special:
+        raise DodaiError("--algo unigram has fixed special tokens <unk> <s> </s>; drop --special")
+    return UnigramTokenizer.train(text, args.vocab_size, progress=not args.quiet)
+
+
 # --algo name -> trainer(text, args) -> tokenizer with .save(); new algorithms add one line here.
-TRAINERS = {"bpe": _train_bpe, "char": _train_char}
+TRAINERS = {"bpe": _train_bpe, "char": _train_char, "unigram": _train_unigram}
 
 
 def add_arguments(p) -> None:

@@ -1,0 +1,580 @@
+"""Unigram language-model tokenizer: the SentencePiece algorithm (trainer, Viterbi encoder, sampling).
+
+Kudo 2018, "Subword Regularization: Improving Neural Network Translation Models with Multiple
+Subword Candidates"; Kudo & Richardson 2018, "SentencePiece". A text is segmented into pieces x_1..x_M
+from a vocabulary V with probabilities p(x); a segmentation's log-likelihood is sum_i log p(x_i).
+
+Text handling (``normalize.py``): NFKC, whitespace runs -> one space, strip, " " -> "▁" with a
+dummy "▁" prefix; words start at each "▁" and pieces never cross them (HF: Metaspace split).
+
+Training (``UnigramTokenizer.train``), as in sentencepiece's unigram trainer:
+1. Seed vocabulary: every required character (the most frequent characters covering
+   ``character_coverage`` of the text), plus frequent substrings: sentencepiece finds them with a
+   suffix array; dodai counts every substring of up to ``max_piece_length`` characters that occurs
+   at least twice, keeps the ``seed_size`` best by count x length, and (as sentencepiece does) never
+   lets a piece mix Unicode scripts (coarse classes, see ``normalize.script``), carry "▁" after its
+   first character, or hold a non-required character. Initial log p = log(score / sum of scores).
+2. EM, ``num_sub_iterations`` rounds per pruning step. E-step: forward-backward over each word's
+   lattice gives the expected count c(x) of every piece,
+   alpha[j] = logsumexp_{i: w[i:j] in V} alpha[i] + log p(w[i:j]); beta symmetric;
+   c(x) += freq(w) * exp(alpha[i] + log p(x) + beta[j] - alpha[n]).
+   M-step (sentencepiece's Bayesian variant): drop pieces with c(x) < 0.5, then
+   log p(x) = digamma(c(x)) - digamma(sum c).
+3. Pruning: for each piece x, its alternative segmentation is the Viterbi segmentation of x without x
+   (if x does not win its own lattice it is dropped); with Viterbi counts f over the corpus and
+   F(x) = share of words (by frequency) whose best segmentation uses x, the loss of removing x is
+   F(x) * [ (log f(x) - log sum f) - sum_{a in alt(x)} (log(f(a)+f(x)) - log(sum f + f(x)(|alt|-1))) ];
+   keep the max(1.1 x target, shrinking_factor x size) pieces with the largest loss (single characters
+   always stay). Repeat 2-3 until at most 1.1 x target pieces, then keep the best-scoring ones.
+4. Ids: ``<unk>`` 0, ``<s>`` 1, ``</s>`` 2 (sentencepiece's defaults), then the 256 byte pieces
+   ``<0x00>``..``<0xFF>`` when ``byte_fallback``, then pieces by descending score.
+
+Encoding: Viterbi (best path; unknown characters score min(score) - 10 like sentencepiece and HF;
+adjacent unknowns fuse, then become their UTF-8 byte pieces under byte fallback, else ``<unk>``).
+The plain O(n^2) oracle is ``unigram_reference.viterbi``. ``sample_encode`` draws a segmentation
+with probability proportional to P(x)^alpha: forward-filtering backward-sampling over the whole
+lattice (nbest <= 0), or sampling among the n best paths (nbest > 0).
+
+Semantics follow HF ``tokenizers``' Unigram model so that our tokenizer.json encodes identically there:
+every vocabulary entry (bytes included) is a candidate piece; special tokens in the input text are
+split out before normalisation; decoding skips special tokens.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import random
+from collections import Counter
+from pathlib import Path
+
+from dodai.errors import DodaiError
+from dodai.tokenizers.normalize import SPACE, WS_CLASS, normalize, script, to_words
+
+UNK_PENALTY = 10.0
+SPECIALS = ("<unk>", "<s>", "</s>")
+_NEG_INF = float("-inf")
+
+
+def digamma(x: float) -> float:
+    """psi(x) for x > 0: recurrence psi(x) = psi(x+1) - 1/x up to x >= 7, then the asymptotic series."""
+    r = 0.0
+    while x < 7.0:
+        r -= 1.0 / x
+        x += 1.0
+    f = 1.0 / (x * x)
+    return r + math.log(x) - 0.5 / x - f * (1 / 12 - f * (1 / 120 - f * (1 / 252 - f * (1 / 240 - f / 132))))
+
+
+def _logaddexp(a: float, b: float) -> float:
+    if a < b:
+        a, b = b, a
+    if b == _NEG_INF:
+        return a
+    return a + math.log1p(math.exp(b - a))
+
+
+class _Lattice:
+    """Piece look-up for lattices: score by piece, the set of all piece prefixes (to stop early)."""
+
+    def __init__(self, scores: dict[str, float]):
+        self.scores = scores
+        self.max_len = max((len(p) for p in scores), default=1)
+        self.prefixes = {p[:k] for p in scores for k in range(1, len(p) + 1)}
+
+    def edges(self, w: str, unk_score: float, skip_whole: bool = False) -> list[tuple[int, int, float, bool]]:
+        """All lattice edges (start, end, score, is_unknown), by ascending start then end."""
+        n, out = len(w), []
+        scores, prefixes = self.scores, self.prefixes
+        for st in range(n):
+            single = False
+            for e in range(st + 1, min(n, st + self.max_len) + 1):
+                sub = w[st:e]
+                if sub not in prefixes:
+                    break
+                sc = scores.get(sub)
+                if sc is None or (skip_whole and st == 0 and e == n):
+                    continue
+                out.append((st, e, sc, False))
+                if e == st + 1:
+                    single = True
+            if not single:
+                out.append((st, st + 1, unk_score, True))
+        return out
+
+    def viterbi(self, w: str, unk_score: float, skip_whole: bool = False) -> list[tuple[int, int, bool]]:
+        """Best path [(start, end, is_unknown)]; equal to unigram_reference.viterbi (same tie order)."""
+        n = len(w)
+        best = [0.0] + [_NEG_INF] * n
+        back: list = [None] * (n + 1)
+        scores, prefixes, max_len = self.scores, self.prefixes, self.max_len
+        for st in range(n):
+            b = best[st]
+            single = False
+            for e in range(st + 1, min(n, st + max_len) + 1):
+                sub = w[st:e]
+                if sub not in prefixes:
+                    break
+                sc = scores.get(sub)
+                if sc is None or (skip_whole and st == 0 and e == n):
+                    continue
+                c = b + sc
+                if back[e] is None or c > best[e]:
+                    best[e], back[e] = c, (st, False)
+                if e == st + 1:
+                    single = True
+            if not single:
+                c = b + unk_score
+                if back[st + 1] is None or c > best[st + 1]:
+                    best[st + 1], back[st + 1] = c, (st, True)
+        out = []
+        j = n
+        while j > 0:
+            i, unk = back[j]
+            out.append((i, j, unk))
+            j = i
+        return out[::-1]
+
+
+class UnigramTokenizer:
+    """A Unigram LM tokenizer: ``vocab`` is [(piece, log-probability)], id = position."""
+
+    def __init__(self, vocab: list[tuple[str, float]], unk_id: int | None = 0, byte_fallback: bool = False,
+                 special_tokens: list[str] | None = None):
+        if not vocab:
+            raise DodaiError("a Unigram vocabulary needs at least one piece")
+        self.vocab = [(str(p), float(s)) for p, s in vocab]
+        self.pieces = [p for p, _ in self.vocab]
+        self.index: dict[str, int] = {}
+        for i, p in enumerate(self.pieces):
+            if not p:
+                raise DodaiError(f"Unigram piece {i} is empty")
+            if p in self.index:
+                raise DodaiError(f"Unigram piece {p!r} appears twice")
+            self.index[p] = i
+        if unk_id is not None and not 0 <= unk_id < len(self.pieces):
+            raise DodaiError(f"unk_id {unk_id} is outside the vocabulary (0..{len(self.pieces) - 1})")
+        self.unk_id = unk_id
+        self.byte_fallback = bool(byte_fallback)
+        if special_tokens is None:
+            special_tokens = [p for p in SPECIALS if p in self.index]
+        for t in special_tokens:
+            if t not in self.index:
+                raise DodaiError(f"special token {t!r} is not in the vocabulary")
+        self.special_tokens = {t: self.index[t] for t in special_tokens}
+        self._special_ids = set(self.special_tokens.values())
+        self.min_score = min(s for _, s in self.vocab)
+        self.unk_score = self.min_score - UNK_PENALTY
+        self._lattice = _Lattice({p: s for p, s in self.vocab})
+        ids = [self.index.get(f"<0x{b:02X}>") for b in range(256)]
+        self._byte_ids = ids if self.byte_fallback and all(i is not None for i in ids) else None
+        self._cache: dict[str, list[int]] = {}
+
+    # ------------------------------------------------------------ interface
+    @property
+    def vocab_size(self) -> int:
+        return len(self.pieces)
+
+    @property
+    def eos_id(self) -> int | None:
+        return self.special_tokens.get("</s>")
+
+    def _split_specials(self, text: str) -> list[tuple[str, int | None]]:
+        """Special tokens in the text are cut out first (HF's added tokens), longest first."""
+        if not self.special_tokens:
+            return [(text, None)]
+        out: list[tuple[str, int | None]] = []
+        order = sorted(self.special_tokens, key=len, reverse=True)
+        start = i = 0
+        while i < len(text):
+            for t in order:
+                if text.startswith(t, i):
+                    if start < i:
+                        out.append((text[start:i], None))
+                    out.append((t, self.special_tokens[t]))
+                    i += len(t)
+                    start = i
+                    break
+            else:
+                i += 1
+        if start < len(text):
+            out.append((text[start:], None))
+        return out
+
+    def _ids_of_path(self, w: str, path: list[tuple[int, int, bool]]) -> list[int]:
+        ids: list[int] = []
+        k = 0
+        while k < len(path):
+            st, e, unk = path[k]
+            if not unk:
+                ids.append(self.index[w[st:e]])
+                k += 1
+                continue
+            while k + 1 < len(path) and path[k + 1][2]:  # fuse adjacent unknowns
+                k += 1
+                e = path[k][1]
+            if self._byte_ids is not None:
+                ids.extend(self._byte_ids[b] for b in w[st:e].encode("utf-8"))
+            elif self.unk_id is not None:
+                ids.append(self.unk_id)
+            else:
+                raise DodaiError(f"cannot encode {w[st:e]!r}: no <unk> and no byte fallback")
+            k += 1
+        return ids
+
+    def _encode_word(self, w: str) -> list[int]:
+        r = self._cache.get(w)
+        if r is None:
+            r = self._ids_of_path(w, self._lattice.viterbi(w, self.unk_score))
+            if len(self._cache) > 500_000:
+                self._cache.clear()
+            self._cache[w] = r
+        return r
+
+    def encode(self, text: str) -> list[int]:
+        """Token ids of text (best segmentation of every word)."""
+        ids: list[int] = []
+        for seg, sid in self._split_specials(text):
+            if sid is not None:
+                ids.append(sid)
+                continue
+            for w in to_words(normalize(seg)):
+                ids.extend(self._encode_word(w))
+        return ids
+
+    def encode_as_pieces(self, text: str) -> list[str]:
+        return [self.pieces[i] for i in self.encode(text)]
+
+    def sample_encode(self, text: str, alpha: float = 0.1, nbest: int = -1, seed: int | None = None,
+                      rng: random.Random | None = None) -> list[int]:
+        """One segmentation sampled with probability ~ P(x)^alpha (subword regularisation).
+
+        nbest <= 0: forward-filtering backward-sampling over the full lattice; nbest > 0: a draw
+        among the nbest best segmentations of each word.
+        """
+        if not alpha >= 0:
+            raise DodaiError(f"alpha must be >= 0, got {alpha}")
+        rng = rng or random.Random(seed)
+        ids: list[int] = []
+        for seg, sid in self._split_specials(text):
+            if sid is not None:
+                ids.append(sid)
+                continue
+            for w in to_words(normalize(seg)):
+                path = self._sample_ffbs(w, alpha, rng) if nbest <= 0 else self._sample_nbest(w, alpha, nbest, rng)
+                ids.extend(self._ids_of_path(w, path))
+        return ids
+
+    def _sample_ffbs(self, w: str, alpha: float, rng: random.Random) -> list[tuple[int, int, bool]]:
+        n = len(w)
+        edges = self._lattice.edges(w, self.unk_score)
+        fwd = [0.0] + [_NEG_INF] * n
+        into: list[list] = [[] for _ in range(n + 1)]
+        for st, e, sc, unk in edges:  # ascending start: fwd[st] is final when used
+            fwd[e] = _logaddexp(fwd[e], fwd[st] + alpha * sc)
+            into[e].append((st, sc, unk))
+        out = []
+        j = n
+        while j > 0:
+            r = rng.random()
+            acc = 0.0
+            choice = into[j][-1]
+            for cand in into[j]:
+                acc += math.exp(fwd[cand[0]] + alpha * cand[1] - fwd[j])
+                if r < acc:
+                    choice = cand
+                    break
+            out.append((choice[0], j, choice[2]))
+            j = choice[0]
+        return out[::-1]
+
+    def nbest(self, w: str, n: int) -> list[tuple[float, list[tuple[int, int, bool]]]]:
+        """The n best segmentations of one word (k-best dynamic programme), best first."""
+        size = len(w)
+        # kbest[j] = up to n entries (score, start, rank-at-start, is_unknown), best first
+        kbest: list[list] = [[(0.0, -1, -1, False)]] + [[] for _ in range(size)]
+        for st, e, sc, unk in self._lattice.edges(w, self.unk_score):
+            kbest[e].extend((s + sc, st, r, unk) for r, (s, *_rest) in enumerate(kbest[st]))
+            kbest[e].sort(key=lambda t: -t[0])
+            del kbest[e][n:]
+        out = []
+        for s, st, r, unk in kbest[size]:
+            path = []
+            j, entry = size, (s, st, r, unk)
+            while j > 0:
+                _, pst, pr, punk = entry
+                path.append((pst, j, punk))
+                j, entry = pst, kbest[pst][pr] if pst > 0 else None
+            out.append((s, path[::-1]))
+        return out
+
+    def _sample_nbest(self, w: str, alpha: float, n: int, rng: random.Random) -> list[tuple[int, int, bool]]:
+        cands = self.nbest(w, n)
+        top = cands[0][0]
+        weights = [math.exp(alpha * (s - top)) for s, _ in cands]
+        return rng.choices([p for _, p in cands], weights=weights)[0]
+
+    def decode(self, ids: list[int]) -> str:
+        """Text of ids: HF's decoder chain Replace("▁", " "), ByteFallback, Fuse, Strip(1 leading space)."""
+        n = len(self.pieces)
+        parts: list[str] = []
+        pending = bytearray()
+
+        def flush() -> None:
+            if pending:
+                try:
+                    parts.append(pending.decode("utf-8"))
+                except UnicodeDecodeError:
+                    parts.append("\ufffd" * len(pending))
+                pending.clear()
+
+        for i in ids:
+            if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < n:
+                raise DodaiError(f"token id {i!r} is outside the vocabulary (0..{n - 1})")
+            if i in self._special_ids:
+                continue
+            p = self.pieces[i]
+            if len(p) == 6 and p.startswith("<0x") and p.endswith(">"):
+                try:
+                    pending.append(int(p[3:5], 16))
+                    continue
+                except ValueError:
+                    pass
+            flush()
+            parts.append(p.replace(SPACE, " "))
+        flush()
+        s = "".join(parts)
+        return s[1:] if s.startswith(" ") else s
+
+    # ------------------------------------------------------------ tokenizer.json
+    def to_dict(self) -> dict:
+        ws = WS_CLASS
+        return {
+            "version": "1.0", "truncation": None, "padding": None,
+            "added_tokens": [{"id": i, "content": t, "single_word": False, "lstrip": False, "rstrip": False,
+                              "normalized": False, "special": True} for t, i in self.special_tokens.items()],
+            "normalizer": {"type": "Sequence", "normalizers": [
+                {"type": "NFKC"},
+                {"type": "Replace", "pattern": {"Regex": f"\\A{ws}+|{ws}+\\z"}, "content": ""},
+                {"type": "Replace", "pattern": {"Regex": f"{ws}+"}, "content": " "}]},
+            "pre_tokenizer": {"type": "Metaspace", "replacement": SPACE, "prepend_scheme": "always", "split": True},
+            "post_processor": None,
+            "decoder": {"type": "Sequence", "decoders": [
+                {"type": "Replace", "pattern": {"String": SPACE}, "content": " "},
+                {"type": "ByteFallback"}, {"type": "Fuse"},
+                {"type": "Strip", "content": " ", "start": 1, "stop": 0}]},
+            "model": {"type": "Unigram", "unk_id": self.unk_id, "vocab": [[p, s] for p, s in self.vocab],
+                      "byte_fallback": self.byte_fallback},
+        }
+
+    def save(self, path: str | os.PathLike) -> Path:
+        """Write an HF tokenizer.json (a folder gets tokenizer.json inside); returns the file path."""
+        from dodai.io import atomic_write_text
+
+        p = Path(path)
+        if p.is_dir() or p.suffix != ".json":
+            p = p / "tokenizer.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_text(p, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
+        return p
+
+    @classmethod
+    def from_dict(cls, d: dict, where: str = "tokenizer.json") -> UnigramTokenizer:
+        m = d.get("model")
+        if not isinstance(m, dict) or m.get("type") != "Unigram":
+            raise DodaiError(f"{where}: not a Unigram model")
+        ours = cls([("a", 0.0)]).to_dict()
+        for key in ("normalizer", "pre_tokenizer"):
+            if d.get(key) != ours[key]:
+                raise DodaiError(f"{where}: Unigram {key} {json.dumps(d.get(key))[:120]} is not the one dodai "
+                                 f"writes; dodai reads its own Unigram tokenizer.json (use the .model file for "
+                                 f"sentencepiece models)")
+        vocab = m.get("vocab")
+        if not isinstance(vocab, list) or not all(
+                isinstance(v, list) and len(v) == 2 and isinstance(v[0], str) and isinstance(v[1], (int, float))
+                and not isinstance(v[1], bool) and math.isfinite(v[1]) for v in vocab):
+            raise DodaiError(f"{where}: Unigram vocab must be a list of [piece, finite score] pairs")
+        unk = m.get("unk_id")
+        if unk is not None and (isinstance(unk, bool) or not isinstance(unk, int)):
+            raise DodaiError(f"{where}: unk_id must be an integer or null")
+        specials = [t["content"] for t in d.get("added_tokens") or [] if isinstance(t, dict) and t.get("special")]
+        return cls([(p, s) for p, s in vocab], unk_id=unk, byte_fallback=bool(m.get("byte_fallback", False)),
+                   special_tokens=specials)
+
+    @classmethod
+    def from_tokenizer_json(cls, path: str | os.PathLike) -> UnigramTokenizer:
+        from dodai.tokenizers.hf_json import read_tokenizer_json
+
+        return cls.from_dict(read_tokenizer_json(path), str(path))
+
+    load = from_tokenizer_json
+
+    # ------------------------------------------------------------ training
+    @classmethod
+    def train(cls, text: str, vocab_size: int, *, byte_fallback: bool = True, character_coverage: float = 0.9995,
+              max_piece_length: int = 16, seed_size: int = 1_000_000, shrinking_factor: float = 0.75,
+              num_sub_iterations: int = 2, progress: bool = False) -> UnigramTokenizer:
+        """Train on text (see the module docstring); vocab_size counts specials and byte pieces."""
+        meta = list(SPECIALS) + ([f"<0x{b:02X}>" for b in range(256)] if byte_fallback else [])
+        target = vocab_size - len(meta)
+        if not 0 < character_coverage <= 1:
+            raise DodaiError(f"character_coverage must be in (0, 1], got {character_coverage}")
+        if not 0 < shrinking_factor < 1:
+            raise DodaiError(f"shrinking_factor must be in (0, 1), got {shrinking_factor}")
+        counts = Counter(to_words(normalize(text)))
+        if not counts:
+            raise DodaiError("no training text: the text is empty after normalisation")
+        log = (lambda msg: print(f"unigram: {msg}", file=__import__("sys").stderr)) if progress else (lambda m: None)
+
+        # 1. required characters and seed pieces
+        chars: Counter = Counter()
+        for w, f in counts.items():
+            for c in w:
+                chars[c] += f
+        total = sum(chars.values())
+        required: dict[str, int] = {}
+        acc = 0
+        for c, f in sorted(chars.items(), key=lambda t: (-t[1], t[0])):
+            if acc / total >= character_coverage:
+                break
+            required[c] = f
+            acc += f
+        if target < len(required):
+            raise DodaiError(f"vocab size {vocab_size} is too small: {len(meta)} special/byte pieces and "
+                             f"{len(required)} required characters need at least {len(meta) + len(required)}")
+        reserved = set(meta)
+        subs: Counter = Counter()
+        for w, f in counts.items():
+            n = len(w)
+            for st in range(n):
+                c0 = w[st]
+                if c0 not in required:
+                    continue
+                scr = None if c0 == SPACE else script(c0)
+                for e in range(st + 1, min(n, st + max_piece_length)):
+                    c = w[e]
+                    if c == SPACE or c not in required:
+                        break
+                    s = script(c)
+                    if scr is None:
+                        scr = s
+                    elif s != scr:
+                        break
+                    subs[w[st:e + 1]] += f
+        seeds = sorted(((f * len(s), s) for s, f in subs.items() if f >= 2 and s not in reserved),
+                       key=lambda t: (-t[0], t[1]))[:seed_size]
+        if len(required) + len(seeds) < target:
+            raise DodaiError(f"vocab size {vocab_size} is too large for this text: it supports at most "
+                             f"{len(meta) + len(required) + len(seeds)} pieces")
+        init = {c: float(f) for c, f in required.items()}
+        for v, s in seeds:
+            init[s] = float(v)
+        logz = math.log(sum(init.values()))
+        scores = {p: math.log(v) - logz for p, v in init.items()}
+        log(f"{len(counts):,} distinct words, {len(required)} required characters, {len(seeds):,} seed pieces")
+
+        words = list(counts.items())
+        desired = int(target * 1.1)
+        while True:
+            for _ in range(num_sub_iterations):
+                expected, objective = _e_step(words, scores)
+                scores = _m_step(expected, required, target)
+                log(f"EM: {len(scores):,} pieces, objective {objective / total:.4f} nats/char")
+            if len(scores) <= desired:
+                break
+            scores = _prune(words, scores, required, max(desired, int(shrinking_factor * len(scores))))
+        # 4. the final vocabulary: all required characters, then the best-scoring pieces
+        others = sorted((p for p in scores if p not in required), key=lambda p: (-scores[p], p))
+        keep = list(required) + others[:max(0, target - len(required))]
+        if len(keep) < target:
+            raise DodaiError(f"vocab size {vocab_size} is too large for this text: training kept only "
+                             f"{len(meta) + len(keep)} pieces")
+        floor = min(scores.values())
+        final = sorted(((scores.get(p, floor), p) for p in keep), key=lambda t: (-t[0], t[1]))
+        vocab = [(p, 0.0) for p in meta] + [(p, s) for s, p in final]
+        return cls(vocab, unk_id=0, byte_fallback=byte_fallback, special_tokens=list(SPECIALS))
+
+
+def _e_step(words: list[tuple[str, int]], scores: dict[str, float]) -> tuple[dict[str, float], float]:
+    """Expected piece counts by forward-backward over every word's lattice; returns (counts, -log L)."""
+    lat = _Lattice(scores)
+    unk_score = min(scores.values()) - UNK_PENALTY
+    expected = dict.fromkeys(scores, 0.0)
+    objective = 0.0
+    exp = math.exp
+    for w, f in words:
+        n = len(w)
+        edges = lat.edges(w, unk_score)
+        alpha = [0.0] + [_NEG_INF] * n
+        for st, e, sc, _ in edges:
+            alpha[e] = _logaddexp(alpha[e], alpha[st] + sc)
+        beta = [_NEG_INF] * n + [0.0]
+        for st, e, sc, _ in reversed(edges):
+            beta[st] = _logaddexp(beta[st], sc + beta[e])
+        z = alpha[n]
+        objective -= f * z
+        for st, e, sc, unk in edges:
+            if not unk:
+                expected[w[st:e]] += f * exp(alpha[st] + sc + beta[e] - z)
+    return expected, objective
+
+
+def _m_step(expected: dict[str, float], required: dict[str, int], min_size: int) -> dict[str, float]:
+    """log p(x) = digamma(c(x)) - digamma(sum c) over pieces with c(x) >= 0.5 (required chars stay;
+    on tiny corpora the most expected of the rest stay too, so that min_size pieces remain)."""
+    kept = {p: c for p, c in expected.items() if c >= 0.5}
+    for c in required:
+        kept.setdefault(c, max(expected.get(c, 0.0), 0.1))
+    if len(kept) < min_size:
+        rest = sorted((p for p in expected if p not in kept), key=lambda p: (-expected[p], p))
+        for p in rest[:min_size - len(kept)]:
+            kept[p] = max(expected[p], 0.1)
+    logsum = digamma(sum(kept.values()))
+    return {p: digamma(c) - logsum for p, c in kept.items()}
+
+
+def _prune(words: list[tuple[str, int]], scores: dict[str, float], required: dict[str, int],
+           size: int) -> dict[str, float]:
+    """Keep `size` pieces: those whose removal would cost the most likelihood (module docstring, step 3)."""
+    lat = _Lattice(scores)
+    unk_score = min(scores.values()) - UNK_PENALTY
+    alternatives: dict[str, list[str]] = {}
+    dropped = set()
+    for p, sc in scores.items():
+        if len(p) == 1:
+            continue
+        alt = lat.viterbi(p, unk_score, skip_whole=True)
+        alt_score = sum(unk_score if unk else scores[p[st:e]] for st, e, unk in alt)
+        if alt_score > sc or any(unk for *_, unk in alt):
+            dropped.add(p)  # never its own best segmentation: never used
+        else:
+            alternatives[p] = [p[st:e] for st, e, _ in alt]
+    freq = dict.fromkeys(scores, 0.0)
+    inverted = dict.fromkeys(scores, 0.0)
+    vsum = 0.0
+    for w, f in words:
+        vsum += f
+        seen = set()
+        for st, e, unk in lat.viterbi(w, unk_score):
+            if not unk:
+                p = w[st:e]
+                freq[p] += f
+                seen.add(p)
+        for p in seen:
+            inverted[p] += f
+    total = sum(freq.values())
+    logsum = math.log(total)
+    keep = [p for p in scores if len(p) == 1 or p in required]
+    cands = []
+    for p, alt in alternatives.items():
+        if p in dropped or freq[p] == 0 or p in required:
+            continue
+        fp = freq[p]
+        logsum_alt = math.log(total + fp * (len(alt) - 1))
+        logprob_alt = sum(math.log(freq[a] + fp) - logsum_alt for a in alt)
+        loss = inverted[p] / vsum * ((math.log(fp) - logsum) - logprob_alt)
+        cands.append((loss, p))
+    cands.sort(key=lambda t: (-t[0], t[1]))
+    keep += [p for _, p in cands[:max(0, size - len(keep))]]
+    return {p: scores[p] for p in keep}
