@@ -10,7 +10,8 @@ Training (:meth:`ByteLevelBPE.train`):
      pre-tokens: a corpus of millions of words becomes tens of thousands of weighted words;
   2. count adjacent pairs once, remembering which words hold each pair;
   3. repeat: pop the best pair from a heap (count, then smallest ``(left id, right id)``), merge it
-     only in the words that hold it, and update pair counts by the difference.
+     only in the words that hold it, and update only the pairs beside each occurrence
+     (``(L, a) -> (L, new)``, ``(b, R) -> (new, R)``, as HF's trainer does).
   Step 3's heap is lazy: a pair's count only falls until the pair itself is merged, except for pairs
   touching the new token, which are pushed afresh; a popped entry whose count is stale is pushed
   back with its true count. The result equals the textbook loop in
@@ -134,32 +135,54 @@ def train_fast(word_counts: Mapping[bytes, int], n_new_tokens: int, min_frequenc
         for wi in where.pop(pair, ()):
             w = words[wi]
             n = len(w)
-            # Merge left to right, non-overlapping (as the reference does).
-            nw = []
-            i = 0
-            while i < n:
-                if i + 1 < n and w[i] == a and w[i + 1] == b:
-                    nw.append(new)
-                    i += 2
-                else:
-                    nw.append(w[i])
-                    i += 1
-            if len(nw) == n:
-                continue  # a stale entry of `where`: this word lost the pair to an earlier merge
             f = freqs[wi]
-            # Only pairs next to a merge change; recount the word's pairs wholesale, which is simple
-            # and cheap because pre-tokens are short.
-            for p in zip(w, w[1:]):
-                counts[p] -= f
-            for p in zip(nw, nw[1:]):
-                counts[p] = counts.get(p, 0) + f
-                if p[0] == new or p[1] == new:
+            # Merge left to right, non-overlapping (as the reference does), and update only the pairs
+            # around each occurrence (as HF's Word::merge does): with left neighbour L (already
+            # merged, if the previous occurrence was adjacent) and right neighbour R,
+            #   (L, a) -> (L, new)   and   (b, R) -> (new, R).
+            # list.index finds candidates at C speed, which matters for long pre-tokens (CJK text).
+            # `where` may keep words that no longer hold a pair; they are skipped when scanned.
+            nw: list[int] = []
+            start = pos = 0
+            while True:
+                try:
+                    i = w.index(a, pos)
+                except ValueError:
+                    break
+                if i + 1 >= n:
+                    break
+                if w[i + 1] != b:
+                    pos = i + 1
+                    continue
+                if i > start:
+                    nw.extend(w[start:i])
+                if nw:
+                    left = nw[-1]
+                    counts[(left, a)] -= f
+                    p = (left, new)
+                    counts[p] = counts.get(p, 0) + f
                     touched.add(p)
-                    s = where.get(p)
-                    if s is None:
+                    wh = where.get(p)
+                    if wh is None:
                         where[p] = {wi}
                     else:
-                        s.add(wi)
+                        wh.add(wi)
+                if i + 2 < n:
+                    right = w[i + 2]
+                    counts[(b, right)] -= f
+                    p = (new, right)
+                    counts[p] = counts.get(p, 0) + f
+                    touched.add(p)
+                    wh = where.get(p)
+                    if wh is None:
+                        where[p] = {wi}
+                    else:
+                        wh.add(wi)
+                nw.append(new)
+                start = pos = i + 2
+            if start == 0:
+                continue  # a stale entry of `where`: this word lost the pair to an earlier merge
+            nw.extend(w[start:])
             words[wi] = nw
         counts.pop(pair, None)
         for p in touched:
