@@ -5,9 +5,19 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 import torch
 
 from dodai.speedrun import size_for_budget, speedrun
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: one thread avoids OpenMP spin-waits on a busy machine; restored afterwards
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 def test_speedrun_small_budget_end_to_end(tmp_path):

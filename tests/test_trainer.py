@@ -21,6 +21,15 @@ from dodai.train.trainer import TrainConfig, read_metrics, train
 V = 12
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: one thread avoids OpenMP spin-waits on a busy machine; restored afterwards
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 class Bigram(nn.Module):
     """A tiny model with the causal-LM protocol; ``nan_after`` injects a NaN loss on that forward call."""
 

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from dodai.cli import main
 from dodai.train.trainer import read_metrics
@@ -19,6 +20,15 @@ from dodai.train.trainer import read_metrics
 REPO = Path(__file__).resolve().parents[1]
 TINY = ["--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16", "--eval-iters", "2",
         "--warmup-iters", "5", "--learning-rate", "3e-3", "--quiet", "--threads", "1"]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    # tiny models: one thread avoids OpenMP spin-waits on a busy machine; restored afterwards
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
