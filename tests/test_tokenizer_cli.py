@@ -115,3 +115,19 @@ def test_subprocess_round_trip(tmp_path, data):
                        input="good fortune", capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)
+
+
+def test_load_tokenizer_dispatch(tmp_path, smollm2_gguf, capsys):
+    from dodai.errors import DodaiError
+    from dodai.tokenizers import load_tokenizer
+    from dodai.tokenizers.bpe import ByteLevelBPE
+
+    # A GGUF path and its registry name give the same byte-level BPE (the GGUF reader is another module's).
+    by_path = load_tokenizer(smollm2_gguf)
+    assert isinstance(by_path, ByteLevelBPE)
+    text = "Hello, world! 123 日本語"
+    ids = json.loads(_ok(capsys, "tokenizer", "encode", "--tokenizer", "smollm2-135m-instruct", text).out)
+    assert ids == by_path.encode(text) and by_path.decode(ids) == text
+    for bad in ("bpe", "char", str(tmp_path), str(tmp_path / "x.gguf")):
+        with pytest.raises(DodaiError):
+            load_tokenizer(bad)
