@@ -29,7 +29,8 @@ import regex
 
 from dodai.errors import DodaiError
 
-# The published split patterns (facts from GPT-2's encoder.py and tiktoken's cl100k_base).
+# The published split patterns: GPT-2's (encoder.py), and a spelling of tiktoken's cl100k_base
+# pattern with possessive quantifiers that splits identically (checked on English and Japanese text).
 GPT2_PATTERN = r"""'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"""
 GPT4_PATTERN = (
     r"""'(?i:[sdmt]|ll|ve|re)|[^\r\n\p{L}\p{N}]?+\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]++[\r\n]*"""
@@ -92,7 +93,8 @@ def resolve_pattern(pattern: str) -> str:
 class PreTokenizer:
     """A sequence of split steps applied to a special-token-free string (see module docstring).
 
-    steps: ``[("regex", pattern), ("digits", individual_digits: bool), ...]`` in order.
+    steps: ``[("regex", pattern), ("digits", individual_digits: bool), ("prefix_space", True), ...]``
+    in order; ``add_prefix_space=True`` prepends a ``("prefix_space", True)`` step.
     """
 
     def __init__(self, steps: Iterable[tuple[str, object]], add_prefix_space: bool = False):
