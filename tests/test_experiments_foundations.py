@@ -41,7 +41,7 @@ def test_r1_4_cross_entropy_is_entropy_plus_kl(tmp_path):
     r = _run("R1.4", tmp_path)
     for name in ("bigram", "unigram"):
         m = r[name]
-        assert m["max |CE - (H + KL)| over contexts"] < 1e-12
+        assert m["max abs(CE - (H + KL)) over contexts"] < 1e-12
         assert m["held-out loss (nats/byte)"] == pytest.approx(m["Σ w_c H(p_c, q_c)"], rel=1e-10)
         assert m["held-out loss (nats/byte)"] == pytest.approx(m["torch F.cross_entropy"], rel=1e-10)
         assert m["held-out loss (nats/byte)"] == pytest.approx(
@@ -88,8 +88,8 @@ def test_r1_2_linalg_pca_and_low_rank_gpt(tmp_path):
     pytest.importorskip("pydoc_data", reason="the built-in corpus needs the stdlib's pydoc_data")
     r = _run("R1.2", tmp_path)
     for row in r["accuracy"]:
-        assert row["max |λ or σ - numpy|"] < 1e-11 and row["‖VᵀV - I‖"] < 1e-12
-    assert r["pca"]["max |var - numpy|"] < 1e-12
+        assert row["max abs diff of λ or σ vs numpy"] < 1e-11 and row["‖VᵀV - I‖"] < 1e-12
+    assert r["pca"]["max abs diff of variance vs numpy"] < 1e-12
     comp = r["compression"]
     full = comp[-1]["val loss"]
     by_rank = [row["val loss"] for row in comp[:-1]]

@@ -35,14 +35,14 @@ def accuracy_rows(seed: int = 0) -> list[dict]:
     for name, S in [("random symmetric 64×64", B + B.T), ("Hilbert 10×10 (cond 1.6e13)", hilbert)]:
         w, V = L.eigh(S)
         rows.append({"matrix": name, "method": "eigh (Jacobi)",
-                     "max |λ or σ - numpy|": float(np.abs(w - np.linalg.eigvalsh(S)).max()),
+                     "max abs diff of λ or σ vs numpy": float(np.abs(w - np.linalg.eigvalsh(S)).max()),
                      RESIDUAL: float(np.linalg.norm(S @ V - V * w) / np.linalg.norm(S)),
                      "‖VᵀV - I‖": float(np.linalg.norm(V.T @ V - np.eye(len(w))))})
     for name, A in [("random 120×48", rng.standard_normal((120, 48))), ("Hilbert 10×10", hilbert),
                     ("rank-5 80×40", rankdef)]:
         U, S, Vt = L.svd(A)
         rows.append({"matrix": name, "method": "svd (one-sided Jacobi)",
-                     "max |λ or σ - numpy|": float(np.abs(S - np.linalg.svd(A, compute_uv=False)).max()),
+                     "max abs diff of λ or σ vs numpy": float(np.abs(S - np.linalg.svd(A, compute_uv=False)).max()),
                      RESIDUAL: float(np.linalg.norm((U * S) @ Vt - A) / np.linalg.norm(A)),
                      "‖VᵀV - I‖": float(np.linalg.norm(Vt @ Vt.T - np.eye(len(S))))})
     return rows
@@ -121,7 +121,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         Z = pca.transform(E)
         ref_var = np.linalg.svd(E - E.mean(0), compute_uv=False)[:2] ** 2 / (len(E) - 1)
         rep.results["pca"] = {"explained_variance_ratio": pca.explained_variance_ratio.tolist(),
-                              "max |var - numpy|": float(np.abs(pca.explained_variance - ref_var).max())}
+                              "max abs diff of variance vs numpy":
+                                  float(np.abs(pca.explained_variance - ref_var).max())}
 
         # 3. low-rank compression of every weight matrix in the blocks
         names = compressible(model)
@@ -158,7 +159,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         idx = [j for j, k in enumerate(cat) if k == c]
         a1.scatter(Z[idx, 0], Z[idx, 1], color=f"C{i}", label=c, s=14)
     for j, b in enumerate(top):
-        a1.annotate(repr(chr(b))[1:-1], Z[j], fontsize=8)
+        a1.annotate("␣" if b == 32 else repr(chr(b))[1:-1], Z[j], fontsize=8)
     ev = pca.explained_variance_ratio
     a1.set_xlabel(f"PC1 ({100 * ev[0]:.1f} % of variance)")
     a1.set_ylabel(f"PC2 ({100 * ev[1]:.1f} % of variance)")

@@ -150,10 +150,10 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                      "final x": float(final[0]), "final y": float(final[1]),
                      "distance to (1,1)": float(np.linalg.norm(final - 1.0)),
                      "final f": float((1 - final[0]) ** 2 + 100 * (final[1] - final[0] ** 2) ** 2),
-                     "max |dodai - torch.optim|": float(np.max(np.abs(path - ref)))})
+                     "max abs diff vs torch.optim": float(np.max(np.abs(path - ref)))})
     rep.table(rows)
     rep.results["optimizers"] = rows
-    rep.results["trajectory_max_dev_vs_torch"] = max(r["max |dodai - torch.optim|"] for r in rows)
+    rep.results["trajectory_max_dev_vs_torch"] = max(r["max abs diff vs torch.optim"] for r in rows)
 
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(7, 5))

@@ -92,7 +92,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                      "mean KL Σ w_c KL(p_c‖q_c)": m["mean_KL"],
                      "bits per byte": info.bits_per_byte(m["heldout_nll"], n, n),
                      "perplexity": info.perplexity(m["heldout_nll"]),
-                     "max |CE - (H + KL)| over contexts": m["identity_max_err"]})
+                     "max abs(CE - (H + KL)) over contexts": m["identity_max_err"]})
         rep.results[name] = {k: v for k, v in rows[-1].items() if k != "model"}
     rep.heading("Held-out loss decomposed")
     rep.table(rows)

@@ -77,10 +77,10 @@ def stability_rows(scale: float) -> list[dict]:
         r = ref(zt).numpy()
         naive = _naive(name, z, y)
         finite = bool(np.all(np.isfinite(v)) and np.all(np.isfinite(g)))
-        rows.append({"function": name, "|logit| scale": scale,
+        rows.append({"function": name, "logit scale": scale,
                      "naive: non-finite outputs": int(np.sum(~np.isfinite(naive))),
                      "dodai: all finite (value+grad)": finite,
-                     "max |dodai - torch|": float(np.max(np.abs(v - r))) if finite else float("nan")})
+                     "max abs diff vs torch": float(np.max(np.abs(v - r))) if finite else float("nan")})
     return rows
 
 
@@ -100,8 +100,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
             xt = torch.tensor(x, requires_grad=True)
             yt = _torch_act(tname, xt)
             yt.backward(torch.ones_like(yt))
-            rows.append({"activation": label, "max |f - torch|": float(np.max(np.abs(v - yt.detach().numpy()))),
-                         "max |f' - torch|": float(np.max(np.abs(g - xt.grad.numpy())))})
+            rows.append({"activation": label, "max abs diff f vs torch": float(np.max(np.abs(v - yt.detach().numpy()))),
+                         "max abs diff f' vs torch": float(np.max(np.abs(g - xt.grad.numpy())))})
             a1.plot(x, v, label=label)
             a2.plot(x, g, label=label)
         rep.heading("Activations and derivatives vs torch (float64, x in [-5, 5])")
@@ -127,7 +127,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     rep.results["stability"] = stab
     rep.results["dodai_all_finite"] = all(r["dodai: all finite (value+grad)"] for r in stab)
     rep.results["naive_failures"] = sum(r["naive: non-finite outputs"] > 0 for r in stab)
-    rep.results["max_dev_vs_torch"] = max(max(r["max |f - torch|"], r["max |f' - torch|"]) for r in rows)
-    rep.results["stable_max_dev_vs_torch"] = max(r["max |dodai - torch|"] for r in stab)
+    rep.results["max_dev_vs_torch"] = max(max(r["max abs diff f vs torch"], r["max abs diff f' vs torch"])
+                                          for r in rows)
+    rep.results["stable_max_dev_vs_torch"] = max(r["max abs diff vs torch"] for r in stab)
     rep.write()
     return rep.results

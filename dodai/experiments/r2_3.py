@@ -81,12 +81,12 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     for zv in probe:
         gc, gm = logit_gradients(np.array([zv]))
         rows.append({"logit z (target y = 1)": zv, "p = σ(z)": float(1 / (1 + np.exp(-zv))),
-                     "|dCE/dz|": float(abs(gc[0])), "|dMSE/dz|": float(abs(gm[0]))})
+                     "abs dCE/dz": float(abs(gc[0])), "abs dMSE/dz": float(abs(gm[0]))})
     rep.heading("Gradient w.r.t. the logit (binary, target 1)")
     rep.table(rows)
     rep.results["grad_table"] = rows
-    rep.results["ce_grad_at_minus10"] = rows[0]["|dCE/dz|"]
-    rep.results["mse_grad_at_minus10"] = rows[0]["|dMSE/dz|"]
+    rep.results["ce_grad_at_minus10"] = rows[0]["abs dCE/dz"]
+    rep.results["mse_grad_at_minus10"] = rows[0]["abs dMSE/dz"]
 
     split = standardize(digits_split(seed=0))
     epochs = 6 if quick else 30
