@@ -156,7 +156,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     rep.results["trajectory_max_dev_vs_torch"] = max(r["max abs diff vs torch.optim"] for r in rows)
 
     plt = pyplot()
-    fig, ax = plt.subplots(figsize=(7, 5))
+    fig, (ax, ax2) = plt.subplots(1, 2, figsize=(13, 5))
     gx, gy = np.meshgrid(np.linspace(-2, 2, 300), np.linspace(-1, 3, 300))
     f = (1 - gx) ** 2 + 100 * (gy - gx**2) ** 2
     ax.contour(gx, gy, np.log10(f + 1e-3), levels=25, cmap="Greys", linewidths=0.6)
@@ -168,6 +168,15 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     ax.set_ylabel("y")
     ax.set_title(f"Rosenbrock: {steps} steps of each optimizer (dodai, NumPy)")
     ax.legend(fontsize=8)
+    for name, path in paths.items():
+        fx = (1 - path[:, 0]) ** 2 + 100 * (path[:, 1] - path[:, 0] ** 2) ** 2
+        ax2.plot(np.arange(len(fx)), np.maximum(fx, 1e-30), label=name)
+    ax2.set_xscale("symlog", linthresh=10)
+    ax2.set_yscale("log")
+    ax2.set_xlabel("step")
+    ax2.set_ylabel("f(x, y)")
+    ax2.set_title("loss along each trajectory")
+    ax2.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out_dir / "rosenbrock.png", dpi=110)
     plt.close(fig)
