@@ -367,3 +367,12 @@ def test_hostile_inputs_raise_dodai_error():
         z.gelu("erf")
     with pytest.raises(DodaiError):
         Tensor(2.0) @ z
+
+
+def test_ndarray_on_the_left_still_builds_the_graph():
+    x = Tensor(np.array([1.0, 2.0, 3.0]), requires_grad=True)
+    a = np.array([2.0, -1.0, 0.5])
+    y = (a * x + (a - x) + np.ones((2, 3)) @ x).sum()
+    assert isinstance(y, Tensor)
+    y.backward()
+    np.testing.assert_allclose(x.grad, a - 1 + 2)
