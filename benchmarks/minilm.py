@@ -4,10 +4,12 @@
                                           [--batch-size 32] [--threads 2] [--repeats 3]
 
 Sentences are built deterministically from a text (default: the stdlib's ``pydoc_data.topics``): runs
-of ``--words`` consecutive words. Each engine runs in its own subprocess (so peak RSS is its own):
-load the model, warm up on one batch, then encode all sentences ``--repeats`` times; the median time
-is reported. Both engines also embed the same first 64 sentences, and the minimum cosine between the
-two is printed as a sanity check.
+of ``--words`` consecutive words. Each measurement is a fresh subprocess for one engine (so peak RSS
+is its own): load the model, warm up on one batch, encode all sentences once. The engines alternate
+(dodai, sentence-transformers, dodai, …) ``--repeats`` times, so a busy shared machine slows both
+alike; the median wall time is reported, and the process CPU time beside it (less sensitive to other
+load). Both engines also embed the same first 64 sentences; the minimum cosine between them is printed
+as a sanity check.
 """
 
 from __future__ import annotations
@@ -62,14 +64,15 @@ def worker(engine: str, sent_file: str, batch: int, threads: int, repeats: int, 
         n_tok = 0
     load_s = time.perf_counter() - t0
     encode(sentences[:batch])  # warm-up
-    times = []
+    times, cpu = [], []
     for _ in range(repeats):
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.process_time()
         emb = encode(sentences)
         times.append(time.perf_counter() - t)
+        cpu.append(time.process_time() - c)
     probe = encode(sentences[:64]).tolist()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-    Path(out_file).write_text(json.dumps({"times": times, "load_s": load_s, "peak_rss_mb": peak_mb,
+    Path(out_file).write_text(json.dumps({"times": times, "cpu": cpu, "load_s": load_s, "peak_rss_mb": peak_mb,
                                           "dim": int(emb.shape[1]), "tokens": n_tok, "probe": probe}))
 
 
@@ -96,35 +99,45 @@ def main() -> None:
 
         text = "\n".join(topics[k] for k in sorted(topics))
     sentences = build_sentences(text, a.n, a.words)
-    results = {}
+    engines = a.engines.split(",")
+    results: dict[str, dict] = {e: {"times": [], "cpu": [], "load_s": [], "peak_rss_mb": []} for e in engines}
     with tempfile.TemporaryDirectory() as tmp:
         sf = Path(tmp) / "sentences.json"
         sf.write_text(json.dumps(sentences))
-        for engine in a.engines.split(","):
-            of = Path(tmp) / f"{engine}.json"
-            print(f"running {engine} ...", file=sys.stderr)
-            subprocess.run([sys.executable, __file__, "--worker", engine, "--sent-file", str(sf),
-                            "--out-file", str(of), "--batch-size", str(a.batch_size),
-                            "--threads", str(a.threads), "--repeats", str(a.repeats)], check=True)
-            results[engine] = json.loads(of.read_text())
+        for rep in range(a.repeats):
+            for engine in engines:
+                of = Path(tmp) / f"{engine}.json"
+                print(f"run {rep + 1}/{a.repeats}: {engine} ...", file=sys.stderr)
+                subprocess.run([sys.executable, __file__, "--worker", engine, "--sent-file", str(sf),
+                                "--out-file", str(of), "--batch-size", str(a.batch_size),
+                                "--threads", str(a.threads), "--repeats", "1"], check=True)
+                r = json.loads(of.read_text())
+                acc = results[engine]
+                acc["times"] += r["times"]
+                acc["cpu"] += r["cpu"]
+                acc["load_s"].append(r["load_s"])
+                acc["peak_rss_mb"].append(r["peak_rss_mb"])
+                acc["tokens"], acc["probe"] = r["tokens"], r["probe"]
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor()) if Path("/proc/cpuinfo").exists() else "?"
     print(f"{len(sentences)} sentences of {a.words} words, batch {a.batch_size}, {a.threads} threads, "
           f"median of {a.repeats}; nproc {os.cpu_count()}, {cpu}")
     if results.get("dodai", {}).get("tokens"):
         print(f"mean tokens per sentence (with [CLS]/[SEP]): {results['dodai']['tokens'] / len(sentences):.1f}")
-    base = None
-    print("| engine | sentences/s (median) | all runs (s) | load (s) | peak RSS (MB) "
-          "| ratio vs sentence-transformers |")
-    print("|---|---|---|---|---|---|")
+    print("| engine | sentences/s (median wall) | wall runs (s) | CPU s per run (median) | load (s) "
+          "| peak RSS (MB) | ratio vs sentence-transformers (wall / CPU) |")
+    print("|---|---|---|---|---|---|---|")
     st = results.get("sentence-transformers")
-    if st:
-        base = len(sentences) / statistics.median(st["times"])
     for engine, r in results.items():
-        rate = len(sentences) / statistics.median(r["times"])
-        ratio = f"{rate / base:.2f}×" if base else "-"
-        runs = ", ".join(f"{t:.2f}" for t in r["times"])
-        print(f"| {engine} | {rate:.0f} | {runs} | {r['load_s']:.2f} | {r['peak_rss_mb']:.0f} | {ratio} |")
+        wall, cpu = statistics.median(r["times"]), statistics.median(r["cpu"])
+        rate = len(sentences) / wall
+        ratio = "-"
+        if st:
+            ratio = (f"{statistics.median(st['times']) / wall:.2f}× / "
+                     f"{statistics.median(st['cpu']) / cpu:.2f}×")
+        runs = ", ".join(f"{t:.1f}" for t in r["times"])
+        print(f"| {engine} | {rate:.1f} | {runs} | {cpu:.1f} | {statistics.median(r['load_s']):.1f} "
+              f"| {max(r['peak_rss_mb']):.0f} | {ratio} |")
     if "dodai" in results and st:
         import torch
 
