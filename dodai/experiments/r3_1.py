@@ -153,7 +153,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
 
 def _run(out_dir: Path, quick: bool) -> dict:
     delays = [5, 50] if quick else [5, 10, 20, 50, 100, 200]
-    iters = 300 if quick else 1500
+    iters = 300 if quick else 800
     rep = Report(out_dir, "R3.1 The RNN and the long-term dependency problem")
     rep.text("Delayed recall: the input is a symbol (one of 4), then `delay` random noise tokens, then a cue; "
              "the RNN must output the symbol at the cue. Chance is 25 %. Elman RNN (tanh, hidden 32, "

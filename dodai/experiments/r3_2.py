@@ -36,7 +36,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
 
 def _run(out_dir: Path, quick: bool) -> dict:
     delays = [50] if quick else [5, 10, 20, 50, 100, 200]
-    iters = 300 if quick else 1500
+    iters = 300 if quick else 800
     rep = Report(out_dir, "R3.2 LSTM / GRU solve the long-delay task")
     rep.text("Delayed recall (a symbol, `delay` noise tokens, a cue; 4 symbols, chance 25 %). RNN, LSTM and GRU "
              f"with hidden size 32, Adam lr 1e-2, batch 64, clip 1.0, up to {iters} steps each (early stop at "

@@ -28,6 +28,7 @@ sequence wrapper computes it for all T steps in one matrix multiply before the t
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -424,3 +425,48 @@ def make_recurrent(kind: str, input_size: int, hidden_size: int, **kw) -> _Recur
     if kind not in kinds:
         raise DodaiError(f"unknown recurrent kind {kind!r}; expected one of {sorted(kinds)}")
     return kinds[kind](input_size, hidden_size, **kw)
+
+
+# ----------------------------------------------------------------------------- a character / token language model
+
+@dataclass
+class RecurrentLMConfig:
+    vocab_size: int  # V
+    kind: str = "lstm"  # "rnn" | "lstm" | "gru"
+    n_embd: int = 64  # E, token embedding size
+    hidden: int = 128  # H, recurrent state size
+    n_layer: int = 1  # stacked recurrent layers
+    dropout: float = 0.0  # between recurrent layers and before the read-out
+    block_size: int = 256  # longest context used in training (the recurrence itself has no limit)
+
+
+class RecurrentLM(nn.Module):
+    """Embedding -> multi-layer RNN/LSTM/GRU -> linear read-out; the causal-LM protocol of dodai
+    (``model(idx, targets=None) -> (logits, loss)``, ``config.block_size``), so training loops, sampling and
+    beam search (uncached: it recomputes the prefix) work unchanged. The recurrent LM of Elman (1990) and
+    Mikolov et al. (2010), with the gated cells of Hochreiter & Schmidhuber (1997) / Cho et al. (2014)."""
+
+    def __init__(self, config: RecurrentLMConfig):
+        super().__init__()
+        self.config = c = config
+        self.emb = nn.Embedding(c.vocab_size, c.n_embd)
+        self.rnn = make_recurrent(c.kind, c.n_embd, c.hidden, num_layers=c.n_layer, batch_first=True,
+                                  dropout=c.dropout)
+        if c.kind == "lstm":
+            self.rnn.set_forget_bias(1.0)
+        self.drop = nn.Dropout(c.dropout)
+        self.head = nn.Linear(c.hidden, c.vocab_size)
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
+        """idx (B, T) -> logits (B, T, V), loss (mean cross-entropy) if targets (B, T) given."""
+        if cache is not None:
+            raise DodaiError("RecurrentLM has no KV cache; its state is the recurrence itself")
+        out, _ = self.rnn(self.emb(idx))  # (B, T, H)
+        logits = self.head(self.drop(out))
+        loss = None
+        if targets is not None:
+            loss = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), targets.reshape(-1))
+        return logits, loss
+
+    def num_params(self) -> int:
+        return sum(p.numel() for p in self.parameters())
