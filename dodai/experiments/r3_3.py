@@ -120,7 +120,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
 
 
 def _run(out_dir: Path, quick: bool) -> dict:
-    steps, lr = (150, 8e-3) if quick else (3000, 3e-3)
+    steps, lr = (150, 8e-3) if quick else (2000, 3e-3)
     n_train, n_test = (20_000, 400) if quick else (50_000, 3000)
     buckets = [(1, 4), (5, 8), (9, 11), (12, 16)]
     train_pairs = td.number_pairs(n_train, "train", seed=0)
