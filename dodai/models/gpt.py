@@ -132,7 +132,7 @@ class GPT(nn.Module):
         self.config = cfg = config
         self.transformer = nn.ModuleDict(dict(
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
-            drop=nn.Dropout(cfg.dropout),
+            drop=nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity(),
             h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
             ln_f=LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias),
         ))

@@ -117,7 +117,9 @@ class CausalSelfAttention(nn.Module):
         self.c_attn = nn.Linear(n_embd, self.q_size + 2 * self.kv_size, bias=bias)
         self.c_proj = nn.Linear(n_embd, n_embd, bias=bias)
         self.dropout = dropout
-        self.resid_dropout = nn.Dropout(dropout)
+        # Identity when p = 0: the same result with one module call less per layer (tiny models are
+        # dominated by per-op overhead).
+        self.resid_dropout = nn.Dropout(dropout) if dropout > 0 else nn.Identity()
         self.attn_impl = attn_impl
         self.keep_weights = False  # set True (with attn_impl="reference") to keep the last attention map
         self.last_weights: torch.Tensor | None = None
@@ -141,7 +143,10 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H_kv, S, D) with S = cache.pos + T
         p = self.dropout if self.training else 0.0
-        if self.attn_impl == "sdpa":
+        if self.attn_impl == "sdpa" and cache is None and self.n_kv_head == self.n_head:
+            # training's hot path: T == S, so SDPA's top-left causal flag is the right mask
+            y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
+        elif self.attn_impl == "sdpa":
             y = attention_sdpa(q, k, v, causal=True, dropout_p=p)
         else:
             y, w = attention_reference(q, k, v, causal=True, dropout_p=p, return_weights=True)
