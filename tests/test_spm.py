@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import io
 import random
 
@@ -44,6 +45,7 @@ CASES = [
 ]
 
 
+@functools.cache
 def _train(model_type: str, byte_fallback: bool, rule: str = "nmt_nfkc", vocab: int = 1000) -> bytes:
     f = io.BytesIO()
     spm.SentencePieceTrainer.train(sentence_iterator=iter(TEXT.splitlines()), model_writer=f, vocab_size=vocab,
@@ -119,7 +121,7 @@ def test_hostile_files(tmp_path):
     blob = _train("unigram", True)
     rng = random.Random(0)
     ok = 0
-    for k in range(300):
+    for k in range(200):
         b = bytearray(blob)
         kind = k % 3
         if kind == 0:
@@ -139,7 +141,7 @@ def test_hostile_files(tmp_path):
         ids = m.encode("hello 日本語 😀")
         assert all(0 <= i < m.vocab_size for i in ids)
         m.decode(ids)
-    assert ok < 300
+    assert ok < 200
     for bad in (b"", b"\x0a", b"\xff" * 20, b"GGUF\x03\x00\x00\x00"):
         with pytest.raises(DodaiError):
             SentencePieceModel.from_bytes(bad)

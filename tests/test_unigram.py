@@ -241,3 +241,65 @@ def test_cli_train_unigram(tmp_path):
     t = load_tokenizer(out)
     assert isinstance(t, UnigramTokenizer) and t.vocab_size == 600
     assert t.decode(t.encode("Hello 日本")) == "Hello 日本"
+
+
+# ---------------------------------------------------------------- fast training paths vs the plain loops
+
+def _corpus():
+    from dodai.tokenizers.normalize import script
+
+    counts = Counter(words(TEXT[:6000] + " x1.5 ▁▁a ab▁c 😀 ﬁ"))
+    chars = Counter(c for w, f in counts.items() for c in w for _ in range(f))
+    required = {c for c, f in chars.items() if f > 1}
+    return counts, required, {c: script(c) for c in required if c != "▁"}
+
+
+def test_hashed_seed_counts_equal_plain():
+    from dodai.tokenizers.unigram import _count_substrings, _seed_counts_hashed
+
+    counts, required, cls = _corpus()
+    plain = _count_substrings(counts, cls, 16)
+    assert _seed_counts_hashed(list(counts.items()), cls, 16, "▁" in required) == Counter(
+        {k: v for k, v in plain.items() if v >= 2})
+    assert all("▁" not in s[1:] for s in plain)
+
+
+def test_corpus_lattice_equals_per_word_loops():
+    import numpy as np
+
+    from dodai.tokenizers.unigram import _CorpusLattice, _e_step, _viterbi_counts
+
+    counts, required, cls = _corpus()
+    words_ = list(counts.items())
+    rng = random.Random(1)
+    pieces = sorted({w[i:i + k] for w in counts for i in range(len(w)) for k in (1, 2, 3)
+                     if all(c in required for c in w[i:i + k])})
+    scores = {p: -rng.uniform(1, 12) for p in pieces}
+    lat = _CorpusLattice(words_, pieces)
+    # the same edges as the per-word lattice
+    pos = {p: k for k, p in enumerate(pieces)}
+    edges = {(lat.bases[k] + st, lat.bases[k] + e, (len(pieces) if unk else pos[w[st:e]]))
+             for k, (w, _) in enumerate(words_) for st, e, _, unk in _Lattice(scores).edges(w, -99.0)}
+    assert edges == set(zip(lat.src.tolist(), lat.dst.tolist(), lat.pid.tolist()))
+    sc = np.array([scores[p] for p in pieces] + [min(scores.values()) - 10])
+    got, obj = lat.expected_counts(sc)
+    want, want_obj = _e_step(words_, scores)
+    np.testing.assert_allclose(got, [want[p] for p in pieces], rtol=1e-9, atol=1e-9)
+    assert obj == pytest.approx(want_obj, rel=1e-10)
+    f, inv = lat.viterbi_counts(sc)
+    wf, winv = _viterbi_counts(words_, scores)
+    assert f.tolist() == [wf[p] for p in pieces] and inv.tolist() == [winv[p] for p in pieces]
+    # dead pieces (-inf) and compaction change nothing for the living ones
+    alive = np.array([rng.random() < 0.6 or len(p) == 1 for p in pieces])
+    sc2 = np.where(np.append(alive, True), sc, -np.inf)
+    before = lat.expected_counts(sc2)[0]
+    lat.compact(alive)
+    np.testing.assert_allclose(lat.expected_counts(sc2)[0], before, rtol=1e-9, atol=1e-12)
+
+
+def test_fast_and_plain_training_agree():
+    a = UnigramTokenizer.train(TEXT[:5000], 500, fast=True)
+    b = UnigramTokenizer.train(TEXT[:5000], 500, fast=False)
+    assert set(a.pieces) == set(b.pieces)
+    sb = dict(b.vocab)
+    assert all(s == pytest.approx(sb[p], abs=1e-9) for p, s in a.vocab)

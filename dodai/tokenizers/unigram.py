@@ -414,8 +414,12 @@ class UnigramTokenizer:
     @classmethod
     def train(cls, text: str, vocab_size: int, *, byte_fallback: bool = True, character_coverage: float = 0.9995,
               max_piece_length: int = 16, seed_size: int = 1_000_000, shrinking_factor: float = 0.75,
-              num_sub_iterations: int = 2, progress: bool = False) -> UnigramTokenizer:
-        """Train on text (see the module docstring); vocab_size counts specials and byte pieces."""
+              num_sub_iterations: int = 2, progress: bool = False, fast: bool = True) -> UnigramTokenizer:
+        """Train on text (see the module docstring); vocab_size counts specials and byte pieces.
+
+        fast=True runs EM and the pruning Viterbi on flat numpy lattices (``_CorpusLattice``);
+        fast=False runs the plain per-word Python loops (the reference; same results up to float rounding).
+        """
         meta = list(SPECIALS) + ([f"<0x{b:02X}>" for b in range(256)] if byte_fallback else [])
         target = vocab_size - len(meta)
         if not 0 < character_coverage <= 1:
@@ -444,24 +448,9 @@ class UnigramTokenizer:
             raise DodaiError(f"vocab size {vocab_size} is too small: {len(meta)} special/byte pieces and "
                              f"{len(required)} required characters need at least {len(meta) + len(required)}")
         reserved = set(meta)
-        subs: Counter = Counter()
-        for w, f in counts.items():
-            n = len(w)
-            for st in range(n):
-                c0 = w[st]
-                if c0 not in required:
-                    continue
-                scr = None if c0 == SPACE else script(c0)
-                for e in range(st + 1, min(n, st + max_piece_length)):
-                    c = w[e]
-                    if c == SPACE or c not in required:
-                        break
-                    s = script(c)
-                    if scr is None:
-                        scr = s
-                    elif s != scr:
-                        break
-                    subs[w[st:e + 1]] += f
+        cls_of = {c: script(c) for c in required if c != SPACE}
+        subs = (_seed_counts_hashed(list(counts.items()), cls_of, max_piece_length, SPACE in required) if fast
+                else _count_substrings(counts, cls_of, max_piece_length))
         seeds = sorted(((f * len(s), s) for s, f in subs.items() if f >= 2 and s not in reserved),
                        key=lambda t: (-t[0], t[1]))[:seed_size]
         if len(required) + len(seeds) < target:
@@ -475,15 +464,43 @@ class UnigramTokenizer:
         log(f"{len(counts):,} distinct words, {len(required)} required characters, {len(seeds):,} seed pieces")
 
         words = list(counts.items())
+        vsum = float(sum(counts.values()))
         desired = int(target * 1.1)
+        lattice = _CorpusLattice(words, list(scores)) if fast else None
+
+        pos = {p: k for k, p in enumerate(lattice.pieces)} if fast else {}
+
+        def arrays():  # log p per candidate piece (-inf = dead) + the unknown score, for the fast path
+            import numpy as np
+
+            sc = np.full(len(pos) + 1, -np.inf)
+            sc[[pos[p] for p in scores]] = list(scores.values())
+            sc[-1] = min(scores.values()) - UNK_PENALTY
+            return sc
+
         while True:
             for _ in range(num_sub_iterations):
-                expected, objective = _e_step(words, scores)
+                if fast:
+                    counts_arr, objective = lattice.expected_counts(arrays())
+                    expected = {p: float(counts_arr[pos[p]]) for p in scores}
+                else:
+                    expected, objective = _e_step(words, scores)
                 scores = _m_step(expected, required, target)
                 log(f"EM: {len(scores):,} pieces, objective {objective / total:.4f} nats/char")
             if len(scores) <= desired:
                 break
-            scores = _prune(words, scores, required, max(desired, int(shrinking_factor * len(scores))))
+            if fast:
+                f_arr, inv_arr = lattice.viterbi_counts(arrays())
+                freq = {p: float(f_arr[pos[p]]) for p in scores}
+                inverted = {p: float(inv_arr[pos[p]]) for p in scores}
+            else:
+                freq, inverted = _viterbi_counts(words, scores)
+            scores = _prune(scores, required, max(desired, int(shrinking_factor * len(scores))), freq, inverted,
+                            vsum)
+            if fast:
+                import numpy as np
+
+                lattice.compact(np.array([p in scores for p in lattice.pieces]))
         # 4. the final vocabulary: all required characters, then the best-scoring pieces
         others = sorted((p for p in scores if p not in required), key=lambda p: (-scores[p], p))
         keep = list(required) + others[:max(0, target - len(required))]
@@ -494,6 +511,273 @@ class UnigramTokenizer:
         final = sorted(((scores.get(p, floor), p) for p in keep), key=lambda t: (-t[0], t[1]))
         vocab = [(p, 0.0) for p in meta] + [(p, s) for s, p in final]
         return cls(vocab, unk_id=0, byte_fallback=byte_fallback, special_tokens=list(SPECIALS))
+
+
+def _hashed_edges(words: list[tuple[str, int]], pieces: list[str]):
+    """All lattice edges of all words at once: (n_nodes, bases, ends, freq, src, dst, pid); an unknown
+    character's edge has pid = len(pieces). Same edges as _Lattice.edges (tested)."""
+    import numpy as np
+
+    _, cps, bases, weights = _layout(words)
+    n = len(cps)
+    max_len = max(len(p) for p in pieces)
+    by_len: dict[int, tuple] = {}
+    groups: dict[int, list[int]] = {}
+    for k, p in enumerate(pieces):
+        groups.setdefault(len(p), []).append(k)
+    for L, ids in groups.items():
+        if ids:
+            hs = np.array([_piece_hash(pieces[k]) for k in ids], dtype=np.uint64)
+            order = np.argsort(hs)
+            by_len[L] = (hs[order], np.array(ids, dtype=np.int64)[order])
+    seps = np.concatenate([[0], np.cumsum(cps == 0)])
+    seps = np.concatenate([seps, np.full(max_len, seps[-1] + 1)])
+    idx = np.arange(n)
+    srcs, dsts, pids = [], [], []
+    single = np.zeros(n, dtype=bool)
+    for L, h in _rolling_hashes(cps, max_len):
+        if L not in by_len:
+            continue
+        hs, ids = by_len[L]
+        j = np.minimum(np.searchsorted(hs, h), len(hs) - 1)
+        hit = np.flatnonzero((hs[j] == h) & (seps[idx + L] == seps[idx]))
+        srcs.append(hit)
+        dsts.append(hit + L)
+        pids.append(ids[j[hit]])
+        if L == 1:
+            single[hit] = True
+    unk = np.flatnonzero(~single & (cps != 0))
+    srcs.append(unk)
+    dsts.append(unk + 1)
+    pids.append(np.full(len(unk), len(pieces), dtype=np.int64))
+    ends = bases + np.array([len(w) for w, _ in words], dtype=np.int64)
+    return (n, bases, ends, np.array([f for _, f in words], dtype=np.float64), np.concatenate(srcs),
+            np.concatenate(dsts), np.concatenate(pids))
+
+
+class _CorpusLattice:
+    """Every word's lattice over a fixed candidate piece list, as flat numpy arrays: the fast EM path.
+
+    Nodes are word positions laid end to end (word k owns nodes base[k] .. base[k]+len(w_k)); an edge
+    (src, dst, pid) is a candidate piece or an unknown character (pid = n_pieces). The forward pass
+    walks end positions 1, 2, ... and reduces all words at once; the backward pass walks start
+    positions downwards. Dead pieces score -inf, and ``compact`` drops their edges. Tested equal to
+    the plain per-word ``_e_step`` / ``_Lattice.viterbi``.
+    """
+
+    def __init__(self, words: list[tuple[str, int]], pieces: list[str]):
+        import numpy as np
+
+        self.np = np
+        self.pieces = pieces
+        self.unk = len(pieces)
+        self.n_nodes, self.bases, self.ends, self.freq, self.src, self.dst, self.pid = _hashed_edges(words, pieces)
+        self._levels()
+
+    def _levels(self) -> None:
+        np = self.np
+        word = np.searchsorted(self.bases, self.src, side="right") - 1
+        self.word = word
+        pos_dst = self.dst - self.bases[word]
+        pos_src = self.src - self.bases[word]
+
+        def groups(level, node, descending):
+            # by level, then node, then source (the tie order of the reference Viterbi)
+            order = np.lexsort((self.src, node, -level if descending else level))
+            lv = level[order]
+            cuts = np.flatnonzero(np.diff(lv)) + 1
+            out = []
+            for sl in np.split(order, cuts):
+                nd = node[sl]
+                starts = np.flatnonzero(np.r_[True, nd[1:] != nd[:-1]])
+                counts = np.diff(np.r_[starts, len(sl)])
+                out.append((sl, starts, counts, nd[starts]))
+            return out
+
+        self.fw = groups(pos_dst, self.dst, False)
+        self.bw = groups(pos_src, self.src, True)
+
+    def compact(self, alive) -> None:
+        """Drop edges of dead pieces (alive: bool per piece; unknown edges always stay)."""
+        np = self.np
+        keep = np.append(alive, True)[self.pid]
+        self.src, self.dst, self.pid = self.src[keep], self.dst[keep], self.pid[keep]
+        self._levels()
+
+    def expected_counts(self, score):
+        """score: log p per piece (-inf = dead) plus the unknown score last -> (expected counts, -log L)."""
+        np = self.np
+        src, dst, pid = self.src, self.dst, self.pid
+        alpha = np.full(self.n_nodes, -np.inf)
+        alpha[self.bases] = 0.0
+        for sl, starts, counts, nodes in self.fw:
+            v = alpha[src[sl]] + score[pid[sl]]
+            m = np.maximum.reduceat(v, starts)
+            alpha[nodes] = m + np.log(np.add.reduceat(np.exp(v - np.repeat(m, counts)), starts))
+        beta = np.full(self.n_nodes, -np.inf)
+        beta[self.ends] = 0.0
+        for sl, starts, counts, nodes in self.bw:
+            v = beta[dst[sl]] + score[pid[sl]]
+            m = np.maximum.reduceat(v, starts)
+            beta[nodes] = m + np.log(np.add.reduceat(np.exp(v - np.repeat(m, counts)), starts))
+        z = alpha[self.ends]
+        with np.errstate(invalid="ignore"):
+            post = np.exp(alpha[src] + score[pid] + beta[dst] - z[self.word]) * self.freq[self.word]
+        post = np.nan_to_num(post)
+        counts = np.bincount(pid, weights=post, minlength=self.unk + 1)[: self.unk]
+        return counts, float(-(self.freq * z).sum())
+
+    def viterbi_counts(self, score):
+        """Viterbi over every word -> (f: count of each piece in the best paths, F: frequency of the words
+        whose best path uses it)."""
+        np = self.np
+        src, pid = self.src, self.pid
+        best = np.full(self.n_nodes, -np.inf)
+        best[self.bases] = 0.0
+        back = np.zeros(self.n_nodes, dtype=np.int64)
+        for sl, starts, counts, nodes in self.fw:
+            v = best[src[sl]] + score[pid[sl]]
+            m = np.maximum.reduceat(v, starts)
+            # first edge (in src order) reaching the maximum: the reference's tie order
+            hit = v == np.repeat(m, counts)
+            idx = np.arange(len(v))
+            first = np.minimum.reduceat(np.where(hit, idx, len(v)), starts)
+            best[nodes] = m
+            back[nodes] = sl[first]
+        cur = self.ends.copy()
+        wid = np.arange(len(cur))
+        used_pid, used_word = [], []
+        active = cur > self.bases
+        while active.any():
+            cur, wid = cur[active], wid[active]
+            e = back[cur]
+            used_pid.append(pid[e])
+            used_word.append(wid)
+            cur = src[e]
+            active = cur > self.bases[wid]
+        p = np.concatenate(used_pid) if used_pid else np.zeros(0, dtype=np.int64)
+        wds = np.concatenate(used_word) if used_word else np.zeros(0, dtype=np.int64)
+        f = np.bincount(p, weights=self.freq[wds], minlength=self.unk + 1)[: self.unk]
+        pairs = np.unique(wds * (self.unk + 1) + p)
+        inv = np.bincount(pairs % (self.unk + 1), weights=self.freq[pairs // (self.unk + 1)],
+                          minlength=self.unk + 1)[: self.unk]
+        return f, inv
+
+
+_HASH_BASE = 0x9E3779B97F4A7C15  # odd 64-bit multiplier of the polynomial substring hash
+_MASK64 = (1 << 64) - 1
+
+
+def _piece_hash(p: str) -> int:
+    h = 0
+    for c in p:
+        h = (h * _HASH_BASE + ord(c)) & _MASK64
+    return h
+
+
+def _layout(words: list[tuple[str, int]]):
+    """Words laid end to end with a NUL after each: code points (uint64), word start offsets, and the
+    word frequency at each position. Position i of the layout is lattice node i."""
+    import numpy as np
+
+    text = "\0".join(w for w, _ in words) + "\0"
+    cps = np.frombuffer(text.encode("utf-32-le"), dtype=np.uint32).astype(np.uint64)
+    lens = np.array([len(w) + 1 for w, _ in words], dtype=np.int64)
+    bases = np.concatenate([[0], np.cumsum(lens)[:-1]])
+    weights = np.repeat(np.array([f for _, f in words], dtype=np.float64), lens)
+    return text, cps, bases, weights
+
+
+def _rolling_hashes(cps, max_len: int):
+    """Yield (L, h) with h[i] = hash of the L code points from i (zeros past the end), L = 1..max_len."""
+    import numpy as np
+
+    n = len(cps)
+    pad = np.concatenate([cps, np.zeros(max_len, dtype=np.uint64)])
+    h = np.zeros(n, dtype=np.uint64)
+    base = np.uint64(_HASH_BASE)
+    with np.errstate(over="ignore"):
+        for L in range(1, max_len + 1):
+            h = h * base + pad[L - 1:L - 1 + n]
+            yield L, h
+
+
+def _seed_counts_hashed(words: list[tuple[str, int]], cls: dict[str, str], max_len: int,
+                        space_required: bool = True) -> Counter:
+    """_count_substrings restricted to counts >= 2 (tested equal), vectorised with 64-bit substring
+    hashes; a hash collision could merge two substrings' counts (odds ~ n^2 / 2^64)."""
+    import numpy as np
+
+    text, cps, _, weights = _layout(words)
+    names = {c: k for k, c in enumerate(sorted(set(cls.values())))}
+    table = {ord(c): names[s] for c, s in cls.items()}
+    uniq, inv = np.unique(cps, return_inverse=True)
+    lut = np.array([table.get(int(u), -1) for u in uniq], dtype=np.int64)
+    cl = lut[inv]
+    if space_required:
+        cl[cps == ord(SPACE)] = -2  # "▁" may only start a piece (it is never a run member)
+    n = len(cl)
+    # run ids: a new run at every class change and at every non-member position
+    starts = np.r_[True, (cl[1:] != cl[:-1]) | (cl[1:] < 0)]
+    rid = np.cumsum(starts)
+    rid_pad = np.concatenate([rid, np.full(max_len + 1, -1)])
+    cl_pad = np.concatenate([cl, np.full(max_len + 1, -1)])
+    idx = np.arange(n)
+    out: Counter = Counter()
+    for L, h in _rolling_hashes(cps, max_len):
+        if L < 2:
+            continue
+        last = idx + L - 1
+        inner = (cl_pad[idx + 1] >= 0) & (rid_pad[idx + 1] == rid_pad[last])
+        valid = inner & ((cl >= 0) & (rid == rid_pad[idx + 1]) | (cl == -2))
+        pos = np.flatnonzero(valid)
+        if not len(pos):
+            continue
+        u, first, inv2 = np.unique(h[pos], return_index=True, return_inverse=True)
+        cnt = np.bincount(inv2.ravel(), weights=weights[pos])
+        for k in np.flatnonzero(cnt >= 2):
+            i = int(pos[first[k]])
+            out[text[i:i + L]] = int(round(cnt[k]))
+    return out
+
+
+def _count_substrings(counts: Counter, cls: dict[str, str], max_len: int) -> Counter:
+    """Frequency of every valid seed substring (2..max_len characters): inside a run of required,
+    same-script, non-"▁" characters, optionally preceded by the word's leading "▁"."""
+    subs: Counter = Counter()
+    ones: list[str] = []  # substrings of words seen once: counted by Counter.update in C
+    for w, f in counts.items():
+        n = len(w)
+        out: list[str] = []
+        start = 1 if w[0] == SPACE else 0
+        prev = None
+        first = True
+        for k in range(start, n + 1):
+            s = cls.get(w[k]) if k < n else None
+            if s is not None and (prev is None or s == prev):
+                prev = s
+                continue
+            if k > start:  # close the run w[start:k]
+                seg = w[start:k]
+                m = k - start
+                out.extend(seg[i:j] for i in range(m) for j in range(i + 2, min(m, i + max_len) + 1))
+                if first and start == 1:
+                    out.extend(w[0:e] for e in range(2, min(k, max_len) + 1))
+            first = False
+            if s is None:
+                start, prev = k + 1, None
+            else:
+                start, prev = k, s
+        if f == 1:
+            ones.extend(out)
+        else:
+            for x in out:
+                subs[x] += f
+        if len(ones) > 1_000_000:
+            subs.update(ones)
+            ones.clear()
+    subs.update(ones)
+    return subs
 
 
 def _e_step(words: list[tuple[str, int]], scores: dict[str, float]) -> tuple[dict[str, float], float]:
@@ -534,27 +818,13 @@ def _m_step(expected: dict[str, float], required: dict[str, int], min_size: int)
     return {p: digamma(c) - logsum for p, c in kept.items()}
 
 
-def _prune(words: list[tuple[str, int]], scores: dict[str, float], required: dict[str, int],
-           size: int) -> dict[str, float]:
-    """Keep `size` pieces: those whose removal would cost the most likelihood (module docstring, step 3)."""
+def _viterbi_counts(words: list[tuple[str, int]], scores: dict[str, float]) -> tuple[dict, dict]:
+    """Plain per-word Viterbi -> (f: piece counts in the best paths, F: frequency of words using each piece)."""
     lat = _Lattice(scores)
     unk_score = min(scores.values()) - UNK_PENALTY
-    alternatives: dict[str, list[str]] = {}
-    dropped = set()
-    for p, sc in scores.items():
-        if len(p) == 1:
-            continue
-        alt = lat.viterbi(p, unk_score, skip_whole=True)
-        alt_score = sum(unk_score if unk else scores[p[st:e]] for st, e, unk in alt)
-        if alt_score > sc or any(unk for *_, unk in alt):
-            dropped.add(p)  # never its own best segmentation: never used
-        else:
-            alternatives[p] = [p[st:e] for st, e, _ in alt]
     freq = dict.fromkeys(scores, 0.0)
     inverted = dict.fromkeys(scores, 0.0)
-    vsum = 0.0
     for w, f in words:
-        vsum += f
         seen = set()
         for st, e, unk in lat.viterbi(w, unk_score):
             if not unk:
@@ -563,14 +833,31 @@ def _prune(words: list[tuple[str, int]], scores: dict[str, float], required: dic
                 seen.add(p)
         for p in seen:
             inverted[p] += f
+    return freq, inverted
+
+
+def _prune(scores: dict[str, float], required: dict[str, int], size: int, freq: dict[str, float],
+           inverted: dict[str, float], vsum: float) -> dict[str, float]:
+    """Keep `size` pieces: those whose removal would cost the most likelihood (module docstring, step 3)."""
+    lat = _Lattice(scores)
+    unk_score = min(scores.values()) - UNK_PENALTY
+    alternatives: dict[str, list[str]] = {}
+    for p, sc in scores.items():
+        if len(p) == 1 or p in required:
+            continue
+        alt = lat.viterbi(p, unk_score, skip_whole=True)
+        alt_score = sum(unk_score if unk else scores[p[st:e]] for st, e, unk in alt)
+        if alt_score <= sc and not any(unk for *_, unk in alt):
+            alternatives[p] = [p[st:e] for st, e, _ in alt]
+        # else: x never wins its own lattice, so Viterbi never uses it: dropped
     total = sum(freq.values())
     logsum = math.log(total)
     keep = [p for p in scores if len(p) == 1 or p in required]
     cands = []
     for p, alt in alternatives.items():
-        if p in dropped or freq[p] == 0 or p in required:
-            continue
         fp = freq[p]
+        if fp == 0:
+            continue
         logsum_alt = math.log(total + fp * (len(alt) - 1))
         logprob_alt = sum(math.log(freq[a] + fp) - logsum_alt for a in alt)
         loss = inverted[p] / vsum * ((math.log(fp) - logsum) - logprob_alt)
