@@ -219,3 +219,55 @@ def test_small_corpus_stops_at_min_frequency():
     assert tok.vocab_size < 1000
     assert tok.decode(tok.encode("abab abab")) == "abab abab"
     assert len(tok.encode("abab")) == 1
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.text(alphabet=st.sampled_from(list("aab 日")), max_size=60))
+def test_heap_merge_equals_rank_loop(tok, s):
+    # Long pre-tokens take the heap path; force each path in turn and compare, overlaps included.
+    import dodai.tokenizers.bpe as bpe_mod
+
+    old = bpe_mod._HEAP_MIN_LEN
+    try:
+        out = []
+        for th in (0, 10**9):
+            bpe_mod._HEAP_MIN_LEN = th
+            tok._cache.clear()
+            out.append(tok.encode(s))
+    finally:
+        bpe_mod._HEAP_MIN_LEN = old
+        tok._cache.clear()
+    assert out[0] == out[1] == encode_reference(tok, s)
+
+
+def _toy_conflicting_merges() -> ByteLevelBPE:
+    # b+c before a+b, then a+bc and c+a: a pair pushed early (a,b) goes stale when b merges right.
+    vocab = {BYTE_ENCODER[i]: i for i in range(256)}
+    for t in ("bc", "ab", "abc", "ca", "abcab"):
+        vocab[t] = len(vocab)
+    return ByteLevelBPE.from_vocab_merges(vocab, ["b c", "a b", "a bc", "c a", "abc ab"], "gpt4", {})
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(alphabet="abc", max_size=40))
+def test_heap_merge_with_conflicting_ranks(s):
+    import dodai.tokenizers.bpe as bpe_mod
+
+    tok = _toy_conflicting_merges()
+    old = bpe_mod._HEAP_MIN_LEN
+    try:
+        out = []
+        for th in (0, 10**9):
+            bpe_mod._HEAP_MIN_LEN = th
+            tok._cache.clear()
+            out.append(tok.encode(s))
+    finally:
+        bpe_mod._HEAP_MIN_LEN = old
+    assert out[0] == out[1] == encode_reference(tok, s)
+
+
+def test_toy_merges_by_hand():
+    tok = _toy_conflicting_merges()
+    v = {tok.id_to_token(i): i for i in range(tok.vocab_size)}
+    # abcabcab: b+c twice -> a bc a bc a b; a+b -> a bc a bc ab; a+bc -> abc abc ab; abc+ab -> abc abcab.
+    assert tok.encode("abcabcab") == [v["abc"], v["abcab"]]
