@@ -303,3 +303,17 @@ def test_fast_and_plain_training_agree():
     assert set(a.pieces) == set(b.pieces)
     sb = dict(b.vocab)
     assert all(s == pytest.approx(sb[p], abs=1e-9) for p, s in a.vocab)
+
+
+def test_batched_encode_equals_per_word_viterbi(tok):
+    text = TEXT[2000:9000]
+    scores = {p: s for p, s in tok.vocab}
+    want = []
+    for w in words(text):
+        want.extend(tok._ids_of_path(w, viterbi(w, scores, tok.unk_score)))
+    tok._cache.clear()
+    tok._warm(words(text), min_chars=0)  # the numpy lattice path fills the cache
+    assert len(tok._cache) > 0
+    assert tok.encode(text) == want
+    tok._cache.clear()
+    assert tok.encode(text) == want

@@ -170,6 +170,7 @@ class UnigramTokenizer:
         ids = [self.index.get(f"<0x{b:02X}>") for b in range(256)]
         self._byte_ids = ids if self.byte_fallback and all(i is not None for i in ids) else None
         self._cache: dict[str, list[int]] = {}
+        self._special_re = None
 
     # ------------------------------------------------------------ interface
     @property
@@ -184,22 +185,17 @@ class UnigramTokenizer:
         """Special tokens in the text are cut out first (HF's added tokens), longest first."""
         if not self.special_tokens:
             return [(text, None)]
+        if self._special_re is None:
+            import re
+
+            order = sorted(self.special_tokens, key=len, reverse=True)
+            self._special_re = re.compile("(" + "|".join(map(re.escape, order)) + ")")
         out: list[tuple[str, int | None]] = []
-        order = sorted(self.special_tokens, key=len, reverse=True)
-        start = i = 0
-        while i < len(text):
-            for t in order:
-                if text.startswith(t, i):
-                    if start < i:
-                        out.append((text[start:i], None))
-                    out.append((t, self.special_tokens[t]))
-                    i += len(t)
-                    start = i
-                    break
-            else:
-                i += 1
-        if start < len(text):
-            out.append((text[start:], None))
+        for k, part in enumerate(self._special_re.split(text)):
+            if k % 2:
+                out.append((part, self.special_tokens[part]))
+            elif part:
+                out.append((part, None))
         return out
 
     def _ids_of_path(self, w: str, path: list[tuple[int, int, bool]]) -> list[int]:
@@ -234,14 +230,32 @@ class UnigramTokenizer:
 
     def encode(self, text: str) -> list[int]:
         """Token ids of text (best segmentation of every word)."""
+        segs = [(seg, sid, to_words(normalize(seg)) if sid is None else None)
+                for seg, sid in self._split_specials(text)]
+        self._warm([w for *_, ws in segs if ws for w in ws])
         ids: list[int] = []
-        for seg, sid in self._split_specials(text):
+        for _, sid, ws in segs:
             if sid is not None:
                 ids.append(sid)
                 continue
-            for w in to_words(normalize(seg)):
+            for w in ws:
                 ids.extend(self._encode_word(w))
         return ids
+
+    def _warm(self, ws: list[str], min_chars: int = 4096) -> None:
+        """Viterbi for many new words at once on flat numpy lattices (long texts, e.g. Japanese lines)."""
+        cache = self._cache
+        new = list(dict.fromkeys(w for w in ws if w not in cache))
+        if sum(map(len, new)) < min_chars:
+            return
+        import numpy as np
+
+        lat = _CorpusLattice([(w, 1) for w in new], self.pieces)
+        score = np.array([s for _, s in self.vocab] + [self.unk_score])
+        if len(cache) + len(new) > 500_000:
+            cache.clear()
+        for w, path in zip(new, lat.best_paths(score)):
+            cache[w] = self._ids_of_path(w, path)
 
     def encode_as_pieces(self, text: str) -> list[str]:
         return [self.pieces[i] for i in self.encode(text)]
@@ -626,6 +640,37 @@ class _CorpusLattice:
         post = np.nan_to_num(post)
         counts = np.bincount(pid, weights=post, minlength=self.unk + 1)[: self.unk]
         return counts, float(-(self.freq * z).sum())
+
+    def best_paths(self, score) -> list[list[tuple[int, int, bool]]]:
+        """Viterbi path of every word, [(start, end, is_unknown)], equal to _Lattice.viterbi's."""
+        back = self._back(score)
+        src, pid, unk = self.src.tolist(), self.pid.tolist(), self.unk
+        out = []
+        for base, end in zip(self.bases.tolist(), self.ends.tolist()):
+            path = []
+            cur = end
+            while cur > base:
+                e = back[cur]
+                path.append((src[e] - base, cur - base, pid[e] == unk))
+                cur = src[e]
+            out.append(path[::-1])
+        return out
+
+    def _back(self, score):
+        """Best incoming edge of every node (first in source order among equal scores)."""
+        np = self.np
+        src, pid = self.src, self.pid
+        best = np.full(self.n_nodes, -np.inf)
+        best[self.bases] = 0.0
+        back = np.zeros(self.n_nodes, dtype=np.int64)
+        for sl, starts, counts, nodes in self.fw:
+            v = best[src[sl]] + score[pid[sl]]
+            m = np.maximum.reduceat(v, starts)
+            hit = v == np.repeat(m, counts)
+            first = np.minimum.reduceat(np.where(hit, np.arange(len(v)), len(v)), starts)
+            best[nodes] = m
+            back[nodes] = sl[first]
+        return back.tolist()
 
     def viterbi_counts(self, score):
         """Viterbi over every word -> (f: count of each piece in the best paths, F: frequency of the words
