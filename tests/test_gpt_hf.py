@@ -47,8 +47,9 @@ def test_dodai_gpt_exports_to_hf_and_loads_in_transformers(tmp_path):
         for p in m.parameters():
             if p.dim() == 1:
                 p.normal_()
-    export_hf_gpt2(m, tmp_path)
-    assert json.loads((tmp_path / "config.json").read_text())["activation_function"] == "gelu_new"
+    export_hf_gpt2(m, tmp_path, eos_id=40)
+    hf_cfg = json.loads((tmp_path / "config.json").read_text())
+    assert hf_cfg["activation_function"] == "gelu_new" and hf_cfg["eos_token_id"] == 40
     hf = transformers.GPT2LMHeadModel.from_pretrained(tmp_path).eval()
     idx = torch.randint(0, 41, (3, 16))
     with torch.no_grad():

@@ -62,7 +62,7 @@ def config_from_hf(hf: dict) -> GPTConfig:
         raise DodaiError(f"GPT-2 config: missing or bad field {e}") from None
 
 
-def config_to_hf(cfg: GPTConfig) -> dict:
+def config_to_hf(cfg: GPTConfig, eos_id: int | None = None) -> dict:
     if cfg.pos_encoding != "learned":
         raise DodaiError(f"only pos_encoding='learned' exports to GPT-2 (this model uses {cfg.pos_encoding!r})")
     if cfg.activation not in _ACT_TO_HF:
@@ -81,6 +81,8 @@ def config_to_hf(cfg: GPTConfig) -> dict:
         "layer_norm_epsilon": cfg.layer_norm_eps, "resid_pdrop": cfg.dropout, "embd_pdrop": cfg.dropout,
         "attn_pdrop": cfg.dropout, "tie_word_embeddings": cfg.tie_weights, "initializer_range": 0.02,
         "scale_attn_weights": True, "use_cache": True,
+        # HF's GPT-2 defaults point at token 50256; a dodai vocabulary has its own EOS (or none)
+        "bos_token_id": eos_id, "eos_token_id": eos_id,
     }
 
 
@@ -142,12 +144,16 @@ def to_hf_state_dict(model: GPT) -> dict:
     return out
 
 
-def export_hf_gpt2(model: GPT, out_dir: str | Path) -> None:
-    """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` loads."""
+def export_hf_gpt2(model: GPT, out_dir: str | Path, eos_id: int | None = None) -> None:
+    """Write ``model.safetensors`` + ``config.json`` that ``GPT2LMHeadModel.from_pretrained`` loads.
+
+    ``eos_id``: the tokenizer's end-of-text id, written as bos/eos_token_id (None when there is none)."""
     from dodai.io import atomic_write_json
     from dodai.weights.safetensors import save_file
 
-    hf_config = config_to_hf(model.config)
+    if eos_id is not None and not 0 <= eos_id < model.config.vocab_size:
+        raise DodaiError(f"eos_id {eos_id} is outside the vocabulary (size {model.config.vocab_size})")
+    hf_config = config_to_hf(model.config, eos_id)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     save_file(to_hf_state_dict(model), out / "model.safetensors", metadata={"format": "pt"})
