@@ -10,8 +10,9 @@ Training (:meth:`ByteLevelBPE.train`):
      pre-tokens: a corpus of millions of words becomes tens of thousands of weighted words;
   2. count adjacent pairs once, remembering which words hold each pair;
   3. repeat: pop the best pair from a heap (count, then smallest ``(left id, right id)``), merge it
-     only in the words that hold it, and update only the pairs beside each occurrence
-     (``(L, a) -> (L, new)``, ``(b, R) -> (new, R)``, as HF's trainer does).
+     only in the words that hold it (words are strings of ``chr(id)``, so finding and replacing a
+     pair runs in C), and update only the pairs beside each occurrence (``(L, a) -> (L, new)``,
+     ``(b, R) -> (new, R)``, as HF's trainer does).
   Step 3's heap is lazy: a pair's count only falls until the pair itself is merged, except for pairs
   touching the new token, which are pushed afresh; a popped entry whose count is stale is pushed
   back with its true count. The result equals the textbook loop in
@@ -83,16 +84,21 @@ def train_fast(word_counts: Mapping[bytes, int], n_new_tokens: int, min_frequenc
     """Incremental BPE training; same inputs, outputs and tie-break as ``bpe_reference.train_reference``.
 
     progress: show a tqdm bar of merges on stderr.
+
+    Each word is held as a ``str`` with one character per symbol, ``chr(id)`` (so a word starts as
+    its bytes decoded as Latin-1): finding a pair is then ``str.find`` and merging it everywhere is
+    ``str.replace``, both in C and both left to right without overlaps, as the textbook loop merges.
+    Ids stay below ``chr``'s limit because vocabularies are capped at 1,000,000.
     """
     vocab = [bytes([i]) for i in range(256)]
     index = {b: i for i, b in enumerate(vocab)}
-    words = [list(w) for w in word_counts]
+    words = [w.decode("latin-1") for w in word_counts]
     freqs = list(word_counts.values())
     counts: dict[tuple[int, int], int] = {}
-    where: dict[tuple[int, int], set[int]] = {}
-    for wi, w in enumerate(words):
+    where: dict[tuple[int, int], set[int]] = {}  # pair -> words that hold it (or did: checked on use)
+    for wi, wb in enumerate(word_counts):
         f = freqs[wi]
-        for pair in zip(w, w[1:]):
+        for pair in zip(wb, wb[1:]):
             counts[pair] = counts.get(pair, 0) + f
             s = where.get(pair)
             if s is None:
@@ -105,6 +111,7 @@ def train_fast(word_counts: Mapping[bytes, int], n_new_tokens: int, min_frequenc
     merges = []
     target = 256 + n_new_tokens
     min_frequency = max(min_frequency, 1)
+    get = counts.get
     bar = None
     if progress:
         import sys
@@ -115,7 +122,7 @@ def train_fast(word_counts: Mapping[bytes, int], n_new_tokens: int, min_frequenc
     while len(vocab) < target and heap:
         neg, a, b = heapq.heappop(heap)
         pair = (a, b)
-        c = counts.get(pair, 0)
+        c = get(pair, 0)
         if c != -neg:  # stale entry: put it back with its true count
             if c > 0:
                 heapq.heappush(heap, (-c, a, b))
@@ -132,61 +139,47 @@ def train_fast(word_counts: Mapping[bytes, int], n_new_tokens: int, min_frequenc
         if bar is not None and new == len(vocab) - 1:
             bar.update(1)
         touched = set()
+        pat, cnew = chr(a) + chr(b), chr(new)
         for wi in where.pop(pair, ()):
             w = words[wi]
-            n = len(w)
+            i = w.find(pat)
+            if i < 0:
+                continue  # a stale entry of `where`: this word lost the pair to an earlier merge
             f = freqs[wi]
-            # Merge left to right, non-overlapping (as the reference does), and update only the pairs
-            # around each occurrence (as HF's Word::merge does): with left neighbour L (already
-            # merged, if the previous occurrence was adjacent) and right neighbour R,
-            #   (L, a) -> (L, new)   and   (b, R) -> (new, R).
-            # list.index finds candidates at C speed, which matters for long pre-tokens (CJK text).
-            # `where` may keep words that no longer hold a pair; they are skipped when scanned.
-            nw: list[int] = []
-            start = pos = 0
-            while True:
-                try:
-                    i = w.index(a, pos)
-                except ValueError:
-                    break
-                if i + 1 >= n:
-                    break
-                if w[i + 1] != b:
-                    pos = i + 1
-                    continue
-                if i > start:
-                    nw.extend(w[start:i])
-                if nw:
-                    left = nw[-1]
+            n = len(w)
+            # Update only the pairs around each occurrence (as HF's Word::merge does): with left
+            # neighbour L (the new token itself if the previous occurrence ends right here) and
+            # right neighbour R:   (L, a) -> (L, new)   and   (b, R) -> (new, R).
+            end = -1
+            while i >= 0:
+                if i > 0:
+                    left = new if i == end else ord(w[i - 1])
                     counts[(left, a)] -= f
                     p = (left, new)
-                    counts[p] = counts.get(p, 0) + f
+                    counts[p] = get(p, 0) + f
                     touched.add(p)
                     wh = where.get(p)
                     if wh is None:
                         where[p] = {wi}
                     else:
                         wh.add(wi)
-                if i + 2 < n:
-                    right = w[i + 2]
+                end = i + 2
+                if end < n:
+                    right = ord(w[end])
                     counts[(b, right)] -= f
                     p = (new, right)
-                    counts[p] = counts.get(p, 0) + f
+                    counts[p] = get(p, 0) + f
                     touched.add(p)
                     wh = where.get(p)
                     if wh is None:
                         where[p] = {wi}
                     else:
                         wh.add(wi)
-                nw.append(new)
-                start = pos = i + 2
-            if start == 0:
-                continue  # a stale entry of `where`: this word lost the pair to an earlier merge
-            nw.extend(w[start:])
-            words[wi] = nw
+                i = w.find(pat, end)
+            words[wi] = w.replace(pat, cnew)
         counts.pop(pair, None)
         for p in touched:
-            cnt = counts.get(p, 0)
+            cnt = get(p, 0)
             if cnt > 0:
                 heapq.heappush(heap, (-cnt, p[0], p[1]))
     if bar is not None:
