@@ -69,7 +69,9 @@ def main(argv=None) -> int:
     ap.add_argument("--chunk-lines", type=int, default=100)
     ap.add_argument("--ref-bytes", type=int, default=100_000, help="text slice for the reference-loop comparison")
     ap.add_argument("--ref-merges", type=int, default=300)
+    ap.add_argument("--max-bytes", type=int, default=None, help="use only the first N characters of the data")
     ap.add_argument("--no-write", action="store_true")
+    ap.add_argument("--append", action="store_true", help="append this run to the results file, not replace it")
     args = ap.parse_args(argv)
 
     from tokenizers import ByteLevelBPETokenizer, Tokenizer
@@ -79,6 +81,8 @@ def main(argv=None) -> int:
     from dodai.tokenizers.pretokenize import PreTokenizer
 
     text = "\n".join(Path(p).read_text(encoding="utf-8") for p in args.data)
+    if args.max_bytes:
+        text = text[: args.max_bytes]
     mb = len(text.encode("utf-8")) / 1e6
     print(f"data: {', '.join(Path(p).name for p in args.data)}: {mb:.2f} MB", file=sys.stderr)
     rows = []
@@ -162,7 +166,8 @@ def main(argv=None) -> int:
         f"- machine: {os.cpu_count()} cores (nproc), {_cpu()}, Python {platform.python_version()}; "
         "shared with other jobs and busy, so absolute times are noisy: compare the ratios",
         f"- command: `{cmd}`",
-        f"- data: {', '.join(Path(p).name for p in args.data)} ({mb:.2f} MB); encode in chunks of "
+        f"- data: {', '.join(Path(p).name for p in args.data)}"
+        f"{f' (first {args.max_bytes:,} characters)' if args.max_bytes else ''} ({mb:.2f} MB); encode in chunks of "
         f"{args.chunk_lines} lines ({len(chunks)} chunks), ids asserted identical between dodai and HF",
         f"- HF single-threaded (RAYON_NUM_THREADS=1); medians of {args.repeats} runs (training) and of "
         f"{args.repeats} warm runs after one cold pass (encode); CPU = process CPU time, all threads",
@@ -174,7 +179,8 @@ def main(argv=None) -> int:
     if not args.no_write:
         out = REPO / "benchmarks" / "results" / "bpe.md"
         out.parent.mkdir(parents=True, exist_ok=True)
-        out.write_text("\n".join(md), encoding="utf-8")
+        old = out.read_text(encoding="utf-8") + "\n" if args.append and out.exists() else ""
+        out.write_text(old + "\n".join(md), encoding="utf-8")
         print(f"wrote {out}", file=sys.stderr)
     return 0
 
