@@ -41,16 +41,15 @@ def _from_tokenizer_json(path: Path):
 
             return WordPieceTokenizer.from_tokenizer_json(path)
         if kind == "Unigram":
-            from dodai.tokenizers import unigram
+            from dodai.tokenizers.unigram import UnigramTokenizer
 
-            cls = getattr(unigram, "UnigramTokenizer", None)
-            if cls is not None and hasattr(cls, "from_tokenizer_json"):
-                return cls.from_tokenizer_json(path)
+            return UnigramTokenizer.from_tokenizer_json(path)
     except ImportError as e:
         raise DodaiError(f"{path}: {kind} tokenizers are not available in this dodai build ({e})") from None
     except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
         raise DodaiError(f"{path}: malformed tokenizer.json ({type(e).__name__}: {e})") from None
-    raise DodaiError(f"{path}: unsupported tokenizer model {kind!r} (dodai reads byte-level BPE, char, WordPiece)")
+    raise DodaiError(f"{path}: unsupported tokenizer model {kind!r} "
+                     f"(dodai reads byte-level BPE, char, WordPiece, Unigram)")
 
 
 def _from_gguf(path: Path):
