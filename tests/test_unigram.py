@@ -195,10 +195,10 @@ def test_training_errors():
 
 
 def test_tiny_training_without_byte_fallback():
-    t = UnigramTokenizer.train("low lower lowest newer newest wider " * 20, 30, byte_fallback=False)
-    assert t.vocab_size == 30 and t.pieces[:3] == ["<unk>", "<s>", "</s>"]
+    t = UnigramTokenizer.train("low lower lowest newer newest wider " * 20, 22, byte_fallback=False)
+    assert t.vocab_size == 22 and t.pieces[:3] == ["<unk>", "<s>", "</s>"]
     assert t.decode(t.encode("lowest newer")) == "lowest newer"
-    assert t.encode("lowest ☃") [-1] == 0  # unknown character -> <unk>, no byte pieces
+    assert t.encode("lowest ☃")[-1] == 0  # unknown character -> <unk>, no byte pieces
     assert len(t.encode("newest")) < len("newest")
 
 
@@ -258,10 +258,15 @@ def test_hashed_seed_counts_equal_plain():
     from dodai.tokenizers.unigram import _count_substrings, _seed_counts_hashed
 
     counts, required, cls = _corpus()
-    plain = _count_substrings(counts, cls, 16)
-    assert _seed_counts_hashed(list(counts.items()), cls, 16, "▁" in required) == Counter(
-        {k: v for k, v in plain.items() if v >= 2})
-    assert all("▁" not in s[1:] for s in plain)
+    for rb in (True, False):
+        plain = _count_substrings(counts, cls, 16, "▁" in required, rb)
+        assert _seed_counts_hashed(list(counts.items()), cls, 16, "▁" in required, rb) == plain
+        assert len(plain) > 100 and all("▁" not in s[1:] and v >= 2 for s, v in plain.items())
+    # right-branching only: "ファイ" is always followed by "ル" in the text, so it is no seed
+    c = Counter({"▁ファイル": 3, "▁ファイルを": 2})
+    cls2 = {ch: "han" for ch in "ファイルを"}
+    got = _count_substrings(c, cls2, 16, True, True)
+    assert "ファイ" not in got and got["ファイル"] == 5 and got["▁ファイル"] == 5
 
 
 def test_corpus_lattice_equals_per_word_loops():

@@ -11,9 +11,11 @@ Training (``UnigramTokenizer.train``), as in sentencepiece's unigram trainer:
 1. Seed vocabulary: every required character (the most frequent characters covering
    ``character_coverage`` of the text), plus frequent substrings: sentencepiece finds them with a
    suffix array; dodai counts every substring of up to ``max_piece_length`` characters that occurs
-   at least twice, keeps the ``seed_size`` best by count x length, and (as sentencepiece does) never
-   lets a piece mix Unicode scripts (coarse classes, see ``normalize.script``), carry "▁" after its
-   first character, or hold a non-required character. Initial log p = log(score / sum of scores).
+   at least twice and is followed by at least two different characters (right-branching, like the
+   internal nodes of sentencepiece's suffix tree), keeps the ``seed_size`` best by count x length,
+   and (as sentencepiece does) never lets a piece mix Unicode scripts (coarse classes, see
+   ``normalize.script``), carry "▁" after its first character, or hold a non-required character.
+   Initial log p = log(score / sum of scores).
 2. EM, ``num_sub_iterations`` rounds per pruning step. E-step: forward-backward over each word's
    lattice gives the expected count c(x) of every piece,
    alpha[j] = logsumexp_{i: w[i:j] in V} alpha[i] + log p(w[i:j]); beta symmetric;
@@ -464,7 +466,7 @@ class UnigramTokenizer:
         reserved = set(meta)
         cls_of = {c: script(c) for c in required if c != SPACE}
         subs = (_seed_counts_hashed(list(counts.items()), cls_of, max_piece_length, SPACE in required) if fast
-                else _count_substrings(counts, cls_of, max_piece_length))
+                else _count_substrings(counts, cls_of, max_piece_length, SPACE in required))
         seeds = sorted(((f * len(s), s) for s, f in subs.items() if f >= 2 and s not in reserved),
                        key=lambda t: (-t[0], t[1]))[:seed_size]
         if len(required) + len(seeds) < target:
@@ -748,9 +750,9 @@ def _rolling_hashes(cps, max_len: int):
 
 
 def _seed_counts_hashed(words: list[tuple[str, int]], cls: dict[str, str], max_len: int,
-                        space_required: bool = True) -> Counter:
-    """_count_substrings restricted to counts >= 2 (tested equal), vectorised with 64-bit substring
-    hashes; a hash collision could merge two substrings' counts (odds ~ n^2 / 2^64)."""
+                        space_required: bool = True, right_branching: bool = True) -> Counter:
+    """_count_substrings (tested equal), vectorised with 64-bit substring hashes; a hash collision
+    could merge two substrings' counts (odds ~ n^2 / 2^64)."""
     import numpy as np
 
     text, cps, _, weights = _layout(words)
@@ -779,50 +781,40 @@ def _seed_counts_hashed(words: list[tuple[str, int]], cls: dict[str, str], max_l
         if not len(pos):
             continue
         u, first, inv2 = np.unique(h[pos], return_index=True, return_inverse=True)
-        cnt = np.bincount(inv2.ravel(), weights=weights[pos])
-        for k in np.flatnonzero(cnt >= 2):
+        inv2 = inv2.ravel()
+        cnt = np.bincount(inv2, weights=weights[pos])
+        keep = cnt >= 2
+        if right_branching:
+            nxt = np.concatenate([cps, np.zeros(max_len + 1, dtype=np.uint64)])[pos + L].astype(np.int64)
+            pairs = np.unique(inv2.astype(np.int64) * 0x110000 + nxt)
+            keep &= np.bincount(pairs // 0x110000, minlength=len(u)) >= 2
+        for k in np.flatnonzero(keep):
             i = int(pos[first[k]])
             out[text[i:i + L]] = int(round(cnt[k]))
     return out
 
 
-def _count_substrings(counts: Counter, cls: dict[str, str], max_len: int) -> Counter:
-    """Frequency of every valid seed substring (2..max_len characters): inside a run of required,
-    same-script, non-"▁" characters, optionally preceded by the word's leading "▁"."""
+def _count_substrings(counts: Counter, cls: dict[str, str], max_len: int, space_required: bool = True,
+                      right_branching: bool = True) -> Counter:
+    """Seed candidates, the plain way: substrings of 2..max_len characters made of required characters
+    of one script class (``cls``), optionally after the word's leading "▁", seen at least twice and
+    (right_branching) followed by at least two different characters (end of word counts as one), as
+    the internal nodes of sentencepiece's suffix tree are."""
     subs: Counter = Counter()
-    ones: list[str] = []  # substrings of words seen once: counted by Counter.update in C
+    nexts: dict[str, set] = {}
     for w, f in counts.items():
         n = len(w)
-        out: list[str] = []
-        start = 1 if w[0] == SPACE else 0
-        prev = None
-        first = True
-        for k in range(start, n + 1):
-            s = cls.get(w[k]) if k < n else None
-            if s is not None and (prev is None or s == prev):
-                prev = s
-                continue
-            if k > start:  # close the run w[start:k]
-                seg = w[start:k]
-                m = k - start
-                out.extend(seg[i:j] for i in range(m) for j in range(i + 2, min(m, i + max_len) + 1))
-                if first and start == 1:
-                    out.extend(w[0:e] for e in range(2, min(k, max_len) + 1))
-            first = False
-            if s is None:
-                start, prev = k + 1, None
-            else:
-                start, prev = k, s
-        if f == 1:
-            ones.extend(out)
-        else:
-            for x in out:
-                subs[x] += f
-        if len(ones) > 1_000_000:
-            subs.update(ones)
-            ones.clear()
-    subs.update(ones)
-    return subs
+        for st in range(n):
+            for e in range(st + 2, min(n, st + max_len) + 1):
+                sub = w[st:e]
+                body = sub[1:] if sub[0] == SPACE and space_required else sub
+                kinds = {cls.get(c) for c in body}
+                if len(kinds) != 1 or None in kinds:
+                    break  # longer substrings from st are invalid too
+                subs[sub] += f
+                nexts.setdefault(sub, set()).add(w[e] if e < n else "\0")
+    return Counter({k: v for k, v in subs.items()
+                    if v >= 2 and (not right_branching or len(nexts[k]) >= 2)})
 
 
 def _e_step(words: list[tuple[str, int]], scores: dict[str, float]) -> tuple[dict[str, float], float]:
