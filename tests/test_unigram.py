@@ -117,7 +117,9 @@ def test_trained_vocabulary(tok):
     assert scores == sorted(scores, reverse=True) and max(scores) < 0
     assert all("▁" not in p[1:] for p in tok.pieces[259:])
     # the frequent English words of the training text became single pieces
-    assert {"▁the", "▁and", "▁of"} <= set(tok.pieces)
+    assert "▁the" in tok.pieces
+    if (SHARED_DATA / "austen.txt").is_file():
+        assert {"▁the", "▁and", "▁of", "▁her"} <= set(tok.pieces)
     assert tok.eos_id == 2 and tok.special_tokens == {"<unk>": 0, "<s>": 1, "</s>": 2}
 
 
