@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HELP = "train a tokenizer (byte-level BPE or char) into DIR/tokenizer.json, or encode/decode text with one"
+HELP = "train a tokenizer (byte-level BPE, char or Unigram) into DIR/tokenizer.json, or encode/decode text with one"
 
 
 def _train_bpe(text: str, args):
