@@ -106,8 +106,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         rep.table(acc)
         rep.results["accuracy"] = acc
 
-        text = load_corpus("python-docs")[: 100_000 if quick else 1_500_000]
-        steps, n_embd = (100, 64) if quick else (1500, 128)
+        text = load_corpus("python-docs")[: 100_000 if quick else 1_000_000]
+        steps, n_embd = (100, 64) if quick else (800, 128)
         model, train, val = train_byte_gpt(text, steps, n_embd)
         base = val_loss(model, val)
         rep.results["gpt"] = {"steps": steps, "n_embd": n_embd, "n_layer": 2, "val_loss": base,
@@ -129,7 +129,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         params = dict(model.named_parameters())
         svds = {n: L.svd(params[n].detach().double().numpy()) for n in names}
         full_rank = min(min(params[n].shape) for n in names)
-        ranks = [r for r in (1, 2, 4, 8, 16, 32, 64, 128) if r <= full_rank]
+        ranks = sorted({r for r in (1, 2, 4, 8, 16, 32, 64, 128) if r <= full_rank} | {full_rank})
         rows = []
         total = sum(params[n].numel() for n in names)
         for r in ranks:
