@@ -22,6 +22,10 @@ One block, pre-norm (Xiong et al., 2020)::
 - **GQA** (Ainslie et al., 2023): query head h reads key/value head ``h // (H / H_kv)``.
 - Tied input/output embeddings when the checkpoint has no separate output matrix (SmolLM2).
 
+The blocks are written out in this file rather than imported from dodai.nn: the RoPE angles here are
+computed in fp32 exactly as HF computes them (dodai.nn.position uses float64), which makes dodai's
+SmolLM2 logits bit-identical to HF's on the same weights (max |Δ| = 0 in tests/test_llama_smollm2.py).
+
 Loading: GGUF (dequantized to fp32, or bf16 on request) through dodai's GGUF reader, HF
 ``config.json`` + ``model.safetensors``, or an HF-named state dict (:meth:`Llama.from_hf_state_dict`).
 """
