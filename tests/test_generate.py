@@ -108,10 +108,10 @@ def test_greedy_cached_equals_uncached(pe):
 def test_sampled_cached_equals_uncached_and_seeds():
     m = tiny_gpt("rope")
     kw = dict(temperature=0.9, top_k=10, top_p=0.95, seed=123)
-    a = list(generate(m, [1, 2, 3], 25, **kw))
-    assert a == list(generate(m, [1, 2, 3], 25, **kw))  # same seed, same output
-    assert a == list(generate_uncached(m, [1, 2, 3], 25, **kw))
-    others = {tuple(generate(m, [1, 2, 3], 25, temperature=0.9, seed=s)) for s in range(5)}
+    a = list(generate(m, [1, 2, 3], 16, **kw))
+    assert a == list(generate(m, [1, 2, 3], 16, **kw))  # same seed, same output
+    assert a == list(generate_uncached(m, [1, 2, 3], 16, **kw))
+    others = {tuple(generate(m, [1, 2, 3], 16, temperature=0.9, seed=s)) for s in range(3)}
     assert len(others) > 1  # different seeds differ
 
 
