@@ -55,11 +55,11 @@ ITEMS: list[Item] = [
          "dodai.basics.mlp", WORKING, _run("R2.4")),
     # 3. RNN → Transformer
     Item("R3.1", "RNN（長期依存性の課題）", "RNN and the long-term dependency problem",
-         "dodai.models.rnn", PLANNED, _run("R3.1")),
+         "dodai.models.rnn", WORKING, _run("R3.1")),
     Item("R3.2", "LSTM / GRU", "LSTM / GRU: gates that remember",
-         "dodai.models.rnn", PLANNED, _run("R3.2")),
+         "dodai.models.rnn", WORKING, _run("R3.2")),
     Item("R3.3", "Seq2Seq + Attention", "Seq2Seq with Bahdanau and Luong attention",
-         "dodai.models.seq2seq", PLANNED, _run("R3.3")),
+         "dodai.models.seq2seq", WORKING, _run("R3.3")),
     Item("R3.4", "Transformer（BERT, GPT）", "RNN vs LSTM vs GRU vs Transformer at equal budget",
          "dodai.models.gpt", PLANNED, _run("R3.4")),
     # 4. Transformerの中核概念

@@ -51,7 +51,7 @@ def test_r3_3_attention_beats_fixed_context_on_long_inputs(tmp_path):
 
 
 def test_r3_4_char_lms_at_equal_budget(tmp_path):
-    """Mechanics at toy scale (2.5 s per model): matched parameter counts, every model learns, table + plot.
+    """Mechanics at toy scale (1.5 s of CPU per model): matched parameter counts, every model learns, table + plot.
     The ranking of the four is only meaningful at the full budget, so it is reported, not asserted."""
     from dodai.experiments.r3_4 import run
 

@@ -98,7 +98,7 @@ def _run(out_dir: Path, quick: bool) -> dict:
     train, val = ids[:n], ids[n:]
     V = tok.vocab_size
     target = 40_000 if quick else 400_000
-    seconds = 2.5 if quick else 45.0
+    seconds = 1.5 if quick else 45.0
     block, batch = (32, 16) if quick else (64, 32)
     lr = 3e-3
 
