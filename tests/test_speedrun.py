@@ -47,3 +47,10 @@ def test_speedrun_small_budget_end_to_end(tmp_path):
 def test_size_for_budget_grows_with_the_budget():
     small, mid, big = size_for_budget(0.2), size_for_budget(5), size_for_budget(30)
     assert small["n_embd"] < mid["n_embd"] < big["n_embd"]
+
+
+def test_bad_budget_is_a_one_line_error(tmp_path, capsys):
+    from dodai.cli import main
+
+    assert main(["speedrun", "--minutes", "0", "--out", str(tmp_path / "x"), "--quiet"]) == 2
+    assert "--minutes must be > 0" in capsys.readouterr().err

@@ -118,3 +118,9 @@ def test_two_process_ddp_matches_one_process(text_file, tmp_path):
     for x, y in zip(a, b):
         assert y["train_loss"] == pytest.approx(x["train_loss"], abs=1e-5)
         assert y["val_loss"] == pytest.approx(x["val_loss"], abs=1e-5)
+
+
+def test_missing_data_is_a_one_line_error(tmp_path, capsys):
+    assert main(["pretrain", "--data", str(tmp_path / "nope.txt"), *TINY, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert "no such file" in err and err.strip().count("\n") == 0
