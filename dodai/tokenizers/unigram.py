@@ -256,8 +256,19 @@ class UnigramTokenizer:
         score = np.array([s for _, s in self.vocab] + [self.unk_score])
         if len(cache) + len(new) > 500_000:
             cache.clear()
-        for w, path in zip(new, lat.best_paths(score)):
-            cache[w] = self._ids_of_path(w, path)
+        # the lattice's piece ids are token ids; only words with unknown characters need _ids_of_path
+        wid, edge = lat.best_edges(score)
+        pid = lat.pid[edge]
+        has_unk = set(wid[pid == lat.unk].tolist())
+        cuts = np.searchsorted(wid, np.arange(1, len(new))).tolist()
+        for k, (w, ids) in enumerate(zip(new, np.split(pid, cuts))):
+            if k in has_unk:
+                path = [(int(a), int(b), bool(u)) for a, b, u in
+                        zip(lat.src[edge[wid == k]] - lat.bases[k], lat.dst[edge[wid == k]] - lat.bases[k],
+                            ids == lat.unk)]
+                cache[w] = self._ids_of_path(w, path)
+            else:
+                cache[w] = ids.tolist()
 
     def encode_as_pieces(self, text: str) -> list[str]:
         return [self.pieces[i] for i in self.encode(text)]
@@ -534,7 +545,7 @@ def _hashed_edges(words: list[tuple[str, int]], pieces: list[str]):
     character's edge has pid = len(pieces). Same edges as _Lattice.edges (tested)."""
     import numpy as np
 
-    _, cps, bases, weights = _layout(words)
+    _, cps, bases, _ = _layout(words)
     n = len(cps)
     max_len = max(len(p) for p in pieces)
     by_len: dict[int, tuple] = {}
@@ -546,22 +557,41 @@ def _hashed_edges(words: list[tuple[str, int]], pieces: list[str]):
             hs = np.array([_piece_hash(pieces[k]) for k in ids], dtype=np.uint64)
             order = np.argsort(hs)
             by_len[L] = (hs[order], np.array(ids, dtype=np.int64)[order])
-    seps = np.concatenate([[0], np.cumsum(cps == 0)])
-    seps = np.concatenate([seps, np.full(max_len, seps[-1] + 1)])
-    idx = np.arange(n)
+    # prefix hashes by length: a position stays a candidate only while its substring is a piece prefix
+    hp: list[set] = [set() for _ in range(max_len + 1)]
+    for p in pieces:
+        x = 0
+        for i, c in enumerate(p, 1):
+            x = (x * _HASH_BASE + ord(c)) & _MASK64
+            hp[i].add(x)
+    prefix_sets = {L: np.array(sorted(hp[L]), dtype=np.uint64) for L in range(1, max_len + 1)}
+    pad = np.concatenate([cps, np.zeros(max_len + 1, dtype=np.uint64)])
+    cand = np.flatnonzero(cps != 0)
+    h = np.zeros(len(cand), dtype=np.uint64)
+    base = np.uint64(_HASH_BASE)
     srcs, dsts, pids = [], [], []
     single = np.zeros(n, dtype=bool)
-    for L, h in _rolling_hashes(cps, max_len):
-        if L not in by_len:
-            continue
-        hs, ids = by_len[L]
-        j = np.minimum(np.searchsorted(hs, h), len(hs) - 1)
-        hit = np.flatnonzero((hs[j] == h) & (seps[idx + L] == seps[idx]))
-        srcs.append(hit)
-        dsts.append(hit + L)
-        pids.append(ids[j[hit]])
-        if L == 1:
-            single[hit] = True
+    for L in range(1, max_len + 1):
+        nxt = pad[cand + L - 1]
+        ok = nxt != 0  # a NUL (word end) never belongs to a piece
+        cand, h, nxt = cand[ok], h[ok], nxt[ok]
+        with np.errstate(over="ignore"):
+            h = h * base + nxt
+        if L in by_len:
+            hs, ids = by_len[L]
+            j = np.minimum(np.searchsorted(hs, h), len(hs) - 1)
+            hit = hs[j] == h
+            srcs.append(cand[hit])
+            dsts.append(cand[hit] + L)
+            pids.append(ids[j[hit]])
+            if L == 1:
+                single[cand[hit]] = True
+        ps = prefix_sets[L]
+        k = np.minimum(np.searchsorted(ps, h), len(ps) - 1)
+        keep = ps[k] == h
+        cand, h = cand[keep], h[keep]
+        if not len(cand):
+            break
     unk = np.flatnonzero(~single & (cps != 0))
     srcs.append(unk)
     dsts.append(unk + 1)
@@ -657,6 +687,28 @@ class _CorpusLattice:
                 cur = src[e]
             out.append(path[::-1])
         return out
+
+    def best_edges(self, score):
+        """Viterbi of every word at once -> (word index, edge index) of all best-path edges, ordered by
+        word and then position (vectorised backtracking)."""
+        np = self.np
+        back = np.array(self._back(score), dtype=np.int64)
+        cur = self.ends.copy()
+        wid = np.arange(len(cur))
+        ws, es = [], []
+        active = cur > self.bases
+        while active.any():
+            cur, wid = cur[active], wid[active]
+            e = back[cur]
+            ws.append(wid)
+            es.append(e)
+            cur = self.src[e]
+            active = cur > self.bases[wid]
+        if not ws:
+            return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+        w, e = np.concatenate(ws), np.concatenate(es)
+        order = np.lexsort((self.src[e], w))
+        return w[order], e[order]
 
     def _back(self, score):
         """Best incoming edge of every node (first in source order among equal scores)."""
