@@ -13,6 +13,17 @@ def add_arguments(p) -> None:
     p.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
     p.add_argument("--top-p", type=float, default=None, help="nucleus sampling: smallest set with mass >= p")
     p.add_argument("--seed", type=int, default=None, help="random seed (same seed -> same text)")
+    p.add_argument("--min-p", type=float, default=None, help="keep tokens with prob >= min-p * top prob")
+    p.add_argument("--repetition-penalty", type=float, default=None,
+                   help="CTRL repetition penalty on tokens already in the text (e.g. 1.2)")
+    p.add_argument("--presence-penalty", type=float, default=0.0, help="subtract this from generated tokens' logits")
+    p.add_argument("--frequency-penalty", type=float, default=0.0,
+                   help="subtract this times the count of each generated token")
+    p.add_argument("--no-repeat-ngram-size", type=int, default=None, help="never repeat an n-gram of this size")
+    p.add_argument("--stop", action="append", default=[], help="stop before this text (repeatable)")
+    p.add_argument("--num-samples", type=int, default=1, help="print this many samples of the continuation")
+    p.add_argument("--logprobs", type=int, default=None,
+                   help="also print each token's log-prob and its N most likely alternatives")
 
 
 def run(args) -> int:
@@ -31,6 +42,10 @@ def run(args) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"dodai: {args.model}: {n_params:,} parameters; prompt {len(ids)} tokens", file=sys.stderr)
     eos = getattr(tok, "eos_id", None)
+    if (args.min_p is not None or args.repetition_penalty is not None or args.presence_penalty
+            or args.frequency_penalty or args.no_repeat_ngram_size is not None or args.stop
+            or args.num_samples != 1 or args.logprobs is not None):
+        return _run_engine(args, model, tok, ids, eos)
     stream = generate(model, ids, args.max_new_tokens, temperature=args.temperature, top_k=args.top_k,
                       top_p=args.top_p, seed=args.seed, eos_id=eos)
     dec = StreamDecoder(tok)
@@ -49,4 +64,50 @@ def run(args) -> int:
     out.flush()
     dt = time.perf_counter() - t0
     print(f"dodai: {n} tokens in {dt:.2f} s ({n / dt if dt > 0 else 0.0:.1f} tok/s)", file=sys.stderr)
+    return 0
+
+
+def _run_engine(args, model, tok, ids, eos) -> int:
+    """The full engine: penalties, stop strings, n samples, log-probs (streamed when there is one sample)."""
+    import json
+    import sys
+
+    from dodai.generate.engine import StopStringFilter, complete, stream_steps
+    from dodai.generate.processors import LogitsPipeline
+    from dodai.generate.stream import StreamDecoder
+
+    pipe = LogitsPipeline(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+                          frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+    out = sys.stdout
+    if args.num_samples == 1 and args.logprobs is None:
+        steps = stream_steps(model, ids, args.max_new_tokens, pipe, seed=args.seed,
+                             stop_tokens=[eos] if eos is not None else [])
+        dec, stopper = StreamDecoder(tok), StopStringFilter(args.stop)
+        for st in steps:
+            tid = st.tokens[0]
+            if tid is None or tid == eos:
+                break
+            text, stopped = stopper.push(dec.push(tid))
+            out.write(text)
+            out.flush()
+            if stopped:
+                break
+        if not stopper.stopped:
+            out.write(stopper.push(dec.flush())[0])
+        out.write(stopper.flush() + "\n")
+        out.flush()
+        return 0
+    comps = complete(model, ids, args.max_new_tokens, pipe, seed=args.seed, num_samples=args.num_samples,
+                     eos_id=eos, stop_strings=args.stop, tokenizer=tok, logprobs=args.logprobs)
+    for i, c in enumerate(comps):
+        if args.num_samples > 1:
+            out.write(f"--- sample {i + 1} ({c.finish_reason})\n")
+        out.write(c.text + "\n")
+        if c.logprobs is not None:
+            for lp in c.logprobs:
+                row = {"token": tok.decode([lp.token]), "id": lp.token, "logprob": round(lp.logprob, 4),
+                       "top": [[tok.decode([t]), t, round(v, 4)] for t, v in lp.top]}
+                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+    out.flush()
     return 0
