@@ -21,7 +21,8 @@ def test_config_round_trip_and_errors():
     assert GPTConfig.from_dict(json.loads(json.dumps(cfg.to_dict()))) == cfg
     with pytest.raises(DodaiError, match="unknown key 'n_heads'"):
         GPTConfig.from_dict({**cfg.to_dict(), "n_heads": 3})
-    for bad in (dict(n_embd=30), dict(n_kv_head=3), dict(pos_encoding="alibi"), dict(activation="swish"),
+    for bad in (dict(n_embd=30), dict(n_kv_head=3), dict(pos_encoding="xpos"), dict(norm="batchnorm"),
+                dict(block_order="mid"), dict(activation="swish"),
                 dict(attn_impl="flash"), dict(vocab_size=0), dict(dropout=1.0), dict(n_layer="2")):
         with pytest.raises(DodaiError):
             tiny(**bad)

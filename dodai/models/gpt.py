@@ -13,7 +13,13 @@ names map one-to-one onto HF ``GPT2LMHeadModel``):
     logits = lm_head(ln_f(x))                               (B, T, V); lm_head.weight tied to wte
 
 Positions are "learned" (GPT-2), "sinusoidal" (Vaswani et al. 2017), "rope" (Su et al. 2021, half-split
-convention, applied to q and k inside attention) or "none".
+convention, applied to q and k inside attention), "alibi" (Press et al. 2021, a per-head linear bias on the
+attention scores, no embedding) or "none" (NoPE: the causal mask alone carries order).
+
+Norms and block order (R4.5): ``norm`` is "layernorm" (Ba et al. 2016) or "rmsnorm" (Zhang & Sennrich
+2019); ``block_order`` "pre" is the block above, "post" is the original Transformer's (Vaswani et al.
+2017): x = ln_1(x + attn(x)); x = ln_2(x + mlp(x)), and then no final ln_f (the last block already ends
+in a norm). Xiong et al. (2020) show Post-LN needs a learning-rate warm-up; Pre-LN does not.
 
 Initialisation (GPT-2 paper, section 2.3): weights N(0, 0.02), biases 0, and the residual projections
 (attn.c_proj, mlp.c_proj) N(0, 0.02 / sqrt(2 L)) because each block adds two residual contributions.
@@ -38,10 +44,12 @@ from dodai.errors import DodaiError
 from dodai.nn.attention import ATTN_IMPLS, CausalSelfAttention
 from dodai.nn.ffn import MLP, SwiGLU
 from dodai.nn.kv_cache import KVCache
-from dodai.nn.norm import LayerNorm
-from dodai.nn.position import rope_cos_sin, sinusoidal_table
+from dodai.nn.norm import LayerNorm, RMSNorm
+from dodai.nn.position import alibi_bias, alibi_slopes, rope_cos_sin, sinusoidal_table
 
-POS_ENCODINGS = ("learned", "sinusoidal", "rope", "none")
+POS_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "none")
+NORMS = ("layernorm", "rmsnorm")
+BLOCK_ORDERS = ("pre", "post")
 GPT_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swiglu")
 
 
@@ -55,13 +63,15 @@ class GPTConfig:
     n_kv_head: int | None = None  # key/value heads (GQA/MQA); None = n_head (plain multi-head)
     dropout: float = 0.0  # dropout on embeddings, attention weights, residual branches
     bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: True)
-    pos_encoding: str = "learned"  # "learned" | "sinusoidal" | "rope" | "none"
+    pos_encoding: str = "learned"  # "learned" | "sinusoidal" | "rope" | "alibi" | "none"
     activation: str = "gelu"  # FFN: "gelu" (exact erf) | "gelu_tanh" (GPT-2's) | "relu" | "swiglu" (Llama's)
     tie_weights: bool = True  # lm_head.weight is wte.weight (Press & Wolf 2017)
     layer_norm_eps: float = 1e-5  # epsilon inside every LayerNorm
     rope_theta: float = 10000.0  # RoPE base (only used when pos_encoding == "rope")
     attn_impl: str = "sdpa"  # "sdpa" (fused, fast) | "reference" (explicit softmax, keeps attention maps)
     mlp_hidden: int | None = None  # FFN width F; None = 4C (GELU/ReLU) or ~8C/3 (SwiGLU, same parameters)
+    norm: str = "layernorm"  # "layernorm" | "rmsnorm" (eps = layer_norm_eps for both)
+    block_order: str = "pre"  # "pre" (GPT-2, x + f(ln(x))) | "post" (original Transformer, ln(x + f(x)))
 
     def __post_init__(self):
         for name in ("vocab_size", "block_size", "n_layer", "n_head", "n_embd"):
@@ -77,6 +87,10 @@ class GPTConfig:
             raise DodaiError(f"GPTConfig.pos_encoding must be one of {POS_ENCODINGS}, got {self.pos_encoding!r}")
         if self.activation not in GPT_ACTIVATIONS:
             raise DodaiError(f"GPTConfig.activation must be one of {GPT_ACTIVATIONS}, got {self.activation!r}")
+        if self.norm not in NORMS:
+            raise DodaiError(f"GPTConfig.norm must be one of {NORMS}, got {self.norm!r}")
+        if self.block_order not in BLOCK_ORDERS:
+            raise DodaiError(f"GPTConfig.block_order must be one of {BLOCK_ORDERS}, got {self.block_order!r}")
         if self.attn_impl not in ATTN_IMPLS:
             raise DodaiError(f"GPTConfig.attn_impl must be one of {ATTN_IMPLS}, got {self.attn_impl!r}")
         if self.pos_encoding == "rope" and (self.n_embd // self.n_head) % 2:
@@ -106,23 +120,34 @@ class GPTConfig:
             raise DodaiError(f"GPT config: {e}") from None
 
 
+def make_norm(cfg: GPTConfig) -> nn.Module:
+    if cfg.norm == "rmsnorm":
+        return RMSNorm(cfg.n_embd, eps=cfg.layer_norm_eps)
+    return LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+
+
 class Block(nn.Module):
-    """One pre-LN Transformer block: x + attn(ln_1(x)), then x + mlp(ln_2(x))."""
+    """One Transformer block. Pre-LN: x + attn(ln_1(x)), then x + mlp(ln_2(x)).
+    Post-LN: ln_1(x + attn(x)), then ln_2(x + mlp(x))."""
 
     def __init__(self, cfg: GPTConfig):
         super().__init__()
-        self.ln_1 = LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.post = cfg.block_order == "post"
+        self.ln_1 = make_norm(cfg)
         self.attn = CausalSelfAttention(cfg.n_embd, cfg.n_head, cfg.n_kv_head, bias=cfg.bias,
                                         dropout=cfg.dropout, attn_impl=cfg.attn_impl)
-        self.ln_2 = LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias)
+        self.ln_2 = make_norm(cfg)
         if cfg.activation == "swiglu":
             self.mlp = SwiGLU(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias, dropout=cfg.dropout)
         else:
             self.mlp = MLP(cfg.n_embd, cfg.mlp_hidden, bias=cfg.bias, activation=cfg.activation,
                            dropout=cfg.dropout)
 
-    def forward(self, x, rope=None, cache=None, layer=0):
-        x = x + self.attn(self.ln_1(x), rope=rope, cache=cache, layer=layer)
+    def forward(self, x, rope=None, cache=None, layer=0, bias=None):
+        if self.post:
+            x = self.ln_1(x + self.attn(x, rope=rope, cache=cache, layer=layer, bias=bias))
+            return self.ln_2(x + self.mlp(x))
+        x = x + self.attn(self.ln_1(x), rope=rope, cache=cache, layer=layer, bias=bias)
         return x + self.mlp(self.ln_2(x))
 
 
@@ -134,7 +159,7 @@ class GPT(nn.Module):
             wte=nn.Embedding(cfg.vocab_size, cfg.n_embd),
             drop=nn.Dropout(cfg.dropout) if cfg.dropout > 0 else nn.Identity(),
             h=nn.ModuleList([Block(cfg) for _ in range(cfg.n_layer)]),
-            ln_f=LayerNorm(cfg.n_embd, eps=cfg.layer_norm_eps, bias=cfg.bias),
+            ln_f=make_norm(cfg) if cfg.block_order == "pre" else nn.Identity(),
         ))
         if cfg.pos_encoding == "learned":
             self.transformer["wpe"] = nn.Embedding(cfg.block_size, cfg.n_embd)
@@ -145,6 +170,8 @@ class GPT(nn.Module):
             cos, sin = rope_cos_sin(cfg.block_size, cfg.head_dim, cfg.rope_theta)  # (block_size, D) each
             self.register_buffer("rope_cos", cos, persistent=False)
             self.register_buffer("rope_sin", sin, persistent=False)
+        elif cfg.pos_encoding == "alibi":
+            self.register_buffer("alibi_slopes", alibi_slopes(cfg.n_head), persistent=False)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
@@ -181,9 +208,12 @@ class GPT(nn.Module):
             x = x + self.pos_table[pos0:pos0 + t].to(x.dtype)
         elif pe == "rope":
             rope = (self.rope_cos[pos0:pos0 + t].to(x.dtype), self.rope_sin[pos0:pos0 + t].to(x.dtype))
+        bias = None
+        if pe == "alibi":  # (H, T, S): the new queries' absolute positions against every key so far
+            bias = alibi_bias(self.alibi_slopes, t, pos0 + t, dtype=x.dtype, device=idx.device)
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
-            x = block(x, rope=rope, cache=cache, layer=i)
+            x = block(x, rope=rope, cache=cache, layer=i, bias=bias)
         if cache is not None:
             cache.advance(t)
         x = self.transformer.ln_f(x)

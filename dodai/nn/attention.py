@@ -53,11 +53,12 @@ def _full_mask(mask: torch.Tensor | None, causal: bool, t: int, s: int, device) 
 
 def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
                         causal: bool = False, scale: float | None = None, dropout_p: float = 0.0,
-                        return_weights: bool = False):
-    """softmax(q k^T * scale + mask) v, written out.
+                        return_weights: bool = False, bias: torch.Tensor | None = None):
+    """softmax(q k^T * scale + bias + mask) v, written out.
 
     q: (B, H, T, D); k, v: (B, H_kv, S, D) with H_kv dividing H; mask: bool, broadcastable to (B, H, T, S),
-    True = attend. Returns (B, H, T, D), and the weights (B, H, T, S) if ``return_weights``.
+    True = attend; bias: float, broadcastable to (B, H, T, S), added to the scaled scores (ALiBi).
+    Returns (B, H, T, D), and the weights (B, H, T, S) if ``return_weights``.
     A query row whose keys are all masked gets zero output (not NaN).
     """
     h, h_kv = q.shape[1], k.shape[1]
@@ -65,6 +66,8 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
     t, s = q.shape[-2], k.shape[-2]
     scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     scores = (q @ k.transpose(-2, -1)) * scale  # (B, H, T, D) @ (B, H, D, S) -> (B, H, T, S)
+    if bias is not None:
+        scores = scores + bias
     m = _full_mask(mask, causal, t, s, q.device)
     if m is not None:
         scores = scores.masked_fill(~m, float("-inf"))
@@ -77,11 +80,19 @@ def attention_reference(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask:
 
 
 def attention_sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None,
-                   causal: bool = False, scale: float | None = None, dropout_p: float = 0.0) -> torch.Tensor:
+                   causal: bool = False, scale: float | None = None, dropout_p: float = 0.0,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
     """The same computation through torch's fused ``scaled_dot_product_attention``."""
     h, h_kv = q.shape[1], k.shape[1]
     t, s = q.shape[-2], k.shape[-2]
     gqa = {"enable_gqa": True} if h != h_kv else {}
+    if bias is not None:
+        # SDPA adds a float attn_mask to the scaled scores: fold the boolean mask in as -inf.
+        m = _full_mask(mask, causal, t, s, q.device)
+        fb = bias.to(q.dtype)
+        if m is not None:
+            fb = fb.masked_fill(~m, float("-inf"))
+        return F.scaled_dot_product_attention(q, k, v, attn_mask=fb, dropout_p=dropout_p, scale=scale, **gqa)
     if mask is None and causal and t == s:
         # SDPA's is_causal is top-left aligned: identical to ours only when T == S; it lets SDPA skip
         # building a mask and use the causal kernels.
@@ -125,12 +136,13 @@ class CausalSelfAttention(nn.Module):
         self.last_weights: torch.Tensor | None = None
 
     def forward(self, x: torch.Tensor, rope: tuple[torch.Tensor, torch.Tensor] | None = None,
-                cache=None, layer: int = 0) -> torch.Tensor:
+                cache=None, layer: int = 0, bias: torch.Tensor | None = None) -> torch.Tensor:
         """x: (B, T, C) -> (B, T, C).
 
         rope: (cos, sin), each (T, D), for the absolute positions of these T tokens (or None).
         cache: a :class:`dodai.nn.kv_cache.KVCache`; this layer's K/V are appended at ``cache.pos``
         (the caller advances the cache once after all layers).
+        bias: additive float attention bias broadcastable to (B, H, T, S), e.g. ALiBi's (H, T, S).
         """
         b, t, c = x.shape
         q, k, v = self.c_attn(x).split([self.q_size, self.kv_size, self.kv_size], dim=2)
@@ -143,13 +155,15 @@ class CausalSelfAttention(nn.Module):
         if cache is not None:
             k, v = cache.update(layer, k, v)  # (B, H_kv, S, D) with S = cache.pos + T
         p = self.dropout if self.training else 0.0
-        if self.attn_impl == "sdpa" and cache is None and self.n_kv_head == self.n_head:
+        if self.attn_impl == "sdpa" and bias is not None:
+            y = attention_sdpa(q, k, v, causal=True, dropout_p=p, bias=bias)
+        elif self.attn_impl == "sdpa" and cache is None and self.n_kv_head == self.n_head:
             # training's hot path: T == S, so SDPA's top-left causal flag is the right mask
             y = F.scaled_dot_product_attention(q, k, v, dropout_p=p, is_causal=True)
         elif self.attn_impl == "sdpa":
             y = attention_sdpa(q, k, v, causal=True, dropout_p=p)
         else:
-            y, w = attention_reference(q, k, v, causal=True, dropout_p=p, return_weights=True)
+            y, w = attention_reference(q, k, v, causal=True, dropout_p=p, return_weights=True, bias=bias)
             if self.keep_weights:
                 self.last_weights = w.detach()
         y = y.transpose(1, 2).contiguous().view(b, t, c)  # (B, H, T, D) -> (B, T, H, D) -> (B, T, C)

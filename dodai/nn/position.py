@@ -17,6 +17,13 @@ Notation: T positions, C model width, D head dim (even for RoPE), theta the RoPE
 
   half-split:  y = x * cos + rotate_half(x) * sin,  rotate_half([x1, x2]) = [-x2, x1],
                cos/sin = cos/sin(cat(freqs, freqs)) with freqs[p, i] = p * theta^(-2i/D), i < D/2.
+- **ALiBi** (Press, Smith & Lewis 2021, "Train Short, Test Long: Attention with Linear Biases Enables
+  Input Length Extrapolation"): no position embedding at all; each head h adds the bias
+  -m_h * (i - j) to the causal attention score of query position i and key position j <= i. The slopes
+  m_h form the geometric sequence 2^(-8/H), 2^(-16/H), ..., 2^(-8) for H a power of two; otherwise the
+  paper takes the slopes for the nearest lower power of two P and then every other slope of 2P
+  (:func:`alibi_slopes`). Positions are absolute, so with a KV cache the bias rows are those of the new
+  queries' positions cache.pos .. cache.pos + T - 1 against all S keys (:func:`alibi_bias`).
 """
 
 from __future__ import annotations
@@ -76,3 +83,29 @@ def apply_rope_interleaved(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor
 def interleaved_to_half_split(d: int) -> torch.Tensor:
     """Index permutation p with x_half = x_inter[..., p]: evens first, then odds."""
     return torch.cat([torch.arange(0, d, 2), torch.arange(1, d, 2)])
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """(H,) ALiBi slopes, Press et al. 2021 (section 3 and their reference code's rule for H not a power of 2)."""
+
+    def pow2(n: int) -> list[float]:
+        start = 2.0 ** (-8.0 / n)
+        return [start ** (i + 1) for i in range(n)]
+
+    if n_head & (n_head - 1) == 0:
+        slopes = pow2(n_head)
+    else:
+        p = 2 ** math.floor(math.log2(n_head))
+        slopes = pow2(p) + pow2(2 * p)[0::2][: n_head - p]
+    return torch.tensor(slopes, dtype=torch.float32)
+
+
+def alibi_bias(slopes: torch.Tensor, t: int, s: int, dtype=torch.float32, device=None) -> torch.Tensor:
+    """(H, T, S) additive bias -m_h * (i - j) for the last T of S positions (query i = S - T + row).
+
+    Entries with j > i (the future, removed by the causal mask anyway) get a positive value; callers
+    combine it with the causal mask.
+    """
+    i = torch.arange(s - t, s, device=device, dtype=torch.float32)[:, None]  # (T, 1) absolute query positions
+    j = torch.arange(s, device=device, dtype=torch.float32)[None, :]  # (1, S) key positions
+    return (-slopes.to(device=device, dtype=torch.float32)[:, None, None] * (i - j)).to(dtype)
