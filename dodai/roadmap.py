@@ -35,7 +35,7 @@ def _run(i: str) -> str:
 ITEMS: list[Item] = [
     # 1. 数理・基礎概念
     Item("R1.1", "確率・統計", "Probability & statistics: n-gram LMs, likelihood, cross-entropy",
-         "dodai.basics.ngram", PLANNED, _run("R1.1")),
+         "dodai.basics.ngram", WORKING, _run("R1.1")),
     Item("R1.2", "線形代数", "Linear algebra: eigenvalues, SVD, PCA, low-rank compression",
          "dodai.basics.linalg", WORKING, _run("R1.2")),
     Item("R1.3", "微積分・最適化", "Calculus & optimization: autograd from scratch, SGD/Adam/AdamW",
