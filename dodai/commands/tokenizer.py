@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HELP = "train a tokenizer (byte-level BPE, char or Unigram) into DIR/tokenizer.json, or encode/decode text with one"
+HELP = "train a tokenizer (BPE, char, Unigram or WordPiece) into DIR/tokenizer.json, or encode/decode text with one"
 
 
 def _train_bpe(text: str, args):
@@ -40,8 +40,19 @@ def _train_unigram(text: str, args):
     return UnigramTokenizer.train(text, args.vocab_size, progress=not args.quiet)
 
 
+def _train_wordpiece(text: str, args):
+    from dodai.errors import DodaiError
+    from dodai.tokenizers.wordpiece import WordPieceTokenizer
+    from dodai.tokenizers.wordpiece_trainer import SPECIALS
+
+    if args.vocab_size is None:
+        raise DodaiError("--algo wordpiece needs --vocab-size N (e.g. 30000)")
+    specials = list(SPECIALS) + [s for s in (args.special or []) if s not in SPECIALS]
+    return WordPieceTokenizer.train(text, args.vocab_size, special_tokens=specials, progress=not args.quiet)
+
+
 # --algo name -> trainer(text, args) -> tokenizer with .save(); new algorithms add one line here.
-TRAINERS = {"bpe": _train_bpe, "char": _train_char, "unigram": _train_unigram}
+TRAINERS = {"bpe": _train_bpe, "char": _train_char, "unigram": _train_unigram, "wordpiece": _train_wordpiece}
 
 
 def add_arguments(p) -> None:

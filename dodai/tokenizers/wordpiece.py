@@ -525,6 +525,13 @@ class WordPieceTokenizer:
         return cls(vocab, extra_special_tokens=tuple(extra), **kw)
 
     @classmethod
+    def train(cls, texts, vocab_size: int, **kw) -> WordPieceTokenizer:
+        """Learn a vocabulary from text (see :mod:`dodai.tokenizers.wordpiece_trainer` for the options)."""
+        from dodai.tokenizers.wordpiece_trainer import train
+
+        return train(texts, vocab_size, **kw)
+
+    @classmethod
     def load(cls, path: str | os.PathLike) -> WordPieceTokenizer:
         """A tokenizer.json, a vocab.txt, or a folder holding either (tokenizer.json preferred; a
         folder's tokenizer_config.json supplies do_lower_case etc. for vocab.txt)."""
@@ -580,12 +587,14 @@ class WordPieceTokenizer:
                       "vocab": dict(sorted(self.vocab.items(), key=lambda kv: kv[1]))},
         }
 
-    def save(self, path: str | os.PathLike) -> None:
+    def save(self, path: str | os.PathLike) -> Path:
         """Write an HF ``tokenizer.json`` (a folder path gets ``tokenizer.json`` inside it)."""
         p = Path(path)
         if p.is_dir():
             p = p / "tokenizer.json"
+        p.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_json(p, self.to_json_obj())
+        return p
 
 
 def _type_of(obj) -> str:
