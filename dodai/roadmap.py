@@ -68,7 +68,7 @@ ITEMS: list[Item] = [
     Item("R4.2", "Multi-Head Attention", "Multi-head attention, GQA/MQA",
          "dodai.nn.attention", WORKING, _run("R4.2")),
     Item("R4.3", "Positional Encoding", "Positional encoding: sinusoidal, learned, RoPE, ALiBi",
-         "dodai.nn.position", PLANNED, _run("R4.3")),
+         "dodai.nn.position", WORKING, _run("R4.3")),
     Item("R4.4", "FFN (Feed Forward Network)", "Feed-forward network: GELU MLP, SwiGLU",
          "dodai.nn.ffn", WORKING, _run("R4.4")),
     Item("R4.5", "Layer Norm / Residual", "LayerNorm / RMSNorm, residuals, pre-LN vs post-LN",
@@ -94,7 +94,7 @@ ITEMS: list[Item] = [
     Item("R6.3", "Encoder-Decoder型（T5、FLAN）", "Encoder-decoder: T5 and FLAN instruction tuning",
          "dodai.models.t5", PLANNED, _run("R6.3")),
     Item("R6.4", "ALiBi/RoPEなどPE", "ALiBi / RoPE: position representations",
-         "dodai.nn.position", PLANNED, _run("R6.4")),
+         "dodai.nn.position", WORKING, _run("R6.4")),
     Item("R6.5", "Sparse Attention（Longformer、Mistral）", "Sparse attention: sliding window, local+global",
          "dodai.nn.sparse", PLANNED, _run("R6.5")),
     # 7. LLMに付随する技術領域
