@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-HELP = "train a tokenizer (BPE, char, Unigram or WordPiece) into DIR/tokenizer.json, or encode/decode text with one"
+HELP = "train a tokenizer (BPE, char, Unigram, WordPiece), encode/decode text with one, or compare them on a text"
 
 
 def _train_bpe(text: str, args):
@@ -76,6 +76,12 @@ def add_arguments(p) -> None:
     d.add_argument("--tokenizer", required=True, metavar="SPEC",
                    help="tokenizer.json, a folder holding one, a .gguf file, or a registry model name")
     d.add_argument("ids", metavar="IDS_JSON", help="a JSON list of token ids, e.g. '[15496, 995]' ('-' reads stdin)")
+    c = sub.add_parser("compare", help="train dodai's BPE, Unigram, WordPiece (and HF tokenizers, sentencepiece "
+                                       "when installed) on 90%% of a text; print a markdown table for the rest")
+    c.add_argument("--data", required=True, metavar="FILE", help="UTF-8 text file")
+    c.add_argument("--vocab-size", type=int, default=2000, help="vocabulary size for every tokenizer (default 2000)")
+    c.add_argument("--max-bytes", type=int, default=None, metavar="N", help="use only the first N bytes of the file")
+    c.add_argument("--no-reference", action="store_true", help="only dodai's tokenizers (skip HF and sentencepiece)")
 
 
 def _arg_text(value: str) -> str:
@@ -109,6 +115,20 @@ def run(args) -> int:
         n_bytes = len(text.encode("utf-8"))
         print(f"dodai: {args.algo} tokenizer, vocab {tok.vocab_size}, {n_bytes / max(n_tokens, 1):.3f} bytes/token "
               f"on the data ({n_tokens:,} tokens), trained in {dt:.2f} s -> {path}", file=sys.stderr)
+        return 0
+
+    if args.action == "compare":
+        from dodai.io import read_user_text
+        from dodai.tokenizers.compare import compare, markdown_table
+
+        if args.max_bytes is not None and args.max_bytes <= 0:
+            raise DodaiError(f"--max-bytes must be positive, got {args.max_bytes}")
+        text = read_user_text(args.data)
+        if args.max_bytes is not None:
+            text = text.encode("utf-8")[:args.max_bytes].decode("utf-8", errors="ignore")
+        rows = compare(text, args.vocab_size, references=not args.no_reference,
+                       log=lambda m: print(f"dodai: {m}", file=sys.stderr))
+        print(markdown_table(rows))
         return 0
 
     from dodai.tokenizers import load_tokenizer
