@@ -1,0 +1,246 @@
+"""Word2Vec (R1.5): skip-gram with negative sampling and CBOW, trained in PyTorch.
+
+After Mikolov et al. 2013, "Efficient Estimation of Word Representations in Vector Space" (CBOW, skip-gram)
+and "Distributed Representations of Words and Phrases and their Compositionality" (negative sampling,
+subsampling of frequent words). The ingredients, as in the papers and the reference word2vec tool:
+
+- **Subsampling**: a token of word w with corpus frequency f(w) = c(w)/N is kept with probability
+  ``(sqrt(f / t) + 1) * t / f`` (capped at 1), t = 1e-3 by default: frequent words are thinned out.
+- **Dynamic window**: for each centre token a window b is drawn uniformly from 1..window, so near
+  neighbours are used more often than far ones.
+- **Negative sampling**: loss per (centre c, context o) pair is
+  ``-log sigma(u_o . v_c) - sum_k log sigma(-u_k . v_c)`` with k = 1..negative words drawn from the
+  noise distribution P_n(w) proportional to c(w)^0.75. CBOW uses the mean of the context input vectors
+  as v and the centre word as the target.
+- **Linear learning-rate decay** from ``lr`` to ``min_lr`` over all training steps; plain SGD on a summed
+  loss over each batch of pairs (a batched form of the per-pair updates of the original).
+
+Vectors are saved in the word2vec text format: a header ``"<count> <dim>"``, then one line per word,
+``word v1 v2 ...`` (readable by gensim's ``KeyedVectors.load_word2vec_format``).
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from dodai.errors import DodaiError
+from dodai.io import atomic_write_text, read_user_text
+
+
+def keep_probability(counts: np.ndarray, sample: float) -> np.ndarray:
+    """Probability of keeping each token of a word with the given counts (subsampling, t = sample)."""
+    counts = np.asarray(counts, dtype=np.float64)
+    if sample <= 0:
+        return np.ones_like(counts)
+    f = counts / counts.sum()
+    return np.minimum(1.0, (np.sqrt(f / sample) + 1.0) * sample / f)
+
+
+def noise_distribution(counts: np.ndarray, power: float = 0.75) -> np.ndarray:
+    """P_n(w) proportional to count(w)^power."""
+    p = np.asarray(counts, dtype=np.float64) ** power
+    return p / p.sum()
+
+
+def linear_lr(step: int, total: int, lr: float, min_lr: float) -> float:
+    """lr at ``step`` of ``total``: linear from lr (step 0) to min_lr (last step)."""
+    if total <= 1:
+        return lr
+    return lr + (min_lr - lr) * step / (total - 1)
+
+
+class WordVectors:
+    """Words and their vectors (V, D); nearest neighbours by cosine, analogies by 3CosAdd, word2vec I/O."""
+
+    def __init__(self, words: Sequence[str], vectors: np.ndarray):
+        vectors = np.asarray(vectors, dtype=np.float32)
+        if vectors.ndim != 2 or len(words) != vectors.shape[0]:
+            raise DodaiError(f"{len(words)} words but vectors of shape {vectors.shape}")
+        if len(set(words)) != len(words):
+            raise DodaiError("duplicate words in the vocabulary")
+        for w in words:
+            if not w or any(ch.isspace() for ch in w):
+                raise DodaiError(f"word {w!r} is empty or holds whitespace (not storable in word2vec format)")
+        self.words = list(words)
+        self.vectors = vectors
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    def __contains__(self, word: str) -> bool:
+        return word in self.index
+
+    def __getitem__(self, word: str) -> np.ndarray:
+        return self.vectors[self._id(word)]
+
+    def _id(self, word: str) -> int:
+        if word not in self.index:
+            raise DodaiError(f"word {word!r} is not in the vocabulary")
+        return self.index[word]
+
+    def _unit(self) -> np.ndarray:
+        n = np.linalg.norm(self.vectors, axis=1, keepdims=True)
+        return self.vectors / np.maximum(n, 1e-12)
+
+    def most_similar_to_vector(self, v: np.ndarray, topn: int = 10, exclude: Iterable[str] = ()) -> list:
+        u = self._unit()
+        sims = u @ (v / max(np.linalg.norm(v), 1e-12))
+        for w in exclude:
+            sims[self._id(w)] = -np.inf
+        order = np.argsort(-sims, kind="stable")[:topn]
+        return [(self.words[i], float(sims[i])) for i in order if np.isfinite(sims[i])]
+
+    def most_similar(self, word: str, topn: int = 10) -> list[tuple[str, float]]:
+        """The topn words of highest cosine similarity to ``word`` (the word itself excluded)."""
+        return self.most_similar_to_vector(self._unit()[self._id(word)], topn, exclude=[word])
+
+    def analogy(self, a: str, b: str, c: str, topn: int = 1) -> list[tuple[str, float]]:
+        """a : b :: c : ?  by 3CosAdd (Mikolov et al. 2013): argmax_d cos(d, b - a + c) over unit
+        vectors, excluding a, b and c (e.g. man : king :: woman : queen)."""
+        u = self._unit()
+        target = u[self._id(b)] - u[self._id(a)] + u[self._id(c)]
+        return self.most_similar_to_vector(target, topn, exclude=[a, b, c])
+
+    def save_word2vec_format(self, path: str | Path) -> Path:
+        """word2vec text format: '<V> <D>' then 'word x1 ... xD' per line (float32 repr, round-trips)."""
+        lines = [f"{len(self.words)} {self.vectors.shape[1]}"]
+        for w, v in zip(self.words, self.vectors):
+            lines.append(w + " " + " ".join(repr(float(x)) for x in v))
+        atomic_write_text(Path(path), "\n".join(lines) + "\n")
+        return Path(path)
+
+    @classmethod
+    def load_word2vec_format(cls, path: str | Path) -> WordVectors:
+        text = read_user_text(path)
+        lines = text.rstrip("\n").split("\n")
+        try:
+            count, dim = (int(x) for x in lines[0].split())
+        except ValueError:
+            raise DodaiError(f"{path}: first line must be '<count> <dim>', got {lines[0][:60]!r}") from None
+        if count < 1 or dim < 1 or len(lines) - 1 != count:
+            raise DodaiError(f"{path}: header says {count} words of dim {dim}, file has {len(lines) - 1} lines")
+        words, vecs = [], np.empty((count, dim), dtype=np.float32)
+        for i, line in enumerate(lines[1:]):
+            parts = line.rstrip().split(" ")
+            if len(parts) != dim + 1:
+                raise DodaiError(f"{path}:{i + 2}: expected a word and {dim} numbers, got {len(parts) - 1}")
+            try:
+                vecs[i] = [float(x) for x in parts[1:]]
+            except ValueError:
+                raise DodaiError(f"{path}:{i + 2}: not a number in the vector") from None
+            words.append(parts[0])
+        return cls(words, vecs)
+
+
+def build_vocab(sentences: Sequence[Sequence[str]], min_count: int) -> tuple[list[str], np.ndarray]:
+    """Words with count >= min_count, most frequent first (ties alphabetically), and their counts."""
+    c = Counter(w for s in sentences for w in s)
+    items = sorted(((w, n) for w, n in c.items() if n >= min_count), key=lambda x: (-x[1], x[0]))
+    if not items:
+        raise DodaiError(f"no word occurs at least min_count={min_count} times")
+    return [str(w) for w, _ in items], np.array([n for _, n in items], dtype=np.int64)
+
+
+def train_word2vec(sentences: Sequence[Sequence[str]], vector_size: int = 50, window: int = 5,
+                   min_count: int = 2, model: str = "sg", negative: int = 5, sample: float = 1e-3,
+                   epochs: int = 5, lr: float = 0.025, min_lr: float = 1e-4, batch_size: int = 512,
+                   seed: int = 0) -> WordVectors:
+    """Train skip-gram (``model='sg'``) or CBOW (``model='cbow'``) with negative sampling; returns the
+    input vectors. Deterministic for a given seed. Runs on one torch thread: the matrices are tiny, and
+    extra intra-op threads only add synchronisation (the previous setting is restored)."""
+    import torch
+
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        return _train(sentences, vector_size, window, min_count, model, negative, sample, epochs, lr, min_lr,
+                      batch_size, seed)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _train(sentences, vector_size, window, min_count, model, negative, sample, epochs, lr, min_lr, batch_size,
+           seed) -> WordVectors:
+    import torch
+
+    if model not in ("sg", "cbow"):
+        raise DodaiError(f"model must be 'sg' or 'cbow', got {model!r}")
+    if vector_size < 1 or window < 1 or negative < 1 or epochs < 1 or batch_size < 1 or min_count < 1:
+        raise DodaiError("vector_size, window, negative, epochs, batch_size and min_count must be >= 1")
+    if not lr > 0 or min_lr < 0:
+        raise DodaiError(f"need lr > 0 and min_lr >= 0, got {lr}, {min_lr}")
+    words, counts = build_vocab(sentences, min_count)
+    index = {w: i for i, w in enumerate(words)}
+    ids = [np.array([index[w] for w in s if w in index], dtype=np.int64) for s in sentences]
+    tokens = np.concatenate([a for a in ids if len(a)]) if any(len(a) for a in ids) else np.zeros(0, np.int64)
+    sent = np.concatenate([np.full(len(a), i) for i, a in enumerate(ids) if len(a)])
+    V, D = len(words), vector_size
+    rng = np.random.default_rng(seed)
+    torch.manual_seed(seed)
+    gen = torch.Generator().manual_seed(seed)
+    # word2vec's initialisation: input vectors uniform in [-0.5/D, 0.5/D], output vectors zero.
+    w_in = ((torch.rand(V, D, generator=gen) - 0.5) / D).requires_grad_()
+    w_out = torch.zeros(V, D, requires_grad=True)
+    keep = keep_probability(counts, sample)
+    noise = torch.from_numpy(noise_distribution(counts))
+
+    epoch_batches = [_make_examples(tokens, sent, keep, window, model, rng) for _ in range(epochs)]
+    n_ex = [len(e[0]) for e in epoch_batches]
+    total_steps = sum(math.ceil(n / batch_size) for n in n_ex)
+    step = 0
+    for centre, ctx, mask in epoch_batches:
+        perm = rng.permutation(len(centre))
+        for s in range(0, len(perm), batch_size):
+            sl = perm[s:s + batch_size]
+            c = torch.from_numpy(centre[sl])
+            x = torch.from_numpy(ctx[sl])  # sg: (B,) context word; cbow: (B, 2*window) context ids
+            neg = torch.multinomial(noise, len(sl) * negative, replacement=True, generator=gen).view(-1, negative)
+            if model == "sg":
+                v, target = w_in[c], x  # input: the centre; predict each context word
+            else:
+                m = torch.from_numpy(mask[sl]).float()
+                v = (w_in[x] * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+                target = c
+            pos = (w_out[target] * v).sum(-1)
+            negs = torch.einsum("bkd,bd->bk", w_out[neg], v)
+            loss = -(torch.nn.functional.logsigmoid(pos).sum() + torch.nn.functional.logsigmoid(-negs).sum())
+            loss.backward()
+            a = linear_lr(step, total_steps, lr, min_lr)
+            with torch.no_grad():
+                w_in -= a * w_in.grad
+                w_out -= a * w_out.grad
+                w_in.grad = None
+                w_out.grad = None
+            step += 1
+    return WordVectors(words, w_in.detach().numpy().copy())
+
+
+def _make_examples(tokens: np.ndarray, sent: np.ndarray, keep: np.ndarray, window: int, model: str,
+                   rng: np.random.Generator):
+    """One epoch of training examples after subsampling, with a dynamic window per centre token.
+
+    sg: (centre (P,), context (P,), None); cbow: (centre (N,), context ids (N, 2*window), mask (N, 2*window)).
+    Windows never cross sentence boundaries."""
+    kept = rng.random(len(tokens)) < keep[tokens]
+    t, s = tokens[kept], sent[kept]
+    n = len(t)
+    b = rng.integers(1, window + 1, size=n)  # the dynamic window of each centre
+    offsets = [d for d in range(-window, window + 1) if d != 0]
+    ctx = np.zeros((n, len(offsets)), dtype=np.int64)
+    mask = np.zeros((n, len(offsets)), dtype=bool)
+    idx = np.arange(n)
+    for j, d in enumerate(offsets):
+        k = idx + d
+        ok = (k >= 0) & (k < n) & (abs(d) <= b)
+        kk = np.clip(k, 0, max(n - 1, 0))
+        ok &= s[kk] == s
+        ctx[:, j] = t[kk]
+        mask[:, j] = ok
+    if model == "sg":
+        rows, cols = np.nonzero(mask)
+        return t[rows], ctx[rows, cols], None
+    has = mask.any(1)
+    return t[has], ctx[has], mask[has]
