@@ -128,7 +128,7 @@ def _run(out_dir: Path, quick: bool) -> dict:
     assert not {d for _, d in train_pairs} & {d for _, d in test_pairs}  # split by value
 
     rep = Report(out_dir, "R3.3 Seq2Seq with and without attention: number words -> digits")
-    rep.text(f"English number words (0 .. 9 999 999, British 'and') to digits. {len(train_pairs)} training pairs, "
+    rep.text(f"English number words (1 .. 9 999 999, British 'and') to digits. {len(train_pairs)} training pairs, "
              f"{len(test_pairs)} held-out pairs whose values never occur in training. Bidirectional GRU encoder "
              f"(dodai's own GRU), GRU decoder, E=32, H=64, Adam {lr:g}, batch 128, {steps} steps, teacher forcing; "
              "exact match with greedy decoding.")
