@@ -28,8 +28,7 @@ are control characters and are dropped, while U+2028 becomes a space); unassigne
 ``_U8_*`` below), while NFD and lower-casing use Python's ``unicodedata``.
 
 The tokenizer is pure Python (no torch). ``encode_batch`` pads and returns the attention mask.
-A WordPiece *trainer* belongs to a later issue; it will be a classmethod ``train`` next to the
-constructors below.
+Training a vocabulary: ``WordPieceTokenizer.train`` (see :mod:`dodai.tokenizers.wordpiece_trainer`).
 """
 
 from __future__ import annotations
