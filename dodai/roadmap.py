@@ -72,7 +72,7 @@ ITEMS: list[Item] = [
     Item("R4.4", "FFN (Feed Forward Network)", "Feed-forward network: GELU MLP, SwiGLU",
          "dodai.nn.ffn", WORKING, _run("R4.4")),
     Item("R4.5", "Layer Norm / Residual", "LayerNorm / RMSNorm, residuals, pre-LN vs post-LN",
-         "dodai.nn.norm", PLANNED, _run("R4.5")),
+         "dodai.nn.norm", WORKING, _run("R4.5")),
     Item("R4.6", "Tokenization", "Tokenization: byte-level BPE, WordPiece, Unigram (SentencePiece)",
          "dodai.tokenizers", PLANNED, "dodai tokenizer train --data FILE --vocab-size 4096 --out DIR"),
     # 5. 言語モデルの学習と推論

@@ -13,6 +13,7 @@ EXPERIMENTS["R3.2"] = "dodai.experiments.r3_2:run"
 EXPERIMENTS["R4.1"] = "dodai.experiments.r4_1:run"
 EXPERIMENTS["R4.2"] = "dodai.experiments.r4_2:run"
 EXPERIMENTS["R4.3"] = "dodai.experiments.r4_3:run"
+EXPERIMENTS["R4.5"] = "dodai.experiments.r4_5:run"
 EXPERIMENTS["R6.4"] = "dodai.experiments.r4_3:run"  # same experiment: ALiBi / RoPE extrapolation
 EXPERIMENTS["R4.4"] = "dodai.experiments.r4_4:run"
 EXPERIMENTS["R1.3"] = "dodai.experiments.r1_3:run"
