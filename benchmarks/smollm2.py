@@ -1,0 +1,310 @@
+"""SmolLM2-135M-Instruct on CPU: dodai vs HF transformers (fp32) vs llama.cpp (Q4_1), 2 threads.
+
+For each engine, in its own subprocess (so that peak RSS means something):
+
+- **prefill**: one forward over a 200-token prompt into an empty KV cache, logits of the last
+  position only (what a generate loop needs; HF ``logits_to_keep=1``), median of ``--repeats``;
+- **decode**: 128 greedy tokens after that prompt through the engine's own generate loop
+  (dodai ``dodai.generate.sampling.generate``, HF ``generate(do_sample=False)``, llama.cpp
+  ``generate``), tokens/s over the 127 steps after the first token, median of ``--repeats``;
+- **peak RSS** of the process (``ru_maxrss``) after loading and running.
+
+dodai and HF load the same GGUF file and dequantize it to fp32 (dodai also in bf16); llama.cpp runs
+the Q4_1 file as it is, through llama-cpp-python when it is installed. With llama.cpp present, the
+teacher-forced top-1 agreement (the fraction of positions of a 256-token text where dodai's argmax
+equals llama.cpp's) is computed too.
+
+    .venv/bin/python benchmarks/smollm2.py [--repeats 3] [--write benchmarks/results/smollm2.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+THREADS = 2
+PROMPT_TOKENS = 200
+NEW_TOKENS = 128
+ENGINES = ["dodai", "dodai-bf16", "hf", "llamacpp"]
+
+_FALLBACK_TEXT = (
+    "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in "
+    "want of a wife. However little known the feelings or views of such a man may be on his first entering a "
+    "neighbourhood, this truth is so well fixed in the minds of the surrounding families, that he is "
+    "considered the rightful property of some one or other of their daughters. "
+)
+
+
+def _text() -> str:
+    p = REPO.parent / "shared" / "data" / "austen.txt"
+    if p.is_file():
+        t = p.read_text(encoding="utf-8", errors="replace")
+        i = t.find("It is a truth universally")
+        return t[max(i, 0):max(i, 0) + 20000]
+    return _FALLBACK_TEXT * 20
+
+
+def _gguf() -> Path:
+    from dodai.weights.registry import resolve
+
+    return resolve("smollm2-135m-instruct")
+
+
+def _prompt_ids(tok, n: int) -> list[int]:
+    ids = tok.encode(_text())
+    if len(ids) < n:
+        raise SystemExit(f"benchmark text too short ({len(ids)} tokens)")
+    return ids[:n]
+
+
+def _rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
+
+
+# ------------------------------------------------------------------------------------------ workers
+def worker_dodai(repeats: int, dtype_name: str) -> dict:
+    import torch
+
+    from dodai.generate.sampling import generate
+    from dodai.models.llama import load_llama_gguf
+
+    torch.set_num_threads(THREADS)
+    dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
+    t0 = time.perf_counter()
+    model, tok = load_llama_gguf(_gguf(), dtype=dtype)
+    load_s = time.perf_counter() - t0
+    ids = _prompt_ids(tok, PROMPT_TOKENS)
+    x = torch.tensor([ids])
+    prefill = []
+    with torch.inference_mode():
+        model(x[:, :8], cache=model.new_cache(1, 16), last_only=True)  # warm-up
+        for _ in range(repeats):
+            cache = model.new_cache(1, PROMPT_TOKENS + NEW_TOKENS)
+            t = time.perf_counter()
+            model(x, cache=cache, last_only=True)
+            prefill.append(time.perf_counter() - t)
+    decode, out = [], []
+    for _ in range(repeats):
+        stamps = []
+        out = []
+        t = time.perf_counter()
+        for tid in generate(model, ids, NEW_TOKENS, temperature=0.0):
+            stamps.append(time.perf_counter())
+            out.append(tid)
+        decode.append((NEW_TOKENS - 1) / (stamps[-1] - stamps[0]))
+        first_token_s = stamps[0] - t
+    res = {"engine": f"dodai {dtype_name}", "load_s": load_s, "prefill_s": prefill, "decode_tok_s": decode,
+           "first_token_s": first_token_s, "tokens": out, "rss_mb": _rss_mb()}
+    return res
+
+
+def worker_hf(repeats: int) -> dict:
+    import torch
+    import transformers
+    from transformers.generation.streamers import BaseStreamer
+
+    torch.set_num_threads(THREADS)
+    path = _gguf()
+    t0 = time.perf_counter()
+    tok = transformers.AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name)
+    model = transformers.LlamaForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                          dtype=torch.float32).eval()
+    load_s = time.perf_counter() - t0
+    ids = _prompt_ids(tok, PROMPT_TOKENS)
+    x = torch.tensor([ids])
+    prefill = []
+    with torch.inference_mode():
+        model(x[:, :8], use_cache=True, logits_to_keep=1)  # warm-up
+        for _ in range(repeats):
+            t = time.perf_counter()
+            model(x, use_cache=True, logits_to_keep=1)
+            prefill.append(time.perf_counter() - t)
+
+    class Stamps(BaseStreamer):
+        def __init__(self):
+            self.t, self.calls = [], 0
+
+        def put(self, value):
+            self.calls += 1
+            if self.calls > 1:  # the first put() is the prompt itself
+                self.t.append(time.perf_counter())
+
+        def end(self):
+            pass
+
+    decode, out = [], []
+    for _ in range(repeats):
+        s = Stamps()
+        with torch.inference_mode():
+            g = model.generate(x, max_new_tokens=NEW_TOKENS, min_new_tokens=NEW_TOKENS, do_sample=False,
+                               streamer=s, pad_token_id=tok.eos_token_id)
+        out = g[0, len(ids):].tolist()
+        decode.append((NEW_TOKENS - 1) / (s.t[-1] - s.t[0]))
+    return {"engine": "HF transformers fp32", "load_s": load_s, "prefill_s": prefill, "decode_tok_s": decode,
+            "tokens": out, "rss_mb": _rss_mb()}
+
+
+def worker_llamacpp(repeats: int) -> dict:
+    try:
+        import llama_cpp
+    except ImportError:
+        return {"engine": "llama.cpp Q4_1", "skipped": "llama-cpp-python is not installed"}
+    from dodai.tokenizers.gguf_vocab import tokenizer_from_gguf
+
+    path = _gguf()
+    t0 = time.perf_counter()
+    llm = llama_cpp.Llama(model_path=str(path), n_threads=THREADS, n_threads_batch=THREADS, n_ctx=512,
+                          n_batch=512, logits_all=False, verbose=False)
+    load_s = time.perf_counter() - t0
+    ids = _prompt_ids(tokenizer_from_gguf(path), PROMPT_TOKENS)
+    prefill = []
+    for _ in range(repeats):
+        llm.reset()
+        t = time.perf_counter()
+        llm.eval(ids)
+        prefill.append(time.perf_counter() - t)
+    decode, out = [], []
+    for _ in range(repeats):
+        llm.reset()
+        stamps, out = [], []
+        for tid in llm.generate(ids, top_k=1, temp=0.0, reset=True):
+            stamps.append(time.perf_counter())
+            out.append(int(tid))
+            if len(out) == NEW_TOKENS:
+                break
+        decode.append((NEW_TOKENS - 1) / (stamps[-1] - stamps[0]))
+    return {"engine": "llama.cpp Q4_1", "load_s": load_s, "prefill_s": prefill, "decode_tok_s": decode,
+            "tokens": out, "rss_mb": _rss_mb()}
+
+
+def worker_agreement(n: int = 256) -> dict:
+    """Teacher-forced top-1 agreement between dodai (fp32 dequantized) and llama.cpp (Q4_1)."""
+    try:
+        import llama_cpp
+    except ImportError:
+        return {"skipped": "llama-cpp-python is not installed"}
+    import numpy as np
+    import torch
+
+    from dodai.models.llama import load_llama_gguf
+
+    torch.set_num_threads(THREADS)
+    path = _gguf()
+    model, tok = load_llama_gguf(path)
+    ids = _prompt_ids(tok, n)
+    with torch.inference_mode():
+        ours = model(torch.tensor([ids]))[0][0].argmax(-1).numpy()
+    llm = llama_cpp.Llama(model_path=str(path), n_threads=THREADS, n_ctx=512, n_batch=512, logits_all=True,
+                          verbose=False)
+    llm.eval(ids)
+    theirs = np.asarray(llm.scores[:n]).argmax(-1)
+    agree = float((ours == theirs).mean())
+    return {"positions": n, "top1_agreement": agree}
+
+
+# ------------------------------------------------------------------------------------------ driver
+def run_worker(name: str, repeats: int) -> dict:
+    cmd = [sys.executable, __file__, "--worker", name, "--repeats", str(repeats)]
+    env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
+    r = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if r.returncode != 0:
+        return {"engine": name, "skipped": f"worker failed: {(r.stderr.strip().splitlines() or ['?'])[-1]}"}
+    return json.loads(r.stdout.strip().splitlines()[-1])
+
+
+def _cpu() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "?"
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--repeats", type=int, default=3, help="repeats per measurement (median reported)")
+    ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {ENGINES}")
+    ap.add_argument("--write", default=None, help="also write the markdown table to this file")
+    ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.worker:
+        if args.worker == "dodai":
+            res = worker_dodai(args.repeats, "fp32")
+        elif args.worker == "dodai-bf16":
+            res = worker_dodai(args.repeats, "bf16")
+        elif args.worker == "hf":
+            res = worker_hf(args.repeats)
+        elif args.worker == "llamacpp":
+            res = worker_llamacpp(args.repeats)
+        elif args.worker == "agreement":
+            res = worker_agreement()
+        else:
+            raise SystemExit(f"unknown worker {args.worker}")
+        print(json.dumps(res))
+        return 0
+
+    engines = [e for e in args.engines.split(",") if e]
+    results = {}
+    for e in engines:
+        print(f"running {e} ...", file=sys.stderr, flush=True)
+        results[e] = run_worker(e, args.repeats)
+        print(json.dumps({k: v for k, v in results[e].items() if k != "tokens"}), file=sys.stderr, flush=True)
+    agreement = run_worker("agreement", 1) if "llamacpp" in engines else {"skipped": "llama.cpp not run"}
+
+    hf = results.get("hf", {})
+    hf_pre = statistics.median(hf["prefill_s"]) if "prefill_s" in hf else None
+    hf_dec = statistics.median(hf["decode_tok_s"]) if "decode_tok_s" in hf else None
+    rows = ["| engine | prefill 200 tok (s) | decode 128 tok (tok/s) | prefill speed vs HF | decode vs HF "
+            "| peak RSS (MB) | load (s) |", "|---|---|---|---|---|---|---|"]
+    for e in engines:
+        r = results[e]
+        if "skipped" in r:
+            rows.append(f"| {r.get('engine', e)} | skipped: {r['skipped']} | | | | | |")
+            continue
+        pre, dec = statistics.median(r["prefill_s"]), statistics.median(r["decode_tok_s"])
+        pre_ratio = f"{hf_pre / pre:.2f}x" if hf_pre else "-"
+        dec_ratio = f"{dec / hf_dec:.2f}x" if hf_dec else "-"
+        rows.append(f"| {r['engine']} | {pre:.3f} | {dec:.1f} | {pre_ratio} | {dec_ratio} | {r['rss_mb']:.0f} "
+                    f"| {r['load_s']:.1f} |")
+    same = None
+    if "tokens" in results.get("dodai", {}) and "tokens" in hf:
+        same = results["dodai"]["tokens"] == hf["tokens"]
+    cmd = "python benchmarks/smollm2.py " + " ".join(a for a in sys.argv[1:])
+    lines = [
+        "# SmolLM2-135M-Instruct: prefill and decode on CPU",
+        "",
+        f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
+        f"- machine: nproc {os.cpu_count()}, {_cpu()}; torch threads {THREADS}; repeats {args.repeats} (medians)",
+        f"- command: `{cmd.strip()}`",
+        "- prompt: the first 200 tokens of a Jane Austen passage; decode: 128 greedy tokens after it",
+        "- prefill ratio = HF time / engine time; decode ratio = engine tok/s / HF tok/s (higher is better)",
+        "",
+        *rows,
+        "",
+        f"- dodai fp32 and HF produce identical 128 greedy tokens: {same}",
+        "- teacher-forced top-1 agreement dodai fp32 vs llama.cpp Q4_1: "
+        + (f"{agreement['top1_agreement'] * 100:.1f} % over {agreement['positions']} positions"
+           if "top1_agreement" in agreement else f"not measured ({agreement.get('skipped')})"),
+    ]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    if args.write:
+        Path(args.write).write_text(text, encoding="utf-8")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
