@@ -1,12 +1,13 @@
-"""`dodai data list | show NAME | prepare PATH --out DIR`: corpora and train/val preparation."""
+"""`dodai data list | show NAME | pull NAME | prepare PATH --out DIR`: corpora and train/val preparation."""
 
 from __future__ import annotations
 
-HELP = "list built-in corpora, show one, or prepare user text (.txt/.md/folder/.jsonl) into train/val"
+HELP = "list built-in corpora, show or pull one, or prepare user text (.txt/.md/folder/.jsonl) into train/val"
 
 
 def add_arguments(p) -> None:
-    p.add_argument("action", choices=["list", "show", "prepare"], help="list, show NAME, or prepare PATH")
+    p.add_argument("action", choices=["list", "show", "pull", "prepare"],
+                   help="list, show NAME, pull NAME (austen, ja-manpages, enwiki-sample), or prepare PATH")
     p.add_argument("target", nargs="?", help="corpus name (show) or a file/folder/.jsonl/corpus name (prepare)")
     p.add_argument("--out", help="output folder for prepare (train.txt, val.txt, meta.json)")
     p.add_argument("--val-fraction", type=float, default=0.1, help="share held out for validation (default: 0.1)")
@@ -26,12 +27,19 @@ def run(args) -> int:
     if args.action == "list":
         for c in corpora.list_corpora():
             p = c.path()
-            state = f"cached {p.stat().st_size / 1e6:.2f} MB" if p.is_file() else "not built yet"
+            missing = "not built yet" if c.local else "not pulled"
+            state = f"cached {p.stat().st_size / 1e6:.2f} MB" if p.is_file() else missing
             print(f"{c.name:<16} {state:<18} {c.description}")
         print(f"\ncache: {corpora.cache_dir() / 'corpora'}")
         return 0
     if not args.target:
-        raise DodaiError(f"`dodai data {args.action}` needs a {'corpus name' if args.action == 'show' else 'PATH'}")
+        raise DodaiError(f"`dodai data {args.action}` needs a {'PATH' if args.action == 'prepare' else 'corpus name'}")
+    if args.action == "pull":
+        from dodai.data.pull import pull
+
+        path = pull(args.target)
+        print(f"{path}\t{path.stat().st_size:,} bytes")
+        return 0
     if args.action == "show":
         path = corpora.corpus_path(args.target)
         with open(path, encoding="utf-8") as f:

@@ -164,6 +164,10 @@ CORPORA: dict[str, Corpus] = {
         build_python_docs,
     ),
 }
+# Pulled corpora (`dodai data pull NAME`, dodai/data/pull.py): read from the cache once pulled.
+from dodai.data.pull import PULLABLE, not_pulled  # noqa: E402
+
+CORPORA.update({n: Corpus(n, d, lambda n=n: not_pulled(n), local=False) for n, d in PULLABLE.items()})
 
 DEFAULT_CORPUS = "python-docs"
 
