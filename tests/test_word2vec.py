@@ -38,13 +38,13 @@ def _topic_corpus(seed=0, n=400):
 @pytest.mark.parametrize("model", ["sg", "cbow"])
 def test_training_groups_cooccurring_words(model):
     kv = train_word2vec(_topic_corpus(), vector_size=16, window=3, min_count=1, model=model, negative=5,
-                        sample=0, epochs=3, lr=0.05, batch_size=256, seed=0)
+                        sample=0, epochs=3, lr=0.025, batch_size=256, seed=0)
     assert len(kv.words) == 12
-    for w in ("a0", "b3"):
+    for w in kv.words:
         top = [x for x, _ in kv.most_similar(w, topn=5)]
         assert all(x[0] == w[0] for x in top), (w, top)
     again = train_word2vec(_topic_corpus(), vector_size=16, window=3, min_count=1, model=model,
-                           sample=0, epochs=3, lr=0.05, batch_size=256, seed=0)
+                           sample=0, epochs=3, lr=0.025, batch_size=256, seed=0)
     np.testing.assert_array_equal(kv.vectors, again.vectors)  # seeded
 
 

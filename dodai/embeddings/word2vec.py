@@ -11,7 +11,8 @@ subsampling of frequent words). The ingredients, as in the papers and the refere
 - **Negative sampling**: loss per (centre c, context o) pair is
   ``-log sigma(u_o . v_c) - sum_k log sigma(-u_k . v_c)`` with k = 1..negative words drawn from the
   noise distribution P_n(w) proportional to c(w)^0.75. CBOW uses the mean of the context input vectors
-  as v and the centre word as the target.
+  as v and the centre word as the target; as in the reference tool, every context vector is updated with
+  the full gradient of that mean.
 - **Linear learning-rate decay** from ``lr`` to ``min_lr`` over all training steps; plain SGD on a summed
   loss over each batch of pairs (a batched form of the per-pair updates of the original).
 
@@ -202,7 +203,10 @@ def _train(sentences, vector_size, window, min_count, model, negative, sample, e
                 v, target = w_in[c], x  # input: the centre; predict each context word
             else:
                 m = torch.from_numpy(mask[sl]).float()
-                v = (w_in[x] * m[..., None]).sum(1) / m.sum(1, keepdim=True)
+                ssum = (w_in[x] * m[..., None]).sum(1)  # (B, D) sum of the context vectors
+                # Forward: the mean. Backward: each context vector receives the full gradient of the mean
+                # (not 1/count of it), as in the reference word2vec tool's CBOW update.
+                v = ssum.detach() / m.sum(1, keepdim=True) + (ssum - ssum.detach())
                 target = c
             pos = (w_out[target] * v).sum(-1)
             negs = torch.einsum("bkd,bd->bk", w_out[neg], v)
