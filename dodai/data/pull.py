@@ -122,11 +122,17 @@ _ESCAPES = [
     (re.compile(r"\\\(bu"), "•"),
     (re.compile(r"\\\(..|\\\[[^\]]*\]"), ""),
     (re.compile(r"\\[-]"), "-"),
-    (re.compile(r"\\[&|^%:c]"), ""),
+    (re.compile(r"\\[&|^%:c,/)]"), ""),
     (re.compile(r"\\[ ~0]"), " "),
     (re.compile(r"\\e"), "\\\\"),
 ]
 _KEEP_ARGS = {"SH", "SS", "B", "I", "BI", "IB", "BR", "RB", "IR", "RI", "SM", "SB", "TP", "IP", "Nm", "Nd", "Sh"}
+
+
+def _unescape(line: str) -> str:
+    for pat, rep in _ESCAPES:
+        line = pat.sub(rep, line)
+    return line
 
 
 def strip_roff(src: str) -> str:
@@ -156,13 +162,11 @@ def strip_roff(src: str) -> str:
             elif req in ("PP", "LP", "P", "sp", "br", "Pp") or req in ("SH", "SS", "Sh"):
                 out.append("")
                 if req in ("SH", "SS", "Sh") and args:
-                    out.append(args.replace('"', ""))
+                    out.append(_unescape(args.replace('"', "")))
             elif req in _KEEP_ARGS and args:
-                out.append(" ".join(a.strip('"') for a in re.findall(r'"[^"]*"|\S+', args)))
+                out.append(_unescape(" ".join(a.strip('"') for a in re.findall(r'"[^"]*"|\S+', args))).rstrip())
             continue
-        for pat, rep in _ESCAPES:
-            line = pat.sub(rep, line)
-        out.append(line.rstrip())
+        out.append(_unescape(line).rstrip())
     return _tidy("\n".join(out))
 
 
@@ -190,6 +194,7 @@ def strip_wiki(text: str) -> str:
     """Reasonable plain text from MediaWiki markup: templates, tables, refs, comments, files and categories
     dropped; ``[[a|b]]`` -> b, ``[url label]`` -> label, bold/italic quotes and heading ``=`` removed."""
     text = re.sub(r"<!--.*?-->", "", text, flags=re.S)
+    text = re.sub(r"<(math|gallery|timeline|score)[^>]*>.*?</\1>", "", text, flags=re.S)
     text = re.sub(r"<ref[^>/]*/>", "", text)
     text = re.sub(r"<ref[^>]*>.*?</ref>", "", text, flags=re.S)
     for _ in range(5):  # nested templates / tables, innermost first
@@ -207,6 +212,7 @@ def strip_wiki(text: str) -> str:
     text = re.sub(r"^=+\s*(.*?)\s*=+\s*$", r"\1", text, flags=re.M)
     text = text.replace("&nbsp;", " ").replace("&ndash;", "–").replace("&mdash;", "—")
     lines = [ln.rstrip() for ln in text.split("\n") if not ln.lstrip().startswith(("{{", "}}", "|", "!"))]
+    lines = [ln for ln in lines if not re.fullmatch(r"[*#:;]+[\s.,:;]*", ln)]  # list items emptied by stripping
     return _tidy("\n".join(lines))
 
 
