@@ -96,7 +96,7 @@ ITEMS: list[Item] = [
     Item("R6.4", "ALiBi/RoPEなどPE", "ALiBi / RoPE: position representations",
          "dodai.nn.position", WORKING, _run("R6.4")),
     Item("R6.5", "Sparse Attention（Longformer、Mistral）", "Sparse attention: sliding window, local+global",
-         "dodai.nn.sparse", PLANNED, _run("R6.5")),
+         "dodai.nn.sparse", WORKING, _run("R6.5")),
     # 7. LLMに付随する技術領域
     Item("R7.1", "Retrieval (RAG)", "Retrieval-augmented generation", "dodai.apps.rag", PLANNED, _run("R7.1")),
     Item("R7.2", "Prompt Engineering", "Prompt engineering, constrained decoding",

@@ -116,3 +116,14 @@ def test_hf_mistral_parity():
     dense = Llama.from_hf_state_dict(cfg, hf.state_dict())
     with torch.no_grad():
         assert (dense(ids)[0] - ref).abs().max() > 1e-3
+
+
+def test_r6_5_quick_scaling(tmp_path):
+    """Quick mode: 4× longer sequence -> dense scores grow ~16×, the sparse patterns ~4× (memory, exact)."""
+    from dodai.experiments.r6_5 import run
+    r = run(tmp_path, quick=True)
+    assert r["length_growth"] == 4
+    assert r["dense_ref_memory_growth"] >= 12
+    assert r["sliding_memory_growth"] <= 5 and r["longformer_memory_growth"] <= 5
+    assert r["sliding_memory_growth"] * 3 < r["dense_ref_memory_growth"]
+    assert (tmp_path / "scaling.png").stat().st_size > 0 and (tmp_path / "report.md").exists()

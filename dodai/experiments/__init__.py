@@ -15,6 +15,7 @@ EXPERIMENTS["R4.2"] = "dodai.experiments.r4_2:run"
 EXPERIMENTS["R4.3"] = "dodai.experiments.r4_3:run"
 EXPERIMENTS["R4.5"] = "dodai.experiments.r4_5:run"
 EXPERIMENTS["R6.4"] = "dodai.experiments.r4_3:run"  # same experiment: ALiBi / RoPE extrapolation
+EXPERIMENTS["R6.5"] = "dodai.experiments.r6_5:run"
 EXPERIMENTS["R4.4"] = "dodai.experiments.r4_4:run"
 EXPERIMENTS["R1.3"] = "dodai.experiments.r1_3:run"
 EXPERIMENTS["R1.4"] = "dodai.experiments.r1_4:run"
