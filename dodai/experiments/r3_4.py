@@ -5,9 +5,11 @@ chosen so its parameters match a target), same optimiser and the same wall-clock
 Reports validation loss (nats/char), parameters and training throughput (tokens/s), and plots validation
 loss against training time.
 
-What to expect (Karpathy 2015, "The unreasonable effectiveness of RNNs"; Vaswani et al. 2017): the gated
-cells beat the plain RNN; the Transformer processes all positions of a window in parallel, so it sees
-more tokens per second and, at equal time, usually reaches the lowest loss.
+What the literature reports at larger budgets (Karpathy 2015, "The unreasonable effectiveness of RNNs";
+Vaswani et al. 2017): the gated cells beat the plain RNN, and the Transformer, which processes all positions
+of a window in parallel, reaches the lowest loss. At this experiment's default budget (45 s of CPU, a few
+hundred steps) every model is still early in training; on 2026-11-27 the plain RNN was ahead (val loss 1.58
+vs 1.66-1.69 for GRU, LSTM, GPT). The ranking is reported, not asserted; it needs a longer run to settle.
 """
 
 from __future__ import annotations
