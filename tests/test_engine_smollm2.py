@@ -95,3 +95,15 @@ def test_n_samples_batched_equals_one_by_one(ours):
         assert c.ids == one.ids
         for a, b in zip(c.logprobs, one.logprobs):
             assert a.logprob == pytest.approx(b.logprob, abs=1e-4)
+
+
+def test_beam_search_identical_to_hf(ours, theirs):
+    from dodai.generate.beam import lm_beam_search
+
+    model, tok = ours
+    ids = tok.encode(CHAT.format("What is the capital of France?"))
+    best = lm_beam_search(model, ids, num_beams=4, max_new_tokens=24, eos_id=tok.eos_id, length_penalty=1.0,
+                          early_stopping=False)[0]
+    ref = _hf_generate(theirs, ids, tok.eos_id, max_new_tokens=24, do_sample=False, num_beams=4, length_penalty=1.0)
+    assert len(best.tokens) >= 4
+    assert best.tokens == ref, (tok.decode(best.tokens), tok.decode(ref))
