@@ -59,7 +59,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         dists[name] = p
         sample = complete(model, ids, 12 if quick else 30, pipe, seed=0, tokenizer=tok,
                           eos_id=getattr(tok, "eos_id", None))[0].text
-        rows.append({"setting": name, "entropy_bits": round(float(entropy(p, base=2)), 4),
+        rows.append({"setting": name, "entropy_bits": round(float(entropy(p, base=2)), 4) + 0.0,
                      "support": int((p > 0).sum()), "top_token": repr(tok.decode([int(p.argmax())])),
                      "top_prob": round(float(p.max()), 4), "sample": repr(sample)})
     rep.table(rows)
