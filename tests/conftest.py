@@ -52,3 +52,9 @@ def pytest_configure(config):
         import torch
 
         torch.set_num_threads(1)
+        try:  # NumPy's BLAS threads too: small matrices get slower, not faster, with two busy workers
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(1)
+        except ImportError:
+            pass
