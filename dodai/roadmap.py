@@ -116,7 +116,7 @@ ITEMS: list[Item] = [
          _run("R8.3")),
     # おすすめ深堀り順 / ロードマップ
     Item("R9.1", "Self-Attentionを式レベルで理解", "Self-attention at the level of equations",
-         "docs/", PLANNED, _run("R9.1")),
+         "docs/", WORKING, _run("R9.1")),
     Item("R9.2", "Multi-modal拡張（VLM）", "A small vision-language model", "dodai.models.vlm", PLANNED,
          _run("R9.2")),
     Item("R9.3", "入門 / 構造理解 / 実践", "The three steps: the roadmap index with live demos",
