@@ -75,7 +75,7 @@ ITEMS: list[Item] = [
     Item("R4.5", "Layer Norm / Residual", "LayerNorm / RMSNorm, residuals, pre-LN vs post-LN",
          "dodai.nn.norm", WORKING, _run("R4.5")),
     Item("R4.6", "Tokenization", "Tokenization: byte-level BPE, WordPiece, Unigram (SentencePiece)",
-         "dodai.tokenizers", PLANNED, "dodai tokenizer train --data FILE --vocab-size 4096 --out DIR"),
+         "dodai.tokenizers", WORKING, _run("R4.6")),
     # 5. 言語モデルの学習と推論
     Item("R5.1", "Pre-training", "Pre-training a GPT on a real corpus",
          "dodai.train.trainer", PLANNED, "dodai speedrun"),
