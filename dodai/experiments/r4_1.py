@@ -195,3 +195,20 @@ def _run(out_dir: Path, quick: bool) -> dict:
     })
     rep.write()
     return rep.results
+
+
+def plot_curves(curves: dict, out_dir: Path, title: str, ylabel: str = "validation loss (nats/char)") -> Path:
+    """One line per variant of (step, loss) pairs -> out_dir/loss_curves.png (shared by R4.2 and R4.4)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, c in curves.items():
+        ax.plot([s for s, _ in c], [v for _, v in c], marker="o", label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.legend()
+    fig.tight_layout()
+    png = Path(out_dir) / "loss_curves.png"
+    fig.savefig(png, dpi=120)
+    plt.close(fig)
+    return png

@@ -13,10 +13,9 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from dodai.experiments.r4_1 import char_data, one_thread, train_lm
+from dodai.experiments.r4_1 import char_data, one_thread, plot_curves, train_lm
 from dodai.models.gpt import GPTConfig
 from dodai.report import Report
-from dodai.viz import pyplot
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
@@ -39,18 +38,7 @@ def _run(out_dir: Path, quick: bool) -> dict:
                      "val_loss": st["val_loss"], "ms_per_step": st["ms_per_step"]})
         curves[act] = st["curve"]
     rep.table(rows)
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for name, c in curves.items():
-        ax.plot([s for s, _ in c], [v for _, v in c], marker="o", label=name)
-    ax.set_xlabel("step")
-    ax.set_ylabel("validation loss (nats/char)")
-    ax.set_title("GELU MLP vs SwiGLU, matched parameters")
-    ax.legend()
-    fig.tight_layout()
-    png = out_dir / "loss_curves.png"
-    fig.savefig(png, dpi=120)
-    plt.close(fig)
+    png = plot_curves(curves, out_dir, "GELU MLP vs SwiGLU, matched parameters")
     rep.image(png, "validation loss during training")
     rep.results.update({"rows": rows, "curves": curves, "uniform_loss": math.log(tok.vocab_size), "quick": quick})
     rep.write()
