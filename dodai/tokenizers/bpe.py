@@ -34,7 +34,6 @@ values. Python strings may also hold lone surrogates (U+D800..U+DFFF), which hav
 from __future__ import annotations
 
 import heapq
-import json
 import os
 import unicodedata
 from collections import Counter
@@ -519,13 +518,9 @@ class ByteLevelBPE:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write an HF ``tokenizer.json`` (a folder gets ``tokenizer.json`` inside). Returns the file."""
-        from dodai.io import atomic_write_text
+        from dodai.tokenizers.hf_json import write_tokenizer_json
 
-        p = Path(path)
-        if p.is_dir() or p.suffix != ".json":
-            p = p / "tokenizer.json"
-        atomic_write_text(p, json.dumps(self.to_hf_dict(), ensure_ascii=False, indent=2) + "\n")
-        return p
+        return write_tokenizer_json(path, self.to_hf_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> ByteLevelBPE:

@@ -8,7 +8,6 @@ pre-tokenizer encodes character by character, and the ``Fuse`` decoder joins wit
 
 from __future__ import annotations
 
-import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
@@ -71,13 +70,9 @@ class CharTokenizer:
         return char_to_dict(self.chars)
 
     def save(self, path: str | os.PathLike) -> Path:
-        from dodai.io import atomic_write_text
+        from dodai.tokenizers.hf_json import write_tokenizer_json
 
-        p = Path(path)
-        if p.is_dir() or p.suffix != ".json":
-            p = p / "tokenizer.json"
-        atomic_write_text(p, json.dumps(self.to_hf_dict(), ensure_ascii=False, indent=2) + "\n")
-        return p
+        return write_tokenizer_json(path, self.to_hf_dict())
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> CharTokenizer:

@@ -41,6 +41,18 @@ def tokenizer_json_path(path: str | os.PathLike) -> Path:
     return p
 
 
+def write_tokenizer_json(path: str | os.PathLike, d: dict) -> Path:
+    """Write ``d`` atomically as a tokenizer.json: a folder (or a path not ending in .json) gets
+    ``tokenizer.json`` inside it. Returns the file written. Shared by every tokenizer's ``save``."""
+    from dodai.io import atomic_write_text
+
+    p = Path(path)
+    if p.is_dir() or p.suffix != ".json":
+        p = p / "tokenizer.json"
+    atomic_write_text(p, json.dumps(d, ensure_ascii=False, indent=2) + "\n")
+    return p
+
+
 def read_tokenizer_json(path: str | os.PathLike) -> dict:
     p = tokenizer_json_path(path)
     if p.stat().st_size > _MAX_JSON_BYTES:

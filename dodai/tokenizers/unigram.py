@@ -397,14 +397,9 @@ class UnigramTokenizer:
 
     def save(self, path: str | os.PathLike) -> Path:
         """Write an HF tokenizer.json (a folder gets tokenizer.json inside); returns the file path."""
-        from dodai.io import atomic_write_text
+        from dodai.tokenizers.hf_json import write_tokenizer_json
 
-        p = Path(path)
-        if p.is_dir() or p.suffix != ".json":
-            p = p / "tokenizer.json"
-        p.parent.mkdir(parents=True, exist_ok=True)
-        atomic_write_text(p, json.dumps(self.to_dict(), ensure_ascii=False, indent=1))
-        return p
+        return write_tokenizer_json(path, self.to_dict())
 
     @classmethod
     def from_dict(cls, d: dict, where: str = "tokenizer.json") -> UnigramTokenizer:
