@@ -139,6 +139,77 @@ class _Lattice:
         return out[::-1]
 
 
+class _NativeEncoder:
+    """The compiled Viterbi encoder (``_native/unigram.c``) over one tokenizer's pieces.
+
+    The C code builds a trie of the pieces over code points and runs the same lattice, tie order and
+    unknown handling as ``_Lattice.viterbi`` + ``UnigramTokenizer._ids_of_path`` on the whole text.
+    """
+
+    def __init__(self, lib, tok: UnigramTokenizer):
+        import ctypes
+        import weakref
+
+        import numpy as np
+
+        self.lib, self.np = lib, np
+        cps = np.frombuffer("".join(tok.pieces).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+        offsets = np.zeros(len(tok.pieces) + 1, dtype=np.int64)
+        np.cumsum([len(p) for p in tok.pieces], out=offsets[1:])
+        scores = np.array([s for _, s in tok.vocab], dtype=np.float64)
+        ids = np.arange(len(tok.pieces), dtype=np.int32)
+        self.trie = lib.dodai_trie_new(cps.ctypes.data, offsets.ctypes.data, scores.ctypes.data, ids.ctypes.data,
+                                       len(tok.pieces))
+        if not self.trie:
+            raise MemoryError("dodai: out of memory building the Unigram trie")
+        weakref.finalize(self, lib.dodai_trie_free, ctypes.c_void_p(self.trie))
+        self.byte_ids = np.array(tok._byte_ids, dtype=np.int32) if tok._byte_ids is not None else None
+        self.unk_id = -1 if tok.unk_id is None else tok.unk_id
+        self.unk_score = tok.unk_score
+
+    def encode(self, nfkc_text: str) -> list[int] | None:
+        """Ids of NFKC-normalised text (the C code does the whitespace steps of ``normalize`` and
+        ``to_words``), or None when the C path cannot encode it (see UnigramTokenizer.encode)."""
+        try:
+            buf = nfkc_text.encode("utf-32-le")
+        except UnicodeEncodeError:
+            return None
+        n = len(nfkc_text)
+        out = self.np.empty(4 * (n + 1), dtype=self.np.int32)
+        bids = self.byte_ids.ctypes.data if self.byte_ids is not None else None
+        k = self.lib.dodai_unigram_encode(self.trie, buf, n, ord(SPACE), self.unk_score, bids, self.unk_id,
+                                          out.ctypes.data)
+        return out[:k].tolist() if k >= 0 else None
+
+
+_NFKC_CHUNK = 1 << 15
+
+
+def nfkc(text: str) -> str:
+    """``unicodedata.normalize("NFKC", text)``, faster on long texts that are mostly normalised already.
+
+    CPython normalises the whole string as soon as one character fails its quick check; here only the
+    lines that fail it are normalised. Cutting before a line feed is safe: "\n" is a starter that
+    never composes with a neighbour, so NFKC(a + "\n" + b) = NFKC(a) + "\n" + NFKC(b) (UAX #15,
+    stable code points).
+    """
+    import unicodedata
+
+    if len(text) <= _NFKC_CHUNK or unicodedata.is_normalized("NFKC", text):
+        return unicodedata.normalize("NFKC", text)
+    out, pos, n = [], 0, len(text)
+    while pos < n:
+        cut = text.find("\n", pos + _NFKC_CHUNK)
+        end = n if cut < 0 else cut + 1
+        chunk = text[pos:end]
+        if unicodedata.is_normalized("NFKC", chunk):
+            out.append(chunk)
+        else:
+            out.append("\n".join([unicodedata.normalize("NFKC", line) for line in chunk.split("\n")]))
+        pos = end
+    return "".join(out)
+
+
 class UnigramTokenizer:
     """A Unigram LM tokenizer: ``vocab`` is [(piece, log-probability)], id = position."""
 
@@ -173,6 +244,8 @@ class UnigramTokenizer:
         self._byte_ids = ids if self.byte_fallback and all(i is not None for i in ids) else None
         self._cache: dict[str, list[int]] = {}
         self._special_re = None
+        self._native: _NativeEncoder | bool | None = None  # built on first encode(); False: unavailable
+        self.use_native = True  # False: encode() takes the Python path (tests compare the two)
 
     # ------------------------------------------------------------ interface
     @property
@@ -231,7 +304,41 @@ class UnigramTokenizer:
         return r
 
     def encode(self, text: str) -> list[int]:
-        """Token ids of text (best segmentation of every word)."""
+        """Token ids of text (best segmentation of every word).
+
+        Uses the compiled Viterbi (``_native/unigram.c``) when a C compiler is available, else the
+        Python/numpy path ``encode_python``; both give identical ids (tested).
+        """
+        nat = self._native_encoder() if self.use_native else None
+        if nat is None:
+            return self.encode_python(text)
+        ids: list[int] = []
+        for seg, sid in self._split_specials(text):
+            if sid is not None:
+                ids.append(sid)
+                continue
+            got = nat.encode(nfkc(seg))
+            # None: text the C path does not take (lone surrogates, nothing to encode an unknown
+            # character with); the Python path encodes it or raises the usual error
+            ids.extend(self.encode_python(seg) if got is None else got)
+        return ids
+
+    def _native_encoder(self) -> _NativeEncoder | None:
+        if self._native is None:
+            from dodai.tokenizers import _native
+
+            lib = _native.unigram()
+            self._native = _NativeEncoder(lib, self) if lib is not None else False
+        return self._native or None
+
+    def __getstate__(self) -> dict:
+        state = dict(self.__dict__)
+        state["_native"] = None  # a C pointer: rebuilt on first use after unpickling
+        return state
+
+    def encode_python(self, text: str) -> list[int]:
+        """encode() without the compiled path: per-word Viterbi in Python, batched numpy Viterbi for
+        many new words, and a per-word cache."""
         segs = [(seg, sid, to_words(normalize(seg)) if sid is None else None)
                 for seg, sid in self._split_specials(text)]
         self._warm([w for *_, ws in segs if ws for w in ws])
