@@ -26,6 +26,7 @@ Initialisation (GPT-2 paper, section 2.3): weights N(0, 0.02), biases 0, and the
 
 Causal-LM protocol: ``model(idx, targets=None, cache=None) -> (logits, loss)``; with a cache, ``idx``
 holds only the new tokens (positions cache.pos .. cache.pos+T-1) and the model advances the cache.
+Left-padded batches: ``attention_mask`` / ``position_ids`` as in HF (see :mod:`dodai.nn.padding`).
 Loss: mean cross-entropy over all positions whose target is not -100.
 """
 
@@ -45,6 +46,7 @@ from dodai.nn.attention import ATTN_IMPLS, CausalSelfAttention
 from dodai.nn.ffn import MLP, SwiGLU
 from dodai.nn.kv_cache import KVCache
 from dodai.nn.norm import LayerNorm, RMSNorm
+from dodai.nn.padding import padding_bias, resolve_padding
 from dodai.nn.position import alibi_bias, alibi_slopes, rope_cos_sin, sinusoidal_table
 
 POS_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "none")
@@ -191,26 +193,44 @@ class GPT(nn.Module):
             nn.init.normal_(module.weight, mean=0.0, std=0.02)
 
     # ----------------------------------------------------------------------------------------- forward
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
-        """idx: (B, T) token ids -> logits (B, T, V), loss (scalar or None)."""
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None):
+        """idx: (B, T) token ids -> logits (B, T, V), loss (scalar or None).
+
+        Left-padded batches (see :mod:`dodai.nn.padding`): ``attention_mask`` (B, T) or (B, past + T),
+        True/1 for real tokens; padded keys are masked out of attention and positions restart at 0 on
+        each row's first real token (or come from ``position_ids`` (B, T)). A cache keeps the mask, so
+        later steps need none.
+        """
         b, t = idx.shape
         pos0 = cache.pos if cache is not None else 0
         if pos0 + t > self.config.block_size:
             raise DodaiError(f"sequence of {pos0 + t} tokens exceeds the context window "
                              f"(block_size {self.config.block_size})")
+        key_mask, pos = resolve_padding(cache, attention_mask, position_ids, b, t, idx.device)
+        if position_ids is not None and pos.numel() and not 0 <= int(pos.min()) <= int(pos.max()) < t + pos0:
+            raise DodaiError(f"position ids must lie in [0, {pos0 + t}), got {int(pos.min())}..{int(pos.max())}")
         x = self.transformer.wte(idx)  # (B, T, C)
         rope = None
         pe = self.config.pos_encoding
         if pe == "learned":
-            pos = torch.arange(pos0, pos0 + t, device=idx.device)  # (T,)
-            x = x + self.transformer.wpe(pos)  # (T, C) broadcasts over B
+            if pos is None:
+                pos = torch.arange(pos0, pos0 + t, device=idx.device)  # (T,)
+            x = x + self.transformer.wpe(pos)  # (T, C) broadcasts over B, or per-row (B, T, C)
         elif pe == "sinusoidal":
-            x = x + self.pos_table[pos0:pos0 + t].to(x.dtype)
+            x = x + (self.pos_table[pos0:pos0 + t] if pos is None else self.pos_table[pos]).to(x.dtype)
         elif pe == "rope":
-            rope = (self.rope_cos[pos0:pos0 + t].to(x.dtype), self.rope_sin[pos0:pos0 + t].to(x.dtype))
+            if pos is None:
+                rope = (self.rope_cos[pos0:pos0 + t].to(x.dtype), self.rope_sin[pos0:pos0 + t].to(x.dtype))
+            else:  # per-row tables (B, 1, T, D), broadcast over heads
+                rope = (self.rope_cos[pos][:, None].to(x.dtype), self.rope_sin[pos][:, None].to(x.dtype))
         bias = None
         if pe == "alibi":  # (H, T, S): the new queries' absolute positions against every key so far
+            # relative distances: with left padding they are the same in slots as in positions
             bias = alibi_bias(self.alibi_slopes, t, pos0 + t, dtype=x.dtype, device=idx.device)
+        if key_mask is not None:  # padded keys: (B, 1, 1, S) additive, combined with the causal mask inside
+            pad = padding_bias(key_mask, x.dtype)
+            bias = pad if bias is None else bias + pad
         x = self.transformer.drop(x)
         for i, block in enumerate(self.transformer.h):
             x = block(x, rope=rope, cache=cache, layer=i, bias=bias)

@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from dodai.errors import DodaiError
 from dodai.nn.kv_cache import KVCache
+from dodai.nn.padding import padding_bias, resolve_padding
 
 
 @dataclass
@@ -223,7 +224,8 @@ class Attention(nn.Module):
         self.wo = nn.Linear(cfg.n_head * cfg.head_dim, cfg.n_embd, bias=False)
         self.eager = False  # True: the plain reference path (explicit softmax), the oracle in tests
 
-    def forward(self, x, cos, sin, cache: KVCache | None, layer: int):
+    def forward(self, x, cos, sin, cache: KVCache | None, layer: int, pad_bias: torch.Tensor | None = None):
+        """x (B, T, C); cos/sin (T, D) or per row (B, 1, T, D); pad_bias (B, 1, 1, S) additive or None."""
         B, T, _ = x.shape
         D, H, Hkv = self.head_dim, self.n_head, self.n_kv_head
         q = self.wq(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
@@ -235,41 +237,46 @@ class Attention(nn.Module):
             past = cache.pos
             k, v = cache.update(layer, k, v)  # (B, H_kv, S, D), S = past + T
         if self.eager:
-            y = self._eager(q, k, v, past)
+            y = self._eager(q, k, v, past, pad_bias)
         else:
-            y = self._fast(q, k, v, past)
+            y = self._fast(q, k, v, past, pad_bias)
         y = y.transpose(1, 2).reshape(B, T, H * D)  # (B, T, H·D)
         return self.wo(y)
 
-    def _eager(self, q, k, v, past):
-        """softmax(q kᵀ / sqrt(D) + causal mask) v, with K/V heads repeated for GQA (the oracle)."""
+    def _eager(self, q, k, v, past, pad_bias=None):
+        """softmax(q kᵀ / sqrt(D) + padding bias + causal mask) v, with K/V heads repeated for GQA (the oracle)."""
         rep = self.n_head // self.n_kv_head
         k = k.repeat_interleave(rep, dim=1)  # (B, H, S, D): query head h reads kv head h // rep
         v = v.repeat_interleave(rep, dim=1)
         T, S = q.shape[2], k.shape[2]
         att = (q @ k.transpose(-2, -1)) / math.sqrt(self.head_dim)  # (B, H, T, S)
+        if pad_bias is not None:
+            att = att + pad_bias  # (B, 1, 1, S): padded keys get finfo.min
         # query t sits at absolute position past + t and may see keys 0 .. past + t
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=past)
         att = att.masked_fill(~mask, float("-inf"))
         att = F.softmax(att.float(), dim=-1).to(q.dtype)
         return att @ v  # (B, H, T, D)
 
-    def _fast(self, q, k, v, past):
+    def _fast(self, q, k, v, past, pad_bias=None):
         B, H, T, D = q.shape
         Hkv, S = self.n_kv_head, k.shape[2]
         rep = H // Hkv
         if T == 1:
-            # Decoding one token: it sees every key, so no mask. Fold the `rep` query heads that share
-            # a kv head into the "time" axis, (B, H_kv, rep, D), and attend without copying K/V.
+            # Decoding one token: it sees every key (but padding), so no causal mask. Fold the `rep`
+            # query heads that share a kv head into the "time" axis, (B, H_kv, rep, D), and attend
+            # without copying K/V; the padding bias (B, 1, 1, S) broadcasts over both.
             qg = q.view(B, Hkv, rep, D)
-            y = F.scaled_dot_product_attention(qg, k, v)  # (B, H_kv, rep, D)
+            y = F.scaled_dot_product_attention(qg, k, v, attn_mask=pad_bias)  # (B, H_kv, rep, D)
             return y.view(B, H, 1, D)
         k = k.repeat_interleave(rep, dim=1)  # (B, H, S, D)
         v = v.repeat_interleave(rep, dim=1)
-        if past == 0:
+        if past == 0 and pad_bias is None:
             return F.scaled_dot_product_attention(q, k, v, is_causal=True)
         # A chunk after a cached prefix: SDPA's is_causal aligns top-left, we need bottom-right.
         mask = torch.ones(T, S, dtype=torch.bool, device=q.device).tril(diagonal=past)
+        if pad_bias is not None:  # one additive mask: padding bias, -inf above the diagonal (B, 1, T, S)
+            mask = pad_bias.expand(B, 1, T, S).masked_fill(~mask, float("-inf"))
         return F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
 
 
@@ -294,8 +301,11 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.n_embd, cfg.norm_eps)
         self.ffn = SwiGLU(cfg)
 
-    def forward(self, x, cos, sin, cache, layer):
-        x = x + self.attn(self.attn_norm(x), cos, sin, cache, layer)
+    def forward(self, x, cos, sin, cache, layer, pad_bias=None):
+        h = self.attn_norm(x)
+        # the padding bias only when there is one: subclasses' attentions (Mistral) take no padding
+        a = self.attn(h, cos, sin, cache, layer) if pad_bias is None else self.attn(h, cos, sin, cache, layer, pad_bias)
+        x = x + a
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -335,23 +345,30 @@ class Llama(nn.Module):
         w = self.tok_embeddings.weight
         return KVCache(c.n_layer, batch, c.n_kv_head, max_len, c.head_dim, dtype or w.dtype, w.device)
 
-    def _cos_sin(self, start: int, t: int, dtype, device):
-        end = start + t
+    def _cos_sin(self, start: int, t: int, dtype, device, positions: torch.Tensor | None = None):
+        """cos, sin (t, D) for positions start .. start + t - 1, or (B, 1, T, D) for per-row ``positions``."""
+        end = start + t if positions is None else max(start + t, int(positions.max()) + 1)
         if self._rope is None or self._rope[0].shape[0] < end or self._rope[0].device != device:
             n = max(end, 256, 2 * (self._rope[0].shape[0] if self._rope is not None else 0))
             cos, sin = rope_cos_sin(torch.arange(n, device=device), self.config.head_dim, self.config.rope_theta)
             self._rope = (cos, sin)
         cos, sin = self._rope
+        if positions is not None:
+            return cos[positions][:, None].to(dtype), sin[positions][:, None].to(dtype)  # (B, 1, T, D)
         return cos[start:end].to(dtype), sin[start:end].to(dtype)  # (t, D) each
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
-                last_only: bool = False):
+                last_only: bool = False, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None):
         """idx (B, T) token ids -> (logits (B, T, V), loss or None).
 
         With ``cache``, idx holds only the new tokens (positions cache.pos .. cache.pos + T - 1), and
         the cache is advanced by T. ``last_only`` computes logits for the last position only
         (B, 1, V), which is all that decoding needs and saves the V×C output matmul on a prefill.
         ``targets`` (B, T): cross-entropy over every position, -100 ignored.
+        Left-padded batches (see :mod:`dodai.nn.padding`): ``attention_mask`` (B, T) or (B, past + T),
+        1 for real tokens; positions restart at 0 on each row's first real token unless ``position_ids``
+        (B, T) are given. A cache keeps the mask, so later steps need none.
         """
         if idx.dim() != 2:
             raise DodaiError(f"Llama expects token ids of shape (B, T), got {tuple(idx.shape)}")
@@ -360,10 +377,16 @@ class Llama(nn.Module):
         if start + T > self.config.block_size:
             raise DodaiError(f"sequence of {start + T} tokens exceeds the context window "
                              f"({self.config.block_size})")
+        key_mask, pos = resolve_padding(cache, attention_mask, position_ids, B, T, idx.device)
+        if position_ids is not None and pos.numel() and int(pos.min()) < 0:
+            raise DodaiError("position ids must be >= 0")
+        if key_mask is not None and type(self.layers[0].attn) is not Attention:
+            raise DodaiError(f"{type(self).__name__} does not support padded batches yet")
         x = self.tok_embeddings(idx)  # (B, T, C)
-        cos, sin = self._cos_sin(start, T, x.dtype, x.device)
+        cos, sin = self._cos_sin(start, T, x.dtype, x.device, pos)
+        pad_bias = padding_bias(key_mask, x.dtype) if key_mask is not None else None  # (B, 1, 1, S)
         for i, blk in enumerate(self.layers):
-            x = blk(x, cos, sin, cache, i)
+            x = blk(x, cos, sin, cache, i, pad_bias)
         if cache is not None:
             cache.advance(T)
         x = self.norm(x)

@@ -26,6 +26,7 @@ class KVCache:
         self.k = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
         self.v = [torch.zeros(shape, dtype=dtype, device=device) for _ in range(n_layer)]
         self.pos = 0  # positions filled so far (the next token's position)
+        self.key_mask: torch.Tensor | None = None  # (B, pos) bool, real tokens of a left-padded batch
 
     def update(self, layer: int, k: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Write k, v (B, H_kv, t, D) at positions pos..pos+t-1; return K, V views (B, H_kv, pos+t, D)."""
@@ -43,7 +44,7 @@ class KVCache:
         self.pos += t
 
     def reset(self) -> None:
-        self.pos = 0
+        self.pos, self.key_mask = 0, None
 
     def bytes_per_token_per_layer(self) -> int:
         return 2 * self.n_kv_head * self.head_dim * torch.finfo(self.dtype).bits // 8
