@@ -1,0 +1,313 @@
+"""Supervised fine-tuning on chat data (R5.2): chat template rendering, assistant-only loss, batches.
+
+Data: JSONL, one conversation per line, ``{"messages": [{"role": ..., "content": ...}, ...]}``.
+
+**Loss mask.** The conversation is rendered with the model's own chat template (dodai.chat_template,
+sandboxed). To know which characters belong to the assistant we render prefixes: for the assistant
+message i, ``P = render(messages[:i], add_generation_prompt=True)`` ends with the assistant header and
+``F = render(messages[:i+1])`` adds the reply, so ``F[len(P):]`` is ``content + end marker`` (for
+ChatML ``"…<|im_end|>\\n"``). The labelled part is the content plus the special end token that closes it
+(the model must learn to stop); everything else (system, user, headers, the newline after the end
+token) gets label -100. Each piece is tokenized separately and concatenated, so a label boundary is
+always a token boundary; tests check that the masked-in tokens decode to exactly the replies + end token.
+
+Loss: ``mean over labelled positions t of −log p(x_t | x_<t)`` (logits at t−1 predict token t).
+Batches are **length-bucketed**: sort by length, cut into batches, shuffle the batches, right-pad
+(padding is after the real tokens, so a causal model never attends to it; its labels are -100).
+Full fine-tuning or LoRA (:mod:`dodai.finetune.lora`) — the loop trains whatever has ``requires_grad``.
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from dodai.errors import DodaiError
+
+IGNORE = -100
+
+
+# ---- data ----------------------------------------------------------------------------------------
+
+def load_chat_jsonl(path: str | Path, max_lines: int = 10_000_000) -> list[list[dict]]:
+    """Conversations from a JSONL file; each line ``{"messages": [{"role", "content"}, ...]}`` with at
+    least one assistant message. Any malformed line → one-line DodaiError naming the line."""
+    p = Path(path)
+    try:
+        f = open(p, encoding="utf-8")
+    except OSError as e:
+        raise DodaiError(f"cannot read {p}: {e.strerror or e}") from None
+    out = []
+    with f:
+        try:
+            for n, line in enumerate(f, 1):
+                if n > max_lines:
+                    raise DodaiError(f"{p}: more than {max_lines} lines")
+                if not line.strip():
+                    continue
+                try:
+                    obj = json.loads(line)
+                except (ValueError, RecursionError):
+                    raise DodaiError(f"{p}:{n}: not valid JSON") from None
+                msgs = obj.get("messages") if isinstance(obj, dict) else None
+                if not isinstance(msgs, list) or not msgs:
+                    raise DodaiError(f"{p}:{n}: expected {{\"messages\": [...]}} with a non-empty list")
+                for m in msgs:
+                    if not (isinstance(m, dict) and isinstance(m.get("role"), str)
+                            and isinstance(m.get("content"), str)):
+                        raise DodaiError(f"{p}:{n}: every message needs string 'role' and 'content'")
+                if not any(m["role"] == "assistant" for m in msgs):
+                    raise DodaiError(f"{p}:{n}: no assistant message (nothing to learn)")
+                out.append([{"role": m["role"], "content": m["content"]} for m in msgs])
+        except UnicodeDecodeError:
+            raise DodaiError(f"{p}: not UTF-8 text") from None
+    if not out:
+        raise DodaiError(f"{p}: no conversations")
+    return out
+
+
+def write_chat_jsonl(conversations: list[list[dict]], path: str | Path) -> Path:
+    from dodai.io import atomic_write_text
+
+    text = "".join(json.dumps({"messages": c}, ensure_ascii=False) + "\n" for c in conversations)
+    atomic_write_text(Path(path), text)
+    return Path(path)
+
+
+class ChatFormatter:
+    """Renders conversations with a tokenizer's chat template and tokenizes them with labels."""
+
+    def __init__(self, tokenizer, template: str | None = None):
+        from dodai.chat_template import ChatTemplate
+        from dodai.commands.chat import CHATML
+
+        self.tok = tokenizer
+        specials = dict(getattr(tokenizer, "special_tokens", {}) or {})
+        by_id = {i: s for s, i in specials.items()}
+        names = {"bos_token": by_id.get(getattr(tokenizer, "bos_id", None), ""),
+                 "eos_token": by_id.get(getattr(tokenizer, "eos_id", None), "")}
+        src = template or getattr(tokenizer, "chat_template", None) or CHATML
+        self.template = ChatTemplate(src, names)
+        # longest first, so "<|im_end|>" wins over a shorter special that is its prefix
+        self._specials = sorted(specials, key=len, reverse=True)
+        self.end_ids: set[int] = set()  # the tokens that close an assistant turn (learned stop tokens)
+        if getattr(tokenizer, "eos_id", None) is not None:
+            self.end_ids.add(tokenizer.eos_id)
+
+    def prompt(self, messages: list[dict]) -> str:
+        """The string the model continues to answer (ends with the assistant header)."""
+        return self.template.render(messages, add_generation_prompt=True)
+
+    def prompt_ids(self, messages: list[dict]) -> list[int]:
+        return self.tok.encode(self.prompt(messages))
+
+    def segments(self, messages: list[dict]) -> list[tuple[str, bool]]:
+        """The rendered conversation as (text, trained?) pieces whose concatenation is the full render."""
+        full = self.template.render(messages, add_generation_prompt=False)
+        pieces: list[tuple[str, bool]] = []
+        done = 0  # characters of `full` already assigned
+        for i, m in enumerate(messages):
+            if m["role"] != "assistant":
+                continue
+            p = self.template.render(messages[:i], add_generation_prompt=True) if i else ""
+            f = self.template.render(messages[: i + 1], add_generation_prompt=False)
+            if not (f.startswith(p) and full.startswith(f) and len(p) >= done):
+                raise DodaiError("the chat template does not render conversations prefix by prefix; "
+                                 "cannot locate the assistant replies")
+            reply = f[len(p):]
+            if not reply.startswith(m["content"]):
+                raise DodaiError("the chat template changes the assistant text; cannot locate the replies")
+            rest = reply[len(m["content"]):]
+            end = next((s for s in self._specials if rest.startswith(s)), "")
+            pieces.append((full[done:len(p)], False))
+            pieces.append((m["content"] + end, True))
+            done = len(p) + len(m["content"]) + len(end)
+        pieces.append((full[done:], False))
+        return [(t, trained) for t, trained in pieces if t]
+
+    def encode(self, messages: list[dict]) -> tuple[list[int], list[int]]:
+        """(ids, labels): labels[t] = ids[t] on assistant tokens (+ end token), IGNORE elsewhere."""
+        ids: list[int] = []
+        labels: list[int] = []
+        for text, trained in self.segments(messages):
+            t = self.tok.encode(text)
+            ids += t
+            labels += t if trained else [IGNORE] * len(t)
+            if trained and t and t[-1] in (self.tok.special_tokens or {}).values():
+                self.end_ids.add(t[-1])
+        return ids, labels
+
+
+def bucket_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
+    """Indices grouped into batches of similar length (sorted, chunked, chunks shuffled)."""
+    order = sorted(range(len(lengths)), key=lambda i: lengths[i])
+    batches = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+    random.Random(seed).shuffle(batches)
+    return batches
+
+
+def collate(items: list[tuple[list[int], list[int]]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Right-pad to the longest item: (x (B, T), labels (B, T))."""
+    T = max(len(ids) for ids, _ in items)
+    x = torch.full((len(items), T), pad_id, dtype=torch.long)
+    y = torch.full((len(items), T), IGNORE, dtype=torch.long)
+    for b, (ids, labels) in enumerate(items):
+        x[b, :len(ids)] = torch.tensor(ids)
+        y[b, :len(labels)] = torch.tensor(labels)
+    return x, y
+
+
+def masked_lm_loss(model, x: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean next-token cross-entropy over the labelled positions: logits[:, t-1] predict labels[:, t]."""
+    logits, _ = model(x)  # (B, T, V)
+    return F.cross_entropy(logits[:, :-1].float().reshape(-1, logits.shape[-1]), labels[:, 1:].reshape(-1),
+                           ignore_index=IGNORE)
+
+
+# ---- training ------------------------------------------------------------------------------------
+
+@dataclass
+class SFTConfig:
+    steps: int = 100  # optimizer steps
+    batch_size: int = 8  # conversations per step
+    lr: float = 2e-5  # peak learning rate (LoRA wants ~1e-3..5e-3, full fine-tuning ~1e-5..1e-4)
+    weight_decay: float = 0.0
+    warmup: int = 10  # linear warm-up steps, then cosine to lr / 10
+    grad_clip: float = 1.0  # gradient-norm clip (0 = off)
+    max_len: int = 256  # conversations are cut to this many tokens
+    lora_rank: int = 0  # 0 = full fine-tuning
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: list[str] = field(default_factory=lambda: ["wq", "wk", "wv", "wo"])
+    seed: int = 0
+
+    def validate(self) -> None:
+        for name in ("steps", "batch_size", "max_len"):
+            if getattr(self, name) <= 0:
+                raise DodaiError(f"{name.replace('_', '-')} must be positive, got {getattr(self, name)}")
+        if self.lr <= 0:
+            raise DodaiError(f"learning rate must be positive, got {self.lr}")
+        if self.lora_rank < 0:
+            raise DodaiError(f"lora rank must be >= 0, got {self.lora_rank}")
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def lr_at(step: int, cfg: SFTConfig) -> float:
+    import math
+
+    if step < cfg.warmup:
+        return cfg.lr * (step + 1) / cfg.warmup
+    frac = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
+    return cfg.lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(frac, 1.0))))
+
+
+def prepare(model, cfg: SFTConfig) -> tuple[int, int]:
+    """Inject LoRA when ``cfg.lora_rank`` > 0 (else unfreeze everything); (trainable, total) params."""
+    from dodai.finetune.lora import count_parameters, inject_lora
+
+    cfg.validate()
+    if cfg.lora_rank:
+        inject_lora(model, cfg.lora_rank, cfg.lora_alpha, cfg.lora_dropout, tuple(cfg.lora_targets))
+    else:
+        for p in model.parameters():
+            p.requires_grad_(True)
+    return count_parameters(model)
+
+
+def train_sft(model, data: list[tuple[list[int], list[int]]], cfg: SFTConfig, pad_id: int = 0,
+              log: Callable[[dict], None] | None = None, progress: bool = False) -> list[dict]:
+    """Train ``model`` (whatever requires grad: call :func:`prepare` first) on tokenized (ids, labels)
+    pairs for ``cfg.steps`` steps. Returns the per-step history [{step, loss, lr, seconds}]."""
+    cfg.validate()
+    data = [(ids[:cfg.max_len], labels[:cfg.max_len]) for ids, labels in data]
+    data = [d for d in data if any(t != IGNORE for t in d[1][1:])]
+    if not data:
+        raise DodaiError("no training example has an assistant token within max-len")
+    params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise DodaiError("nothing to train: every parameter is frozen")
+    torch.manual_seed(cfg.seed)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
+    lengths = [len(ids) for ids, _ in data]
+    batches: list[list[int]] = []
+    epoch = 0
+    history = []
+    model.train()
+    t0 = time.perf_counter()
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=cfg.steps, desc="sft", unit="step")
+    for step in range(cfg.steps):
+        if not batches:
+            batches = bucket_batches(lengths, cfg.batch_size, cfg.seed + epoch)
+            epoch += 1
+        x, y = collate([data[i] for i in batches.pop()], pad_id)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, cfg)
+        loss = masked_lm_loss(model, x, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        if cfg.grad_clip > 0:
+            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+        opt.step()
+        row = {"step": step + 1, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"],
+               "seconds": round(time.perf_counter() - t0, 3)}
+        history.append(row)
+        if log:
+            log(row)
+        if bar:
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.3f}")
+    if bar:
+        bar.close()
+    model.eval()
+    return history
+
+
+@torch.no_grad()
+def eval_loss(model, data: list[tuple[list[int], list[int]]], pad_id: int = 0, batch_size: int = 16) -> float:
+    """Mean masked loss over ``data`` (token-weighted)."""
+    model.eval()
+    total, count = 0.0, 0
+    for i in range(0, len(data), batch_size):
+        x, y = collate(data[i:i + batch_size], pad_id)
+        n = int((y[:, 1:] != IGNORE).sum())
+        if n:
+            total += float(masked_lm_loss(model, x, y)) * n
+            count += n
+    return total / max(count, 1)
+
+
+# ---- evaluation by generation ----------------------------------------------------------------------
+
+def reply(model, fmt: ChatFormatter, messages: list[dict], max_new_tokens: int = 24) -> str:
+    """Greedy reply to ``messages`` (stops at an end token, which is not part of the text)."""
+    from dodai.generate.sampling import generate
+
+    ids = fmt.prompt_ids(messages)
+    out = []
+    for t in generate(model, ids, max_new_tokens, temperature=0):
+        if t in fmt.end_ids:
+            break
+        out.append(t)
+    return fmt.tok.decode(out)
+
+
+def task_accuracy(model, fmt: ChatFormatter, examples, max_new_tokens: int = 24) -> tuple[float, list[str]]:
+    """Exact-match accuracy of greedy replies on :class:`dodai.finetune.tasks.DateExample` items."""
+    from dodai.finetune.tasks import is_correct
+
+    replies = [reply(model, fmt, ex.messages(with_answer=False), max_new_tokens) for ex in examples]
+    acc = sum(is_correct(r, ex) for r, ex in zip(replies, examples)) / max(len(examples), 1)
+    return acc, replies
