@@ -120,9 +120,85 @@ def train_reference(word_counts: dict[str, int], n_merges: int, limit_alphabet: 
     return vocab
 
 
+class _PairScores:
+    """Every live pair's merge score at once, in numpy: the fast half of ``max(_key(...))``.
+
+    Pairs get slots (unit ids a, b and the pair count); unit counts sit in a second array. ``best``
+    computes all scores in float64, keeps the pairs within a safe margin of the largest (the only ones
+    that can be the exact maximum: numpy's rounding differs from Python's by a few ulps at most) and
+    lets the exact Python ``_key`` choose among them, so the chosen pair is exactly the plain loop's.
+    """
+
+    def __init__(self, units: Counter, pairs: Counter, score: str):
+        import numpy as np
+
+        self.np, self.score = np, score
+        self.uid: dict[str, int] = {}
+        self.ucount = np.zeros(max(16, 2 * len(units)), dtype=np.float64)
+        for u, c in units.items():
+            i = self._unit(u)  # (may grow the array: index after the call)
+            self.ucount[i] = c
+        self.slot: dict[tuple[str, str], int] = {}
+        self.pair_of: list[tuple[str, str]] = []
+        cap = max(16, 2 * len(pairs))
+        self.a, self.b = np.zeros(cap, dtype=np.int64), np.zeros(cap, dtype=np.int64)
+        self.count = np.zeros(cap, dtype=np.float64)
+        for p, c in pairs.items():
+            i = self._slot(p)
+            self.count[i] = c
+
+    def _unit(self, u: str) -> int:
+        i = self.uid.get(u)
+        if i is None:
+            i = self.uid[u] = len(self.uid)
+            if i >= len(self.ucount):
+                self.ucount = self.np.concatenate([self.ucount, self.np.zeros_like(self.ucount)])
+        return i
+
+    def _slot(self, p: tuple[str, str]) -> int:
+        i = self.slot.get(p)
+        if i is None:
+            i = self.slot[p] = len(self.pair_of)
+            self.pair_of.append(p)
+            if i >= len(self.count):
+                np = self.np
+                self.a, self.b = np.concatenate([self.a, self.a]), np.concatenate([self.b, self.b])
+                self.count = np.concatenate([self.count, np.zeros_like(self.count)])
+            self.a[i], self.b[i] = self._unit(p[0]), self._unit(p[1])
+        return i
+
+    def sync(self, units: Counter, pairs: Counter, touched_units: set, touched_pairs: set) -> None:
+        for u in touched_units:
+            i = self._unit(u)
+            self.ucount[i] = units.get(u, 0)
+        for p in touched_pairs:
+            i = self._slot(p)
+            self.count[i] = pairs.get(p, 0)
+
+    def best(self, units: Counter, pairs: Counter, n_total: int) -> tuple[str, str]:
+        np = self.np
+        k = len(self.pair_of)
+        c = self.count[:k]
+        live = np.flatnonzero(c > 0)
+        c = c[live]
+        prod = self.ucount[self.a[live]] * self.ucount[self.b[live]]
+        with np.errstate(divide="ignore"):
+            if self.score == "pmi":
+                s = c / prod
+                top = s.max()
+                margin = 1e-9 * abs(top)
+            else:
+                s = c * np.log(c / prod * n_total)
+                top = s.max()
+                margin = 1e-9 * (abs(top) + c.max())  # error <= count * (a few 1e-15), far below this
+        cands = live[s >= top - margin]
+        return max(_key(self.pair_of[i], pairs[self.pair_of[i]], units, n_total, self.score) for i in cands)[2]
+
+
 def train_vocab(word_counts: dict[str, int], n_merges: int, limit_alphabet: int | None = None,
                 max_input_chars_per_word: int = 100, score: str = "gain", progress: bool = False) -> list[str]:
-    """Same result as :func:`train_reference`, with incremental unit and pair counts."""
+    """Same result as :func:`train_reference`, with incremental unit and pair counts and the best pair
+    found by :class:`_PairScores` (all scores at once in numpy, exact tie-break in Python)."""
     alphabet, splits, freqs = _initial(word_counts, limit_alphabet, max_input_chars_per_word)
     vocab, seen = list(alphabet), set(alphabet)
     units: Counter = Counter()
@@ -135,6 +211,7 @@ def train_vocab(word_counts: dict[str, int], n_merges: int, limit_alphabet: int 
             pairs[p] += n
             where[p].add(wi)
     n_total = sum(units.values())  # all unit occurrences, the N of the gain score
+    table = _PairScores(units, pairs, score)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -143,8 +220,9 @@ def train_vocab(word_counts: dict[str, int], n_merges: int, limit_alphabet: int 
     for _ in range(n_merges):
         if not pairs:
             break
-        a, b = max((_key(p, c, units, n_total, score) for p, c in pairs.items()))[2]
+        a, b = table.best(units, pairs, n_total)
         ab = _merged(a, b)
+        touched_units, touched_pairs = {a, b, ab}, {(a, b)}
         for wi in sorted(where.pop((a, b), ())):
             s, n = splits[wi], freqs[wi]
             n_total -= n * len(s)
@@ -156,6 +234,8 @@ def train_vocab(word_counts: dict[str, int], n_merges: int, limit_alphabet: int 
                     del pairs[p]
                 if p != (a, b):
                     where[p].discard(wi)
+            touched_units.update(s)
+            touched_pairs.update(zip(s, s[1:]))
             s = splits[wi] = _apply(s, a, b, ab)
             n_total += n * len(s)
             for u in s:  # … and put it back merged
@@ -163,7 +243,9 @@ def train_vocab(word_counts: dict[str, int], n_merges: int, limit_alphabet: int 
             for p in zip(s, s[1:]):
                 pairs[p] += n
                 where[p].add(wi)
+            touched_pairs.update(zip(s, s[1:]))
         pairs.pop((a, b), None)
+        table.sync(units, pairs, touched_units, touched_pairs)
         if ab not in seen:
             seen.add(ab)
             vocab.append(ab)
