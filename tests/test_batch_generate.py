@@ -241,3 +241,35 @@ def test_smollm2_batched_greedy_equals_one_by_one(smollm2_gguf):
     got = generate_batch(model, prompts, 16, LogitsPipeline(temperature=0.0), eos_id=tok.eos_id, batch_size=3)
     for c, p in zip(got, prompts):
         assert c.ids == list(generate(model, p, 16, temperature=0.0, eos_id=tok.eos_id))
+
+
+def test_cli_several_prompts_as_a_batch(tmp_path, capsys):
+    from dodai.cli import main
+    from dodai.tokenizers.char import CharTokenizer
+
+    tok = CharTokenizer.train("hello world, this is a tiny test of the generator.\n")
+    torch.manual_seed(0)
+    m = GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=48, n_layer=1, n_head=2, n_embd=16, tie_weights=False))
+    with torch.no_grad():
+        m.lm_head.weight.mul_(12)
+    m.save(tmp_path)
+    tok.save(tmp_path)
+    (tmp_path / "prompts.txt").write_text("this is\n\nthe gen\n", encoding="utf-8")
+    texts = ["hello", "a tiny test of", "this is", "the gen"]
+    base = ["generate", "--model", str(tmp_path), "--max-new-tokens", "12", "--temperature", "0"]
+    singles = []
+    for t in texts:
+        assert main(base + ["--prompt", t]) == 0
+        singles.append(capsys.readouterr().out)
+    argv = base + ["--prompt", texts[0], "--prompt", texts[1], "--prompts-file", str(tmp_path / "prompts.txt"),
+                   "--batch-size", "3"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    blocks = out.split("--- prompt ")[1:]
+    assert len(blocks) == 4
+    for i, (blk, single) in enumerate(zip(blocks, singles)):
+        head, body = blk.split("\n", 1)
+        assert head.startswith(f"{i + 1} (")
+        assert body == single  # batched greedy == the one-prompt command
+    assert main(base + ["--prompt", "a", "--prompt", "b", "--batch-size", "0"]) == 2
+    assert main(["generate", "--model", str(tmp_path)]) == 2  # no prompt at all

@@ -1,4 +1,10 @@
-"""``dodai generate``: stream a model's continuation of a prompt to stdout."""
+"""``dodai generate``: stream a model's continuation of a prompt to stdout.
+
+Several prompts (repeated ``--prompt`` and/or ``--prompts-file``, one per line) are generated together as
+left-padded batches of at most ``--batch-size`` rows (:func:`dodai.generate.batch.generate_batch`); each
+completion is printed after a ``--- prompt i`` header, in the order given. Row r of the batch is seeded
+with ``--seed + r``.
+"""
 
 HELP = "generate text from a model (greedy or sampled, streamed to stdout)"
 
@@ -7,7 +13,12 @@ def add_arguments(p) -> None:
     p.add_argument("--model", required=True,
                    help="a run folder (config.json + model.safetensors + tokenizer.json), a .gguf file, "
                         "or a registry model name")
-    p.add_argument("--prompt", required=True, help="the text to continue")
+    p.add_argument("--prompt", action="append", default=[],
+                   help="the text to continue (repeat the flag for several prompts, generated as a batch)")
+    p.add_argument("--prompts-file", default=None,
+                   help="a UTF-8 text file with one prompt per line (blank lines skipped), generated as a batch")
+    p.add_argument("--batch-size", type=int, default=8,
+                   help="at most this many prompts decoded together (default 8)")
     p.add_argument("--max-new-tokens", type=int, default=100, help="at most this many new tokens (default 100)")
     p.add_argument("--temperature", type=float, default=1.0, help="sampling temperature; 0 = greedy (default 1.0)")
     p.add_argument("--top-k", type=int, default=None, help="sample only among the k most likely tokens")
@@ -35,8 +46,19 @@ def run(args) -> int:
     from dodai.generate.stream import StreamDecoder
     from dodai.models import load_model
 
+    prompts = list(args.prompt)
+    if args.prompts_file is not None:
+        from dodai.io import read_user_text
+
+        prompts += [line for line in read_user_text(args.prompts_file).splitlines() if line.strip()]
+    if not prompts:
+        raise DodaiError("give a prompt: --prompt TEXT (repeatable) or --prompts-file FILE")
+    if args.batch_size < 1:
+        raise DodaiError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, tok = load_model(args.model)
-    ids = tok.encode(args.prompt)
+    if len(prompts) > 1:
+        return _run_batch(args, model, tok, prompts)
+    ids = tok.encode(prompts[0])
     if not ids:
         raise DodaiError("the prompt encodes to no tokens")
     n_params = sum(p.numel() for p in model.parameters())
@@ -67,18 +89,67 @@ def run(args) -> int:
     return 0
 
 
+def _pipeline(args):
+    from dodai.generate.processors import LogitsPipeline
+
+    return LogitsPipeline(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
+                          repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
+                          frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+
+
+def _print_logprobs(out, tok, logprobs) -> None:
+    import json
+
+    for lp in logprobs:
+        row = {"token": tok.decode([lp.token]), "id": lp.token, "logprob": round(lp.logprob, 4),
+               "top": [[tok.decode([t]), t, round(v, 4)] for t, v in lp.top]}
+        out.write(json.dumps(row, ensure_ascii=False) + "\n")
+
+
+def _run_batch(args, model, tok, prompts: list[str]) -> int:
+    """Several prompts: left-padded batches; each prompt's --num-samples rows, printed in order."""
+    import sys
+    import time
+
+    from dodai.errors import DodaiError
+    from dodai.generate.batch import generate_batch
+
+    if args.num_samples < 1:
+        raise DodaiError(f"--num-samples must be >= 1, got {args.num_samples}")
+    ids = [tok.encode(p) for p in prompts]
+    for i, x in enumerate(ids):
+        if not x:
+            raise DodaiError(f"prompt {i + 1} encodes to no tokens")
+    rows = [x for x in ids for _ in range(args.num_samples)]
+    eos = getattr(tok, "eos_id", None)
+    print(f"dodai: {args.model}: {len(prompts)} prompts ({min(map(len, ids))}-{max(map(len, ids))} tokens) "
+          f"in batches of {args.batch_size}", file=sys.stderr)
+    t0 = time.perf_counter()
+    comps = generate_batch(model, rows, args.max_new_tokens, _pipeline(args), seed=args.seed, eos_id=eos,
+                           stop_strings=args.stop, tokenizer=tok, logprobs=args.logprobs,
+                           batch_size=args.batch_size)
+    dt = time.perf_counter() - t0
+    out = sys.stdout
+    for r, c in enumerate(comps):
+        i, j = divmod(r, args.num_samples)
+        sample = f", sample {j + 1}" if args.num_samples > 1 else ""
+        out.write(f"--- prompt {i + 1}{sample} ({c.finish_reason})\n{c.text}\n")
+        if c.logprobs is not None:
+            _print_logprobs(out, tok, c.logprobs)
+    out.flush()
+    n = sum(len(c.ids) for c in comps)
+    print(f"dodai: {n} tokens in {dt:.2f} s ({n / dt if dt > 0 else 0.0:.1f} tok/s, all rows)", file=sys.stderr)
+    return 0
+
+
 def _run_engine(args, model, tok, ids, eos) -> int:
     """The full engine: penalties, stop strings, n samples, log-probs (streamed when there is one sample)."""
-    import json
     import sys
 
     from dodai.generate.engine import StopStringFilter, complete, stream_steps
-    from dodai.generate.processors import LogitsPipeline
     from dodai.generate.stream import StreamDecoder
 
-    pipe = LogitsPipeline(temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, min_p=args.min_p,
-                          repetition_penalty=args.repetition_penalty, presence_penalty=args.presence_penalty,
-                          frequency_penalty=args.frequency_penalty, no_repeat_ngram_size=args.no_repeat_ngram_size)
+    pipe = _pipeline(args)
     out = sys.stdout
     if args.num_samples == 1 and args.logprobs is None:
         steps = stream_steps(model, ids, args.max_new_tokens, pipe, seed=args.seed,
@@ -105,9 +176,6 @@ def _run_engine(args, model, tok, ids, eos) -> int:
             out.write(f"--- sample {i + 1} ({c.finish_reason})\n")
         out.write(c.text + "\n")
         if c.logprobs is not None:
-            for lp in c.logprobs:
-                row = {"token": tok.decode([lp.token]), "id": lp.token, "logprob": round(lp.logprob, 4),
-                       "top": [[tok.decode([t]), t, round(v, 4)] for t, v in lp.top]}
-                out.write(json.dumps(row, ensure_ascii=False) + "\n")
+            _print_logprobs(out, tok, c.logprobs)
     out.flush()
     return 0
