@@ -1,0 +1,18 @@
+"""Lower-precision weights and their measured quality (issue 4, item 3).
+
+- :mod:`dodai.quant.int8`: weight-only int8 with one absmax scale per output channel, an
+  ``Int8Linear`` module, and :func:`dodai.quant.int8.quantize_model` for the formats below.
+- :mod:`dodai.quant.perplexity`: perplexity on held-out text, the measure that decides which formats
+  dodai offers.
+
+The constants live here (no torch import) so that CLI flag definitions can use them cheaply.
+"""
+
+FORMATS = ("fp32", "bf16", "int8")
+# The formats dodai offers to users (`dodai generate --format`, `dodai ppl`): each one's perplexity on
+# held-out text is within 1 % of fp32 on SmolLM2-135M, asserted by
+# tests/test_quant.py::test_offered_formats_within_one_percent_of_fp32 (measured table:
+# benchmarks/results/formats.md). A format failing that test is to be removed from this tuple.
+OFFERED_FORMATS = ("fp32", "bf16", "int8")
+# The bound itself: relative perplexity increase over fp32 a format may have to be offered.
+MAX_PPL_INCREASE = 0.01
