@@ -111,20 +111,42 @@ def test_bucket_batches_cover_every_example_once():
         assert ls[-1] - ls[0] <= 2 * (len(b) - 1)
 
 
-@pytest.mark.parametrize("lora_rank", [0, 4])
-def test_sft_lowers_held_out_assistant_loss(lora_rank):
-    model, tok = tasks.tiny_model_and_tokenizer(seed=1, n_layer=1, n_embd=32)
-    fmt = ChatFormatter(tok)
-    train, test = tasks.split(96, 24, seed=3)
-    data = [fmt.encode(e.messages()) for e in train]
-    held = [fmt.encode(e.messages()) for e in test]
-    before = sft.eval_loss(model, held)
-    cfg = sft.SFTConfig(steps=25, batch_size=16, lr=3e-2 if lora_rank else 3e-3, warmup=3, lora_rank=lora_rank,
-                        lora_alpha=16, lora_targets=["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"])
-    trainable, total = sft.prepare(model, cfg)
-    assert (trainable < total / 2) if lora_rank else (trainable == total)
-    hist = sft.train_sft(model, data, cfg)
-    after = sft.eval_loss(model, held)
-    # a random tiny base with frozen (random) embeddings moves little under LoRA in 25 steps; full FT a lot
-    assert after < (before - 0.15 if lora_rank else 0.75 * before), (before, after)
-    assert hist[-1]["loss"] < hist[0]["loss"]
+def test_sft_cli_lora_and_hostile(tmp_path, capsys):
+    from dodai.cli import main
+    from dodai.finetune.lora import load_adapters
+    from dodai.models import load_model
+
+    model, tok = tasks.tiny_model_and_tokenizer(seed=2, n_layer=1, n_embd=32)
+    model.save(tmp_path / "base", tokenizer=tok)
+    data = sft.write_chat_jsonl([e.messages() for e in tasks.make_dates(32, 5)], tmp_path / "d.jsonl")
+    rc = main(["sft", "--model", str(tmp_path / "base"), "--data", str(data), "--lora-rank", "4",
+               "--steps", "3", "--batch-size", "8", "--learning-rate", "1e-2", "--out", str(tmp_path / "run"),
+               "--merge", "--quiet"])
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert 0 < summary["trainable_params"] < summary["total_params"]
+    # the saved adapters on the base == the merged model folder
+    base, _ = load_model(tmp_path / "base")
+    load_adapters(base, tmp_path / "run" / "adapters.safetensors")
+    merged, _ = load_model(tmp_path / "run" / "model")
+    x = torch.randint(0, tok.vocab_size, (1, 12))
+    torch.testing.assert_close(merged(x)[0], base(x)[0], atol=1e-5, rtol=0)
+    (tmp_path / "bad.jsonl").write_text("{]\n")
+    assert main(["sft", "--model", str(tmp_path / "base"), "--data", str(tmp_path / "bad.jsonl"), "--quiet",
+                 "--out", str(tmp_path / "r2")]) == 2
+    assert "bad.jsonl:1: not valid JSON" in capsys.readouterr().err
+    assert main(["sft", "--model", str(tmp_path / "base"), "--data", "dates", "--steps", "0", "--quiet"]) == 2
+
+
+def test_r5_2_quick(tmp_path):
+    from dodai.experiments import r5_2
+
+    res = r5_2.run(tmp_path, quick=True)
+    rows = {r["model"]: r for r in res["table"]}
+    before = rows["before (no fine-tuning)"]
+    full, lora = rows["full fine-tuning"], rows["LoRA r=8"]
+    assert full["held_out_loss"] < 0.75 * before["held_out_loss"]
+    assert lora["held_out_loss"] < before["held_out_loss"] - 0.15
+    assert lora["trainable_params"] < full["trainable_params"] / 2
+    assert full["held_out_accuracy"] >= before["held_out_accuracy"]
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "sft_loss.png").is_file()

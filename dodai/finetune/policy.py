@@ -107,7 +107,16 @@ def sample_completions(model, prompt: list[int], n: int, max_new_tokens: int, st
         for r, t in enumerate(step.tokens):
             if t is not None:
                 outs[r].append(t)
+    forget_inference_tensors(model)
     return outs
+
+
+def forget_inference_tensors(model) -> None:
+    """Drop tables a model cached while generating under ``torch.inference_mode`` (Llama's RoPE cos/sin):
+    autograd refuses inference tensors, so training right after sampling would fail otherwise."""
+    for m in model.modules():
+        if getattr(m, "_rope", None) is not None:
+            m._rope = None
 
 
 def strip_end(ids: list[int], stop_ids) -> list[int]:

@@ -293,6 +293,7 @@ def eval_loss(model, data: list[tuple[list[int], list[int]]], pad_id: int = 0, b
 
 def reply(model, fmt: ChatFormatter, messages: list[dict], max_new_tokens: int = 24) -> str:
     """Greedy reply to ``messages`` (stops at an end token, which is not part of the text)."""
+    from dodai.finetune.policy import forget_inference_tensors
     from dodai.generate.sampling import generate
 
     ids = fmt.prompt_ids(messages)
@@ -301,6 +302,7 @@ def reply(model, fmt: ChatFormatter, messages: list[dict], max_new_tokens: int =
         if t in fmt.end_ids:
             break
         out.append(t)
+    forget_inference_tensors(model)
     return fmt.tok.decode(out)
 
 
