@@ -120,6 +120,13 @@ def train_reference(word_counts: dict[str, int], n_merges: int, limit_alphabet: 
     return vocab
 
 
+def _pair_counts(s: list[str]) -> dict[tuple[str, str], int]:
+    d: dict[tuple[str, str], int] = {}
+    for p in zip(s, s[1:]):
+        d[p] = d.get(p, 0) + 1
+    return d
+
+
 class _PairScores:
     """Every live pair's merge score at once, in numpy: the fast half of ``max(_key(...))``.
 
@@ -223,27 +230,29 @@ def train_vocab(word_counts: dict[str, int], n_merges: int, limit_alphabet: int 
         a, b = table.best(units, pairs, n_total)
         ab = _merged(a, b)
         touched_units, touched_pairs = {a, b, ab}, {(a, b)}
-        for wi in sorted(where.pop((a, b), ())):
+        for wi in where.pop((a, b), ()):
             s, n = splits[wi], freqs[wi]
-            n_total -= n * len(s)
-            for u in s:  # take the word out …
-                units[u] -= n
-            for p in zip(s, s[1:]):
-                pairs[p] -= n
-                if pairs[p] <= 0:
-                    del pairs[p]
-                if p != (a, b):
-                    where[p].discard(wi)
-            touched_units.update(s)
-            touched_pairs.update(zip(s, s[1:]))
-            s = splits[wi] = _apply(s, a, b, ab)
-            n_total += n * len(s)
-            for u in s:  # … and put it back merged
-                units[u] += n
-            for p in zip(s, s[1:]):
-                pairs[p] += n
-                where[p].add(wi)
-            touched_pairs.update(zip(s, s[1:]))
+            t = splits[wi] = _apply(s, a, b, ab)
+            k = n * (len(s) - len(t))  # k/n merges in this word: only a, b and ab change count
+            n_total -= k
+            units[a] -= k
+            units[b] -= k
+            units[ab] += k
+            old, new = _pair_counts(s), _pair_counts(t)
+            for p, c in old.items():  # pairs that changed count; the word leaves where[p] for vanished ones
+                d = new.get(p, 0) - c
+                if d:
+                    pairs[p] += d * n
+                    if pairs[p] <= 0:
+                        del pairs[p]
+                    if p not in new and p != (a, b):  # (where[(a, b)] is gone already)
+                        where[p].discard(wi)
+            for p, c in new.items():
+                if p not in old:
+                    pairs[p] += c * n
+                    where[p].add(wi)
+            touched_pairs.update(old)
+            touched_pairs.update(new)
         pairs.pop((a, b), None)
         table.sync(units, pairs, touched_units, touched_pairs)
         if ab not in seen:
