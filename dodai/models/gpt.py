@@ -48,8 +48,9 @@ from dodai.nn.kv_cache import KVCache
 from dodai.nn.norm import LayerNorm, RMSNorm
 from dodai.nn.padding import padding_bias, resolve_padding
 from dodai.nn.position import alibi_bias, alibi_slopes, rope_cos_sin, sinusoidal_table
+from dodai.nn.relative_bias import RelativePositionBias
 
-POS_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "none")
+POS_ENCODINGS = ("learned", "sinusoidal", "rope", "alibi", "t5", "none")
 NORMS = ("layernorm", "rmsnorm")
 BLOCK_ORDERS = ("pre", "post")
 GPT_ACTIVATIONS = ("gelu", "gelu_tanh", "relu", "swiglu")
@@ -65,7 +66,9 @@ class GPTConfig:
     n_kv_head: int | None = None  # key/value heads (GQA/MQA); None = n_head (plain multi-head)
     dropout: float = 0.0  # dropout on embeddings, attention weights, residual branches
     bias: bool = True  # biases in Linear layers and LayerNorms (GPT-2: True)
-    pos_encoding: str = "learned"  # "learned" | "sinusoidal" | "rope" | "alibi" | "none"
+    pos_encoding: str = "learned"  # "learned" | "sinusoidal" | "rope" | "alibi" | "t5" | "none"
+    rel_buckets: int = 32  # T5 relative-bias buckets (only used when pos_encoding == "t5")
+    rel_max_distance: int = 128  # T5: distances >= this share the last bucket (only for "t5")
     activation: str = "gelu"  # FFN: "gelu" (exact erf) | "gelu_tanh" (GPT-2's) | "relu" | "swiglu" (Llama's)
     tie_weights: bool = True  # lm_head.weight is wte.weight (Press & Wolf 2017)
     layer_norm_eps: float = 1e-5  # epsilon inside every LayerNorm
@@ -174,6 +177,8 @@ class GPT(nn.Module):
             self.register_buffer("rope_sin", sin, persistent=False)
         elif cfg.pos_encoding == "alibi":
             self.register_buffer("alibi_slopes", alibi_slopes(cfg.n_head), persistent=False)
+        elif cfg.pos_encoding == "t5":  # T5 (Raffel et al. 2020): learned causal bucketed bias, shared by all layers
+            self.rel_bias = RelativePositionBias(cfg.n_head, cfg.rel_buckets, cfg.rel_max_distance, bidirectional=False)
         self.lm_head = nn.Linear(cfg.n_embd, cfg.vocab_size, bias=False)
         if cfg.tie_weights:
             self.lm_head.weight = self.transformer.wte.weight
@@ -228,6 +233,8 @@ class GPT(nn.Module):
         if pe == "alibi":  # (H, T, S): the new queries' absolute positions against every key so far
             # relative distances: with left padding they are the same in slots as in positions
             bias = alibi_bias(self.alibi_slopes, t, pos0 + t, dtype=x.dtype, device=idx.device)
+        elif pe == "t5":  # (H, T, S) learned bias per (head, distance bucket); relative, like ALiBi
+            bias = self.rel_bias(t, pos0 + t, offset=pos0)[0].to(x.dtype)
         if key_mask is not None:  # padded keys: (B, 1, 1, S) additive, combined with the causal mask inside
             pad = padding_bias(key_mask, x.dtype)
             bias = pad if bias is None else bias + pad
