@@ -91,7 +91,7 @@ ITEMS: list[Item] = [
     Item("R6.1", "Encoder型（BERT）", "Encoder: BERT, real all-MiniLM-L6-v2 weights",
          "dodai.models.bert", PLANNED, "dodai embed --model all-minilm-l6-v2 TEXT..."),
     Item("R6.2", "Decoder型（GPT）", "Decoder: GPT-2 and Llama, real SmolLM2-135M-Instruct weights",
-         "dodai.models.llama", PLANNED, "dodai chat --model smollm2-135m-instruct"),
+         "dodai.models.llama", WORKING, "dodai chat --model smollm2-135m-instruct"),
     Item("R6.3", "Encoder-Decoder型（T5、FLAN）", "Encoder-decoder: T5 and FLAN instruction tuning",
          "dodai.models.t5", PLANNED, _run("R6.3")),
     Item("R6.4", "ALiBi/RoPEなどPE", "ALiBi / RoPE: position representations",

@@ -108,6 +108,11 @@ def _score(doc: str, seed: int) -> float:
     return int.from_bytes(h[:8], "big") / 2**64
 
 
+def is_val_document(doc: str, val_fraction: float = 0.1, seed: int = 0) -> bool:
+    """Whether ``doc`` falls on the validation side of the hash rule (before the non-empty fix-up)."""
+    return _score(doc, seed) < val_fraction
+
+
 def split_documents(docs: list[str], val_fraction: float = 0.1, seed: int = 0) -> tuple[str, str, str]:
     """(train_text, val_text, rule) by the rule in the module docstring."""
     if not 0.0 < val_fraction < 1.0:
