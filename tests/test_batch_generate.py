@@ -273,3 +273,23 @@ def test_cli_several_prompts_as_a_batch(tmp_path, capsys):
         assert body == single  # batched greedy == the one-prompt command
     assert main(base + ["--prompt", "a", "--prompt", "b", "--batch-size", "0"]) == 2
     assert main(["generate", "--model", str(tmp_path)]) == 2  # no prompt at all
+
+
+def test_bench_generate_batch_rows(tmp_path, capsys):
+    import json
+
+    from dodai.cli import main
+    from dodai.tokenizers.char import CharTokenizer
+
+    tok = CharTokenizer.train("hello world, this is a tiny benchmark text.\n")
+    torch.manual_seed(0)
+    GPT(GPTConfig(vocab_size=tok.vocab_size, block_size=32, n_layer=1, n_head=2, n_embd=16)).save(tmp_path)
+    tok.save(tmp_path)
+    argv = ["bench", "generate", "--model", str(tmp_path), "--prompt-tokens", "4", "--new-tokens", "4",
+            "--no-cache-tokens", "4", "--repeats", "1", "--threads", "1", "--batch", "3"]
+    assert main(argv + ["--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["batch_prompts"] == 3 and out["batched_tok_s"] > 0 and out["single_stream_tok_s"] > 0
+    assert out["batched_speedup"] == pytest.approx(out["batched_tok_s"] / out["single_stream_tok_s"])
+    assert main(argv) == 0
+    assert "3 prompts x 4 tokens as one batch" in capsys.readouterr().out

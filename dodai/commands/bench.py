@@ -18,6 +18,9 @@ def add_arguments(p) -> None:
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="dodai weight and KV cache dtype (default float32)")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
+    p.add_argument("--batch", type=int, default=0,
+                   help="also decode this many prompts of different lengths as one left-padded batch vs one "
+                        "by one, total tok/s (e.g. 8; default 0 = skip)")
 
 
 def _rows(d: dict, hf: dict | None) -> list[tuple[str, str]]:
@@ -51,6 +54,52 @@ def _rows(d: dict, hf: dict | None) -> list[tuple[str, str]]:
     return rows
 
 
+def bench_batched(model_spec: str, n_prompts: int, new_tokens: int, threads: int, repeats: int) -> dict:
+    """``n_prompts`` synthetic prompts (8, 14, 20, ... tokens), ``new_tokens`` greedy tokens each: the
+    left-padded batch (:func:`dodai.generate.batch.generate_batch`) vs the single stream one prompt
+    after another (:func:`dodai.generate.sampling.generate`); medians of wall time, prefill included."""
+    import statistics
+    import time
+
+    import torch
+
+    from dodai.bench import prompt_ids
+    from dodai.errors import DodaiError
+    from dodai.generate.batch import generate_batch
+    from dodai.generate.processors import LogitsPipeline
+    from dodai.generate.sampling import generate
+    from dodai.models import load_model
+
+    if n_prompts < 1:
+        raise DodaiError(f"--batch must be >= 1, got {n_prompts}")
+    torch.set_num_threads(threads)
+    model, _ = load_model(model_spec)
+    prompts = [prompt_ids(model.config.vocab_size, 8 + 6 * i, seed=i) for i in range(n_prompts)]
+    greedy = LogitsPipeline(temperature=0.0)
+
+    def median_s(fn) -> float:
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            fn()
+            times.append(time.perf_counter() - t0)
+        return statistics.median(times)
+
+    generate_batch(model, prompts[:2], 2, greedy)  # warm-up
+    t_single = median_s(lambda: [list(generate(model, p, new_tokens, temperature=0.0)) for p in prompts])
+    t_batch = median_s(lambda: generate_batch(model, prompts, new_tokens, greedy))
+    total = n_prompts * new_tokens
+    return {"batch_prompts": n_prompts, "batch_new_tokens": new_tokens, "single_stream_tok_s": total / t_single,
+            "batched_tok_s": total / t_batch, "batched_speedup": t_single / t_batch}
+
+
+def _batch_rows(b: dict) -> list[tuple[str, str]]:
+    n, k = b["batch_prompts"], b["batch_new_tokens"]
+    return [(f"{n} prompts x {k} tokens one by one, total (tok/s)", f"{b['single_stream_tok_s']:.1f}"),
+            (f"{n} prompts x {k} tokens as one batch, total (tok/s)",
+             f"{b['batched_tok_s']:.1f} ({b['batched_speedup']:.2f}x the single stream)")]
+
+
 def run(args) -> int:
     import json
     import sys
@@ -71,13 +120,16 @@ def run(args) -> int:
         else:
             ids = prompt_ids(d["vocab_size"], args.prompt_tokens)  # the very ids dodai was given
             hf = bench_hf(args.model, ids, args.new_tokens, args.threads, args.repeats)
+    if args.batch:
+        print(f"batched decoding: {args.batch} prompts ...", file=sys.stderr)
+        d.update(bench_batched(args.model, args.batch, args.new_tokens, args.threads, args.repeats))
     if args.json:
         out = dict(d)
         if hf is not None:
             out["hf"] = hf
         print(json.dumps(out, indent=1))
         return 0
-    rows = _rows(d, hf)
+    rows = _rows(d, hf) + (_batch_rows(d) if args.batch else [])
     w = max(len(k) for k, _ in rows)
     for k, v in rows:
         print(f"{k:<{w}}  {v}")
