@@ -49,7 +49,7 @@ def _reference_ids(tok: UnigramTokenizer, text: str) -> list[int]:
 
 _ALPHA = "ab c▁日本語😀\u0301é"
 _piece = st.text(alphabet=_ALPHA, min_size=1, max_size=4)
-_text = st.text(alphabet=_ALPHA + "x\t\n\r\u3000\u00a0ﬁ①\x0b\x1c", max_size=60)
+_text = st.text(alphabet=_ALPHA + "x\t\n\r\u3000\u00a0ﬁ①\x0b\x1c\x00", max_size=60)
 
 
 @settings(max_examples=300, deadline=None)
