@@ -33,7 +33,10 @@ Training (``UnigramTokenizer.train``), as in sentencepiece's unigram trainer:
 
 Encoding: Viterbi (best path; unknown characters score min(score) - 10 like sentencepiece and HF;
 adjacent unknowns fuse, then become their UTF-8 byte pieces under byte fallback, else ``<unk>``).
-The plain O(n^2) oracle is ``unigram_reference.viterbi``. ``sample_encode`` draws a segmentation
+The plain O(n^2) oracle is ``unigram_reference.viterbi``. ``encode`` runs the same Viterbi in C
+(``_native/unigram.c``: a code-point trie of the pieces, compiled on first use with the system C
+compiler, loaded with ctypes) when a compiler exists, else the Python/numpy path ``encode_python``;
+both are tested equal to the oracle. ``sample_encode`` draws a segmentation
 with probability proportional to P(x)^alpha: forward-filtering backward-sampling over the whole
 lattice (nbest <= 0), or sampling among the n best paths (nbest > 0).
 
