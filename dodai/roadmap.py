@@ -93,7 +93,7 @@ ITEMS: list[Item] = [
     Item("R6.2", "Decoder型（GPT）", "Decoder: GPT-2 and Llama, real SmolLM2-135M-Instruct weights",
          "dodai.models.llama", WORKING, "dodai chat --model smollm2-135m-instruct"),
     Item("R6.3", "Encoder-Decoder型（T5、FLAN）", "Encoder-decoder: T5 and FLAN instruction tuning",
-         "dodai.models.t5", PLANNED, _run("R6.3")),
+         "dodai.models.t5", WORKING, _run("R6.3")),
     Item("R6.4", "ALiBi/RoPEなどPE", "ALiBi / RoPE: position representations",
          "dodai.nn.position", WORKING, _run("R6.4")),
     Item("R6.5", "Sparse Attention（Longformer、Mistral）", "Sparse attention: sliding window, local+global",

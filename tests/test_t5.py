@@ -95,6 +95,16 @@ def _batch(seed=1, b=3, s=9, t=6, v=50):
     return x, am, y
 
 
+def test_config_from_hf_round_trip():
+    transformers = pytest.importorskip("transformers")
+    for cfg in (_cfg(), _cfg("gated-gelu", tie=False, n_dec=1)):
+        assert T5Config.from_hf(transformers.T5Config(**cfg.to_hf()).to_dict()) == cfg
+    # a raw v1.1 config.json (as on the Hub) says tie_word_embeddings: false
+    raw = {"vocab_size": 10, "d_model": 8, "d_kv": 4, "d_ff": 16, "num_layers": 1, "num_heads": 2,
+           "feed_forward_proj": "gated-gelu", "tie_word_embeddings": False}
+    assert T5Config.from_hf(raw).tie_word_embeddings is False
+
+
 def test_param_names_match_the_mapping():
     for cfg in (_cfg(), _cfg("gated-gelu", tie=False)):
         assert sorted(_dodai_keys(cfg)) == sorted(T5(cfg).state_dict())

@@ -95,15 +95,18 @@ class T5Config:
 
     @classmethod
     def from_hf(cls, hf: dict) -> T5Config:
-        """From an HF T5 ``config.json`` dict (``model_type`` t5)."""
+        """From an HF T5 ``config.json`` dict (``model_type`` t5). transformers 5 writes
+        ``tie_word_embeddings: true`` for every T5 and keeps the real choice in ``scale_decoder_outputs``."""
+        tie = hf.get("scale_decoder_outputs", hf.get("tie_word_embeddings", True))
+        pad = hf.get("pad_token_id", 0)
+        start = hf.get("decoder_start_token_id")
         return cls(vocab_size=hf["vocab_size"], d_model=hf["d_model"], d_kv=hf["d_kv"], d_ff=hf["d_ff"],
                    n_layer=hf["num_layers"], n_decoder_layer=hf.get("num_decoder_layers") or hf["num_layers"],
                    n_head=hf["num_heads"], num_buckets=hf.get("relative_attention_num_buckets", 32),
                    max_distance=hf.get("relative_attention_max_distance", 128),
                    dropout=hf.get("dropout_rate", 0.1), eps=hf.get("layer_norm_epsilon", 1e-6),
-                   ffn=hf.get("feed_forward_proj", "relu"), tie_word_embeddings=hf.get("tie_word_embeddings", True),
-                   pad_id=hf.get("pad_token_id", 0), eos_id=hf.get("eos_token_id", 1),
-                   decoder_start_id=hf.get("decoder_start_token_id", 0))
+                   ffn=hf.get("feed_forward_proj", "relu"), tie_word_embeddings=bool(tie),
+                   pad_id=pad, eos_id=hf.get("eos_token_id", 1), decoder_start_id=pad if start is None else start)
 
     def to_hf(self) -> dict:
         """Keyword arguments for ``transformers.T5Config``."""
