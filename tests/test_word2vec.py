@@ -1,13 +1,19 @@
 """R1.5 Word2Vec: subsampling / noise / LR formulas, SGNS and CBOW learn co-occurrence, 3CosAdd, word2vec format."""
 
+import math
+
 import numpy as np
 import pytest
+import torch
 
 from dodai.embeddings.word2vec import (
     WordVectors,
+    _split_jobs,
+    draw_noise,
     keep_probability,
     linear_lr,
     noise_distribution,
+    sgns_step,
     train_word2vec,
 )
 from dodai.errors import DodaiError
@@ -35,17 +41,76 @@ def _topic_corpus(seed=0, n=400):
     return [list(rng.choice(topics[i % 2], size=8)) for i in range(n)]
 
 
-@pytest.mark.parametrize("model", ["sg", "cbow"])
-def test_training_groups_cooccurring_words(model):
-    kv = train_word2vec(_topic_corpus(), vector_size=16, window=3, min_count=1, model=model, negative=5,
-                        sample=0, epochs=3, lr=0.025, batch_size=256, seed=0)
+@pytest.mark.parametrize("model,method,workers", [("sg", "fast", 1), ("cbow", "fast", 1), ("sg", "fast", 2),
+                                                  ("cbow", "fast", 2), ("sg", "reference", 1),
+                                                  ("cbow", "reference", 1)])
+def test_training_groups_cooccurring_words(model, method, workers):
+    kw = dict(vector_size=16, window=3, min_count=1, model=model, negative=5, sample=0, epochs=3,
+              lr=0.025, batch_size=256, seed=0, method=method, workers=workers)
+    kv = train_word2vec(_topic_corpus(), **kw)
     assert len(kv.words) == 12
     for w in kv.words:
         top = [x for x, _ in kv.most_similar(w, topn=5)]
         assert all(x[0] == w[0] for x in top), (w, top)
-    again = train_word2vec(_topic_corpus(), vector_size=16, window=3, min_count=1, model=model,
-                           sample=0, epochs=3, lr=0.025, batch_size=256, seed=0)
-    np.testing.assert_array_equal(kv.vectors, again.vectors)  # seeded
+    if workers == 1:  # Hogwild threads are not deterministic; one worker is
+        np.testing.assert_array_equal(kv.vectors, train_word2vec(_topic_corpus(), **kw).vectors)
+
+
+def _sgns_autograd(v, w_out, target, neg, weight):
+    """The loss of sgns_step written out plainly, for autograd."""
+    v = v.clone().requires_grad_()
+    w = w_out.clone().requires_grad_()
+    pos = torch.nn.functional.logsigmoid((w[target] * v).sum(1)).sum()
+    other = (target[:, None] != neg[None, :]).to(v.dtype)  # a noise word equal to the target is skipped
+    negs = (torch.nn.functional.logsigmoid(-(v @ w[neg].T)) * other).sum()
+    (-(pos + weight * negs)).backward()
+    return v.grad, w.grad
+
+
+def test_sgns_step_equals_autograd_gradient_step():
+    g = torch.Generator().manual_seed(0)
+    V, D, B = 9, 6, 12
+    w_out = torch.randn(V, D, generator=g, dtype=torch.float64)
+    v = torch.randn(B, D, generator=g, dtype=torch.float64)
+    target = torch.randint(0, V, (B,), generator=g)
+    target[:3] = 4  # repeated targets: their updates add up
+    neg = torch.tensor([4, 1, 1, 7, 0])  # a repeated noise word, and one equal to some targets
+    gv, gw = _sgns_autograd(v, w_out, target, neg, 5 / 3)
+    w = w_out.clone()
+    dv = sgns_step(v, w, target, neg, lr=0.1, neg_weight=5 / 3)
+    torch.testing.assert_close(dv, -0.1 * gv)
+    torch.testing.assert_close(w, w_out - 0.1 * gw)
+
+
+def test_shared_negatives_give_the_expected_gradient_of_private_ones():
+    # E over shared pools of the step on v equals the exact expectation with `negative` private noise words:
+    # u_t (1 - s(u_t.v)) - negative * sum_w P_n(w) [w != t] s(u_w.v) u_w.
+    rng = np.random.default_rng(0)
+    counts = np.array([50, 20, 10, 5, 3, 2])
+    p = noise_distribution(counts)
+    cum = np.cumsum(p)
+    ids = draw_noise(cum, rng, 200_000)
+    np.testing.assert_allclose(np.bincount(ids, minlength=6) / len(ids), p, atol=3e-3)
+    g = torch.Generator().manual_seed(1)
+    w_out = torch.randn(6, 4, generator=g, dtype=torch.float64)
+    v = torch.randn(1, 4, generator=g, dtype=torch.float64)
+    t, K, M = 2, 5, 4
+    pools = torch.from_numpy(draw_noise(cum, rng, (3000, M)))
+    steps = torch.stack([sgns_step(v, w_out.clone(), torch.tensor([t]), pool, 1.0, K / M)[0] for pool in pools])
+    s = torch.sigmoid(w_out @ v[0])
+    pw = torch.from_numpy(p) * (torch.arange(6) != t)
+    exact = w_out[t] * (1 - s[t]) - K * ((pw * s)[:, None] * w_out).sum(0)
+    se = steps.std(0) / math.sqrt(len(steps))
+    assert (steps.mean(0) - exact).abs().le(4 * se + 1e-9).all(), (steps.mean(0), exact, se)
+
+
+def test_jobs_cut_at_sentence_boundaries():
+    sent = np.repeat(np.arange(6), [3, 10, 2, 2, 1, 4])  # sentence 1 is longer than a job
+    jobs = _split_jobs(sent, len(sent), job_tokens=4)
+    assert jobs[0][0] == 0 and jobs[-1][1] == len(sent)
+    assert all(a < b for a, b in jobs) and all(b == c for (_, b), (c, _) in zip(jobs, jobs[1:]))
+    for a, _ in jobs:
+        assert a == 0 or sent[a - 1] != sent[a]  # every job starts a sentence
 
 
 def test_analogy_3cosadd_on_constructed_vectors():
@@ -89,6 +154,12 @@ def test_hostile_inputs(tmp_path):
         train_word2vec([["a", "a"]], model="glove", min_count=1)
     with pytest.raises(DodaiError):
         train_word2vec([["a", "a"]], window=0, min_count=1)
+    with pytest.raises(DodaiError):
+        train_word2vec([["a", "a"]], method="magic", min_count=1)
+    with pytest.raises(DodaiError):
+        train_word2vec([["a", "a"]], shared_negatives=0, min_count=1)
+    with pytest.raises(DodaiError):
+        train_word2vec([["a", "a"]], workers=0, min_count=1)
     kv = WordVectors(["a", "b"], np.eye(2))
     with pytest.raises(DodaiError):
         kv.most_similar("zzz")

@@ -147,44 +147,77 @@ def build_vocab(sentences: Sequence[Sequence[str]], min_count: int) -> tuple[lis
 
 def train_word2vec(sentences: Sequence[Sequence[str]], vector_size: int = 50, window: int = 5,
                    min_count: int = 2, model: str = "sg", negative: int = 5, sample: float = 1e-3,
-                   epochs: int = 5, lr: float = 0.025, min_lr: float = 1e-4, batch_size: int = 512,
-                   seed: int = 0) -> WordVectors:
+                   epochs: int = 5, lr: float = 0.025, min_lr: float = 1e-4, batch_size: int | None = None,
+                   seed: int = 0, method: str = "fast", shared_negatives: int = 16,
+                   workers: int = 1) -> WordVectors:
     """Train skip-gram (``model='sg'``) or CBOW (``model='cbow'``) with negative sampling; returns the
-    input vectors. Deterministic for a given seed. Runs on one torch thread: the matrices are tiny, and
-    extra intra-op threads only add synchronisation (the previous setting is restored)."""
-    import torch
+    input vectors.
 
-    prev = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        return _train(sentences, vector_size, window, min_count, model, negative, sample, epochs, lr, min_lr,
-                      batch_size, seed)
-    finally:
-        torch.set_num_threads(prev)
-
-
-def _train(sentences, vector_size, window, min_count, model, negative, sample, epochs, lr, min_lr, batch_size,
-           seed) -> WordVectors:
+    ``method='fast'`` (default): hand-written sparse SGD on mini-batches of ``batch_size`` examples, with
+    ``shared_negatives`` noise words drawn once per batch and shared by all its examples (see
+    :func:`sgns_step`), run by ``workers`` Hogwild threads. The default batch is 1024 pairs for skip-gram
+    and 256 centre words for CBOW: a batch sums its updates before applying them, and CBOW's context means
+    point in similar directions, so with lr 0.05 a shared noise word's summed update over 1024 CBOW
+    examples overshoots (training diverged in our runs); 256 keeps it stable. ``method='reference'``: the plain version,
+    autograd on the loss with ``negative`` private noise words per example (slow; kept to check against).
+    Deterministic for a given seed when ``workers == 1``. torch runs on one intra-op thread per worker: the
+    matrices are tiny, and intra-op threads only add synchronisation (the previous setting is restored)."""
     import torch
 
     if model not in ("sg", "cbow"):
         raise DodaiError(f"model must be 'sg' or 'cbow', got {model!r}")
-    if vector_size < 1 or window < 1 or negative < 1 or epochs < 1 or batch_size < 1 or min_count < 1:
-        raise DodaiError("vector_size, window, negative, epochs, batch_size and min_count must be >= 1")
+    if method not in ("fast", "reference"):
+        raise DodaiError(f"method must be 'fast' or 'reference', got {method!r}")
+    if batch_size is None:
+        batch_size = 512 if method == "reference" else 1024 if model == "sg" else 256
+    if min(vector_size, window, negative, epochs, batch_size, min_count, shared_negatives, workers) < 1:
+        raise DodaiError("vector_size, window, negative, epochs, batch_size, min_count, shared_negatives and "
+                         "workers must be >= 1")
     if not lr > 0 or min_lr < 0:
         raise DodaiError(f"need lr > 0 and min_lr >= 0, got {lr}, {min_lr}")
+    prev = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        if method == "reference":
+            return _train(sentences, vector_size, window, min_count, model, negative, sample, epochs, lr, min_lr,
+                          batch_size, seed)
+        return _train_fast(sentences, vector_size, window, min_count, model, negative, sample, epochs, lr,
+                           min_lr, batch_size, seed, shared_negatives, workers)
+    finally:
+        torch.set_num_threads(prev)
+
+
+def _corpus_ids(sentences, min_count):
+    """Vocabulary, counts, the token ids of all kept words and the sentence number of each token."""
     words, counts = build_vocab(sentences, min_count)
     index = {w: i for i, w in enumerate(words)}
     ids = [np.array([index[w] for w in s if w in index], dtype=np.int64) for s in sentences]
-    tokens = np.concatenate([a for a in ids if len(a)]) if any(len(a) for a in ids) else np.zeros(0, np.int64)
-    sent = np.concatenate([np.full(len(a), i) for i, a in enumerate(ids) if len(a)])
+    ids = [a for a in ids if len(a)]
+    tokens = np.concatenate(ids) if ids else np.zeros(0, np.int64)
+    sent = np.concatenate([np.full(len(a), i) for i, a in enumerate(ids)]) if ids else np.zeros(0, np.int64)
+    return words, counts, tokens, sent
+
+
+def _init_vectors(V, D, seed):
+    """word2vec's initialisation: input vectors uniform in [-0.5/D, 0.5/D], output vectors zero."""
+    import torch
+
+    gen = torch.Generator().manual_seed(seed)
+    return (torch.rand(V, D, generator=gen) - 0.5) / D, torch.zeros(V, D), gen
+
+
+def _train(sentences, vector_size, window, min_count, model, negative, sample, epochs, lr, min_lr, batch_size,
+           seed) -> WordVectors:
+    """The reference trainer: autograd on the summed loss of each batch, private negatives per example."""
+    import torch
+
+    words, counts, tokens, sent = _corpus_ids(sentences, min_count)
     V, D = len(words), vector_size
     rng = np.random.default_rng(seed)
     torch.manual_seed(seed)
-    gen = torch.Generator().manual_seed(seed)
-    # word2vec's initialisation: input vectors uniform in [-0.5/D, 0.5/D], output vectors zero.
-    w_in = ((torch.rand(V, D, generator=gen) - 0.5) / D).requires_grad_()
-    w_out = torch.zeros(V, D, requires_grad=True)
+    w_in, w_out, gen = _init_vectors(V, D, seed)
+    w_in.requires_grad_()
+    w_out.requires_grad_()
     keep = keep_probability(counts, sample)
     noise = torch.from_numpy(noise_distribution(counts))
 
@@ -220,6 +253,148 @@ def _train(sentences, vector_size, window, min_count, model, negative, sample, e
                 w_out.grad = None
             step += 1
     return WordVectors(words, w_in.detach().numpy().copy())
+
+
+def sgns_step(v, w_out, target, neg, lr: float, neg_weight: float):
+    """One mini-batch SGD step of negative sampling with a shared pool of noise words, without autograd.
+
+    v (B, D): the input vectors (skip-gram: the centre's; CBOW: the mean of the context's); target (B,) the
+    words to predict; neg (M,) noise words shared by the whole batch. Loss per example b:
+
+        -log sigma(u_t . v_b) - neg_weight * sum_{j: neg_j != t_b} log sigma(-u_{neg_j} . v_b)
+
+    With M shared words and ``neg_weight = negative / M`` the expected gradient is that of ``negative``
+    private noise words per example (each noise term is an unbiased draw from P_n), but the noise scores
+    become one GEMM (B, D) x (D, M) instead of B small gathers: the trick of sharing negatives across a
+    mini-batch used by GPU/many-core word2vec implementations (Ji et al. 2016, "Parallelizing Word2Vec in
+    Shared and Distributed Memory"; BlazingText, Gupta & Khare 2017). As in the reference tool, a noise word
+    equal to the target is skipped. Updates ``w_out`` in place (rows of ``target`` and ``neg``) with the
+    gradients at the current parameters and returns the step for v, ``-lr * dLoss/dv`` (B, D), for the
+    caller to scatter into the input vectors."""
+    import torch
+
+    u = w_out.index_select(0, target)  # (B, D)
+    g_pos = torch.sigmoid((u * v).sum(1)).sub_(1.0).mul_(-lr)  # lr * (1 - sigma(u.v)) = -lr dL/dscore
+    u_neg = w_out.index_select(0, neg)  # (M, D)
+    g_neg = torch.sigmoid(v @ u_neg.T).mul_(-lr * neg_weight)  # (B, M): -lr dL/dscore of each noise pair
+    g_neg.masked_fill_(target[:, None] == neg[None, :], 0.0)
+    dv = torch.addmm(u * g_pos[:, None], g_neg, u_neg)  # (B, D)
+    w_out.index_add_(0, target, v * g_pos[:, None])
+    w_out.index_add_(0, neg, g_neg.T @ v)
+    return dv
+
+
+def draw_noise(cum: np.ndarray, rng: np.random.Generator, size) -> np.ndarray:
+    """Word ids drawn from the distribution whose cumulative sums are ``cum`` (last entry 1), by inverse CDF:
+    the vectorised form of the reference tool's unigram table."""
+    return np.searchsorted(cum, rng.random(size), side="right").clip(0, len(cum) - 1)
+
+
+def _split_jobs(sent: np.ndarray, n_tokens: int, job_tokens: int) -> list[tuple[int, int]]:
+    """Token ranges of about ``job_tokens`` tokens, cut at sentence boundaries (windows stay whole)."""
+    cuts = [0]
+    while cuts[-1] < n_tokens:
+        k = cuts[-1] + job_tokens
+        if k >= n_tokens:
+            cuts.append(n_tokens)
+            break
+        # Cut at the start of the sentence holding token k (after it, if that sentence fills the job).
+        k = int(np.searchsorted(sent, sent[k], side="left"))
+        k = k if k > cuts[-1] else int(np.searchsorted(sent, sent[cuts[-1] + job_tokens], side="right"))
+        cuts.append(min(k, n_tokens))
+    return list(zip(cuts[:-1], cuts[1:]))
+
+
+def _train_fast(sentences, vector_size, window, min_count, model, negative, sample, epochs, lr, min_lr,
+                batch_size, seed, shared_negatives, workers, job_tokens: int = 50_000) -> WordVectors:
+    """Mini-batch sparse SGD (:func:`sgns_step`) over jobs of ~job_tokens tokens, epoch after epoch.
+
+    Each job subsamples its tokens, draws dynamic windows and builds all its (centre, context) pairs with
+    NumPy in bulk, then walks them in batches (in corpus order, like the reference tool). With workers > 1,
+    threads take jobs from a shared counter and update the same matrices without locks, Hogwild-style
+    (Recht et al. 2011; the reference tool does the same): torch kernels release the GIL, and concurrent
+    sparse updates rarely touch the same rows at the same time. As in gensim, an epoch ends before the
+    next one starts. The learning rate decays linearly with the
+    job/batch position over the whole run."""
+    import threading
+
+    import torch
+
+    words, counts, tokens, sent = _corpus_ids(sentences, min_count)
+    w_in, w_out, _ = _init_vectors(len(words), vector_size, seed)
+    keep = keep_probability(counts, sample)
+    cum = np.cumsum(noise_distribution(counts))
+    cum /= cum[-1]
+    # Jobs small enough that every worker gets several per epoch; epochs run one after the other.
+    job_tokens = max(1, min(job_tokens, math.ceil(len(tokens) / (4 * workers))))
+    jobs = [(e, a, b) for e in range(epochs) for a, b in _split_jobs(sent, len(tokens), job_tokens)]
+    per_epoch = len(jobs) // epochs
+    n_jobs = len(jobs)
+    neg_weight = negative / shared_negatives
+    lock = threading.Lock()
+    next_job = [0]
+    errors: list[BaseException] = []
+
+    def run_job(j: int):
+        _, a, b = jobs[j]
+        rng = np.random.default_rng([seed, j])
+        centre, ctx, mask = _make_examples(tokens[a:b], sent[a:b], keep, window, "cbow", rng)
+        rows, cols = np.nonzero(mask)
+        flat = torch.from_numpy(ctx[rows, cols])  # context word of each (centre, context) pair
+        if model == "sg":
+            inp_all, tgt_all = torch.from_numpy(centre[rows]), flat
+            n = len(rows)
+        else:
+            tgt_all, seg_all = torch.from_numpy(centre), torch.from_numpy(rows)
+            starts = np.searchsorted(rows, np.arange(0, len(centre) + batch_size, batch_size))
+            n = len(centre)
+        n_batches = max(1, math.ceil(n / batch_size))
+        negs = torch.from_numpy(draw_noise(cum, rng, (n_batches, shared_negatives)))
+        for i, s in enumerate(range(0, n, batch_size)):
+            a_lr = lr + (min_lr - lr) * (j + i / n_batches) / n_jobs
+            if model == "sg":
+                inp = inp_all[s:s + batch_size]
+                dv = sgns_step(w_in.index_select(0, inp), w_out, tgt_all[s:s + batch_size], negs[i], a_lr,
+                               neg_weight)
+                w_in.index_add_(0, inp, dv)
+            else:
+                p, q = starts[i], starts[i + 1]
+                seg = seg_all[p:q] - s  # batch row of each context word
+                ids = flat[p:q]
+                tgt = tgt_all[s:s + batch_size]
+                h = torch.zeros(len(tgt), vector_size).index_add_(0, seg, w_in.index_select(0, ids))
+                h /= torch.bincount(seg, minlength=len(tgt)).clamp_(min=1).unsqueeze(1)
+                dv = sgns_step(h, w_out, tgt, negs[i], a_lr, neg_weight)
+                # Every context word receives the full step of the mean, as in the reference tool's CBOW.
+                w_in.index_add_(0, ids, dv.index_select(0, seg))
+
+    def worker(end: int):
+        torch.set_num_threads(1)  # per thread under OpenMP
+        try:
+            while True:
+                with lock:
+                    j = next_job[0]
+                    next_job[0] += 1
+                if j >= end or errors:
+                    return
+                run_job(j)
+        except BaseException as e:  # surfaced in the calling thread
+            errors.append(e)
+
+    for e in range(epochs):
+        end = (e + 1) * per_epoch
+        next_job[0] = e * per_epoch
+        if workers == 1:
+            worker(end)
+        else:
+            threads = [threading.Thread(target=worker, args=(end,), daemon=True) for _ in range(workers)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+        if errors:
+            raise errors[0]
+    return WordVectors(words, w_in.numpy().copy())
 
 
 def _make_examples(tokens: np.ndarray, sent: np.ndarray, keep: np.ndarray, window: int, model: str,
