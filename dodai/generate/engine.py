@@ -13,6 +13,9 @@ Log-probs are those of the *model's* distribution (log-softmax of the raw logits
 warper), for the chosen token and the ``logprobs`` most likely alternatives, as the OpenAI API reports them.
 Finish reasons: ``"eos"`` (an EOS / stop token was produced; it is kept in ``ids`` but not in ``text``),
 ``"stop"`` (a stop string), ``"length"`` (``max_new_tokens`` reached).
+
+Several prompts of different lengths at once (left padding, per-row seeds and finishing):
+:func:`dodai.generate.batch.generate_batch`, which returns the same :class:`Completion` objects.
 """
 
 from __future__ import annotations
