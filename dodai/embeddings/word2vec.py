@@ -25,6 +25,7 @@ from __future__ import annotations
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
+from itertools import chain, repeat
 from pathlib import Path
 
 import numpy as np
@@ -138,7 +139,7 @@ class WordVectors:
 
 def build_vocab(sentences: Sequence[Sequence[str]], min_count: int) -> tuple[list[str], np.ndarray]:
     """Words with count >= min_count, most frequent first (ties alphabetically), and their counts."""
-    c = Counter(w for s in sentences for w in s)
+    c = Counter(chain.from_iterable(sentences))
     items = sorted(((w, n) for w, n in c.items() if n >= min_count), key=lambda x: (-x[1], x[0]))
     if not items:
         raise DodaiError(f"no word occurs at least min_count={min_count} times")
@@ -191,11 +192,12 @@ def _corpus_ids(sentences, min_count):
     """Vocabulary, counts, the token ids of all kept words and the sentence number of each token."""
     words, counts = build_vocab(sentences, min_count)
     index = {w: i for i, w in enumerate(words)}
-    ids = [np.array([index[w] for w in s if w in index], dtype=np.int64) for s in sentences]
-    ids = [a for a in ids if len(a)]
-    tokens = np.concatenate(ids) if ids else np.zeros(0, np.int64)
-    sent = np.concatenate([np.full(len(a), i) for i, a in enumerate(ids)]) if ids else np.zeros(0, np.int64)
-    return words, counts, tokens, sent
+    lengths = np.fromiter(map(len, sentences), dtype=np.int64, count=len(sentences))
+    ids = np.fromiter(map(index.get, chain.from_iterable(sentences), repeat(-1)), dtype=np.int64,
+                      count=int(lengths.sum()))
+    sent = np.repeat(np.arange(len(sentences)), lengths)
+    known = ids >= 0  # words under min_count are dropped before windows are drawn, as in word2vec
+    return words, counts, ids[known], sent[known]
 
 
 def _init_vectors(V, D, seed):
@@ -346,6 +348,7 @@ def _train_fast(sentences, vector_size, window, min_count, model, negative, samp
             n = len(rows)
         else:
             tgt_all, seg_all = torch.from_numpy(centre), torch.from_numpy(rows)
+            inv_count = torch.from_numpy(1.0 / np.bincount(rows, minlength=len(centre))).float().unsqueeze(1)
             starts = np.searchsorted(rows, np.arange(0, len(centre) + batch_size, batch_size))
             n = len(centre)
         n_batches = max(1, math.ceil(n / batch_size))
@@ -363,7 +366,7 @@ def _train_fast(sentences, vector_size, window, min_count, model, negative, samp
                 ids = flat[p:q]
                 tgt = tgt_all[s:s + batch_size]
                 h = torch.zeros(len(tgt), vector_size).index_add_(0, seg, w_in.index_select(0, ids))
-                h /= torch.bincount(seg, minlength=len(tgt)).clamp_(min=1).unsqueeze(1)
+                h *= inv_count[s:s + batch_size]  # the mean of the context vectors
                 dv = sgns_step(h, w_out, tgt, negs[i], a_lr, neg_weight)
                 # Every context word receives the full step of the mean, as in the reference tool's CBOW.
                 w_in.index_add_(0, ids, dv.index_select(0, seg))
