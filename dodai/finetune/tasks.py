@@ -168,3 +168,14 @@ def tiny_model_and_tokenizer(seed: int = 0, n_layer: int = 2, n_embd: int = 64, 
     cfg = LlamaConfig(vocab_size=tok.vocab_size, block_size=128, n_layer=n_layer, n_embd=n_embd, n_head=4,
                       n_kv_head=2, ffn_hidden=2 * n_embd, tie_embeddings=True)
     return Llama(cfg).eval(), tok
+
+
+def verifiable_reward(reply: str, ex: DateExample) -> float:
+    """GRPO's reward, computed from the known answer alone (no model, no judge): 1 for the exact answer,
+    else half the character similarity to it (difflib's ratio, 2·matches / total length), so that a
+    reply with the right shape already earns something."""
+    if is_correct(reply, ex):
+        return 1.0
+    import difflib
+
+    return 0.5 * difflib.SequenceMatcher(None, reply.strip(), ex.answer, autojunk=False).ratio()
