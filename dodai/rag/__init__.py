@@ -1,0 +1,12 @@
+"""Retrieval-augmented generation (R7.1): chunking, BM25, dense retrieval, fusion, grounded answers.
+
+- :mod:`dodai.rag.chunk` — sentence-aware chunking by characters or tokens, with overlap and offsets;
+- :mod:`dodai.rag.bm25` — Okapi BM25 over a sparse inverted index;
+- :mod:`dodai.rag.dense` — exact cosine top-k over dodai's own MiniLM (BERT) sentence embeddings;
+- :mod:`dodai.rag.hybrid` — reciprocal rank fusion and weighted score fusion;
+- :mod:`dodai.rag.index` — the three together over one chunked collection, saved to a folder;
+- :mod:`dodai.rag.answer` — numbered sources in the prompt, citations parsed and checked, abstention;
+- :mod:`dodai.rag.evalset` — a real retrieval set from the standard library's docstrings, recall@k / MRR.
+
+Importing this package imports nothing heavy; the submodules import torch when they need it.
+"""
