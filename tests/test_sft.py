@@ -150,3 +150,11 @@ def test_r5_2_quick(tmp_path):
     assert lora["trainable_params"] < full["trainable_params"] / 2
     assert full["held_out_accuracy"] >= before["held_out_accuracy"]
     assert (tmp_path / "report.md").is_file() and (tmp_path / "sft_loss.png").is_file()
+
+
+def test_mask_when_the_assistant_speaks_first(smollm2_gguf):
+    from dodai.tokenizers.gguf_vocab import tokenizer_from_gguf
+
+    fmt = ChatFormatter(tokenizer_from_gguf(smollm2_gguf))
+    check_mask(fmt, [{"role": "assistant", "content": "Hi, how can I help?"}, {"role": "user", "content": "x"},
+                     {"role": "assistant", "content": "Done."}])

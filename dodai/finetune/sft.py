@@ -116,15 +116,21 @@ class ChatFormatter:
         for i, m in enumerate(messages):
             if m["role"] != "assistant":
                 continue
-            p = self.template.render(messages[:i], add_generation_prompt=True) if i else ""
+            p = self.template.render(messages[:i], add_generation_prompt=True)
             f = self.template.render(messages[: i + 1], add_generation_prompt=False)
-            if not (f.startswith(p) and full.startswith(f) and len(p) >= done):
+            if not full.startswith(f):
                 raise DodaiError("the chat template does not render conversations prefix by prefix; "
                                  "cannot locate the assistant replies")
-            reply = f[len(p):]
-            if not reply.startswith(m["content"]):
-                raise DodaiError("the chat template changes the assistant text; cannot locate the replies")
-            rest = reply[len(m["content"]):]
+            if not (f.startswith(p) and f[len(p):].startswith(m["content"])):
+                # e.g. a template that inserts a default system prompt only when messages exist: fall back
+                # to the last occurrence of the reply text in its own render
+                k = f.rfind(m["content"]) if m["content"] else -1
+                if k < done:
+                    raise DodaiError("the chat template changes the assistant text; cannot locate the replies")
+                p = f[:k]
+            if len(p) < done:
+                raise DodaiError("the chat template does not render conversations prefix by prefix")
+            rest = f[len(p) + len(m["content"]):]
             end = next((s for s in self._specials if rest.startswith(s)), "")
             pieces.append((full[done:len(p)], False))
             pieces.append((m["content"] + end, True))
