@@ -149,18 +149,21 @@ def build_vocab(sentences: Sequence[Sequence[str]], min_count: int) -> tuple[lis
 def train_word2vec(sentences: Sequence[Sequence[str]], vector_size: int = 50, window: int = 5,
                    min_count: int = 2, model: str = "sg", negative: int = 5, sample: float = 1e-3,
                    epochs: int = 5, lr: float = 0.025, min_lr: float = 1e-4, batch_size: int | None = None,
-                   seed: int = 0, method: str = "fast", shared_negatives: int = 16,
+                   seed: int = 0, method: str = "fast", shared_negatives: int | None = None,
                    workers: int = 1) -> WordVectors:
     """Train skip-gram (``model='sg'``) or CBOW (``model='cbow'``) with negative sampling; returns the
     input vectors.
 
     ``method='fast'`` (default): hand-written sparse SGD on mini-batches of ``batch_size`` examples, with
     ``shared_negatives`` noise words drawn once per batch and shared by all its examples (see
-    :func:`sgns_step`), run by ``workers`` Hogwild threads. The default batch is 1024 pairs for skip-gram
-    and 256 centre words for CBOW: a batch sums its updates before applying them, and CBOW's context means
-    point in similar directions, so with lr 0.05 a shared noise word's summed update over 1024 CBOW
-    examples overshoots (training diverged in our runs); 256 keeps it stable. ``method='reference'``: the plain version,
-    autograd on the loss with ``negative`` private noise words per example (slow; kept to check against).
+    :func:`sgns_step`), run by ``workers`` Hogwild threads. Defaults: skip-gram 1024 pairs and 16 shared
+    noise words per batch; CBOW 256 centre words and 64 noise words. A batch sums its updates before
+    applying them, so each shared noise word gets ``batch * negative / shared`` summed updates; CBOW's
+    context means point in similar directions and its lr is twice skip-gram's, so it needs fewer per noise
+    word: with 1024/16 CBOW diverged in our runs, with 256/16 it trained but its analogy accuracy was
+    2.4 points under gensim's, with 256/64 it matched (benchmarks/results/word2vec.md).
+    ``method='reference'``: the plain version, autograd on the loss with ``negative`` private noise words
+    per example (slow; kept to check against).
     Deterministic for a given seed when ``workers == 1``. torch runs on one intra-op thread per worker: the
     matrices are tiny, and intra-op threads only add synchronisation (the previous setting is restored)."""
     import torch
@@ -171,6 +174,8 @@ def train_word2vec(sentences: Sequence[Sequence[str]], vector_size: int = 50, wi
         raise DodaiError(f"method must be 'fast' or 'reference', got {method!r}")
     if batch_size is None:
         batch_size = 512 if method == "reference" else 1024 if model == "sg" else 256
+    if shared_negatives is None:
+        shared_negatives = 16 if model == "sg" else 64
     if min(vector_size, window, negative, epochs, batch_size, min_count, shared_negatives, workers) < 1:
         raise DodaiError("vector_size, window, negative, epochs, batch_size, min_count, shared_negatives and "
                          "workers must be >= 1")
