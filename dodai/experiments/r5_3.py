@@ -190,9 +190,10 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         steps = [h["step"] for h in curves[name]]
         what = "RM score" if "PPO" in name else "verifiable"
         axes[0].plot(steps, [h["reward"] for h in curves[name]], label=f"{name} ({what})")
-        axes[1].plot(steps, [h["kl"] for h in curves[name]], label=name)
+        axes[1].plot(steps, [h["kl" if "PPO" in name else "kl_reply"] for h in curves[name]], label=name)
     axes[2].plot([h["step"] for h in dpo_hist], [h["margin"] for h in dpo_hist], label="DPO train margin")
-    for ax, t in zip(axes, ("mean reward of rollouts", "KL to the start (rollouts)", "DPO implicit reward margin")):
+    titles = ("mean reward of rollouts", "KL to the start, nats per reply (rollouts)", "DPO implicit reward margin")
+    for ax, t in zip(axes, titles):
         ax.set_title(t)
         ax.set_xlabel("step")
         ax.legend()

@@ -44,7 +44,8 @@ class GRPOConfig:
 
 def train_grpo(policy, ref, prompts: list[list[int]], reward_fn: RewardFn, stop_ids, cfg: GRPOConfig,
                pad_id: int = 0, log: Callable[[dict], None] | None = None) -> list[dict]:
-    """Returns per-step rows: mean reward of the rollouts, KL to the reference, loss, seconds."""
+    """Returns per-step rows: mean reward of the rollouts, ``kl`` (mean per-token k3, what the loss
+    penalises), ``kl_reply`` (Σ_t log π − log π_ref per reply, comparable with PPO's ``kl``), loss, seconds."""
     if not prompts:
         raise DodaiError("GRPO needs at least one prompt")
     if cfg.group_size < 2:
@@ -79,7 +80,9 @@ def train_grpo(policy, ref, prompts: list[list[int]], reward_fn: RewardFn, stop_
             torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
         opt.step()
         policy.eval()
-        row = {"step": step + 1, "reward": float(r.mean()), "kl": float(kl), "loss": float(loss.detach()),
+        kl_reply = float(((lp.detach() - ref_lp) * mask).sum(1).mean())  # Σ_t log π − log π_ref, as PPO logs it
+        row = {"step": step + 1, "reward": float(r.mean()), "kl": float(kl), "kl_reply": kl_reply,
+               "loss": float(loss.detach()),
                "length": float(mask.sum(1).mean()), "seconds": round(time.perf_counter() - t0, 3)}
         history.append(row)
         if log:
