@@ -51,15 +51,20 @@ def test_r3_3_attention_beats_fixed_context_on_long_inputs(tmp_path):
 
 
 def test_r3_4_char_lms_at_equal_budget(tmp_path):
-    """Mechanics at toy scale (1.5 s of CPU per model): matched parameter counts, every model learns, table + plot.
-    The ranking of the four is only meaningful at the full budget, so it is reported, not asserted."""
+    """Quick mode (150 steps / 3 s of CPU per model): matched parameters, both budgets honoured, every model
+    learns, table + plot. See r3_4's docstring for which ranking holds at which budget."""
     from dodai.experiments.r3_4 import run
 
     res = run(tmp_path, quick=True)
     rows = {r["model"]: r for r in res["rows"]}
     assert set(rows) == {"RNN", "LSTM", "GRU", "GPT"}
-    for r in rows.values():
-        assert 0.6 * res["target_params"] <= r["params"] <= res["target_params"]
-        assert r["val loss"] < r["val loss at start"] - 0.5
-        assert r["tokens/s"] > 0
+    for kind, r in rows.items():
+        k = kind.lower()
+        assert 0.85 * res["target_params"] <= r["params"] <= res["target_params"]
+        assert res["val_at_steps"][k] < res["start"][k] - 1.2  # well below the ~4.6-nat start after 150 steps
+        curve = res["curves"][k]
+        assert any(s == res["steps"] for _, s, _ in curve)  # the equal-steps mark was evaluated
+        assert max(t for t, _, _ in curve) >= res["seconds_per_model"]  # and the equal-time mark reached
+    # at this tiny budget the plain RNN learns the short-range statistics fastest (see the docstring)
+    assert res["val_at_steps"]["rnn"] < res["val_at_steps"]["lstm"]
     assert (tmp_path / "loss_vs_time.png").is_file()
