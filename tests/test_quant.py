@@ -30,6 +30,15 @@ from dodai.quant.int8 import (
 from dodai.quant.perplexity import format_perplexities, heldout_ids, perplexity
 
 
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny models run fastest on one thread (and a busy 2-core machine stalls two-thread ops)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 def tiny_llama(seed=0, vocab=48):
     torch.manual_seed(seed)
     m = Llama(LlamaConfig(vocab_size=vocab, block_size=64, n_layer=2, n_embd=32, n_head=4, n_kv_head=2,
