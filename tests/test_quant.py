@@ -231,3 +231,13 @@ def test_offered_formats_within_one_percent_of_fp32(smollm2_gguf):
     for fmt in OFFERED_FORMATS:
         assert res[fmt]["ppl"] <= base * (1 + MAX_PPL_INCREASE), (fmt, res[fmt]["ppl"], base)
     assert res["int8"]["weight_bytes"] < 0.5 * res["fp32"]["weight_bytes"]
+
+
+def test_chat_offers_only_the_offered_formats():
+    from dodai.cli import build_parser
+
+    parser = build_parser()
+    for fmt in OFFERED_FORMATS:
+        assert parser.parse_args(["chat", "--model", "m", "--format", fmt]).format == fmt
+    with pytest.raises(SystemExit):
+        parser.parse_args(["chat", "--model", "m", "--format", "int4"])

@@ -35,6 +35,10 @@ def add_arguments(p) -> None:
                    help="tokens of conversation kept (KV cache size; capped by the model's window; default 2048)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="weights and compute dtype (default float32)")
+    from dodai.quant import OFFERED_FORMATS
+
+    p.add_argument("--format", choices=OFFERED_FORMATS, default=None,
+                   help="weight format (overrides --dtype); only formats within 1%% of fp32 perplexity are offered")
 
 
 class ChatSession:
@@ -167,8 +171,12 @@ def run(args) -> int:
     from dodai.errors import DodaiError
     from dodai.models import load_model
 
-    dtype = torch.bfloat16 if args.dtype == "bfloat16" else torch.float32
+    dtype = torch.bfloat16 if args.dtype == "bfloat16" and args.format is None else torch.float32
     model, tok = load_model(args.model, dtype=dtype)
+    if args.format is not None:  # converted from the fp32 weights, never from already rounded ones
+        from dodai.quant.int8 import quantize_model
+
+        quantize_model(model, args.format)
     session = ChatSession(model, tok, system=args.system, context=args.context, temperature=args.temperature,
                           top_k=args.top_k, top_p=args.top_p, seed=args.seed, max_new_tokens=args.max_new_tokens)
     tty = sys.stdin.isatty()
