@@ -18,6 +18,13 @@ answers with sentinels and fragments) to high exact match on unseen examples. Th
 near zero: FLAN's zero-shot gain on unseen tasks appeared only for models of ~8B parameters and more
 (Wei et al. 2022, figure 7; smaller models even got worse); a model of a few million parameters tuned on six
 rule tasks learns the formats, not instruction following. Reported as measured.
+
+Measured (full mode, seed 0, 2026-11-28, 2-core shared machine, ~7 min of CPU, 33 min wall under load): a
+1.05 M-parameter T5 (d_model 128, 2+2 layers). Exact match on unseen examples of the training tasks,
+pre-trained only -> instruction-tuned: number_words 0.00 -> 0.37, date_norm 0.00 -> 0.31, count_words
+0.00 -> 0.25, word_after 0.00 -> 0.07, sort_words and reverse_words 0.00 -> 0.00 (mean 0.00 -> 0.17; answer
+loss 8.56 -> 1.82 nats/token). Held-out tasks: acronym 0.00 -> 0.00, word_before 0.00 -> 0.07 (answer loss
+8.71 -> 5.12). The tuning loss was still falling: the budget, not the method, limits these numbers.
 """
 
 from __future__ import annotations
