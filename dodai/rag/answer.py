@@ -8,7 +8,8 @@ Large Language Models to Generate Text with Citations"):
 2. **abstain** without calling the model when the best chunk's cosine similarity to the question
    is below ``min_score``: nothing relevant was found, so "I don't know" is the grounded answer;
 3. render the model's own chat template with a system instruction and a user message holding the
-   numbered sources ``[1] … [k]`` and the question; decode greedily;
+   numbered sources ``[1] … [k]`` and the question; start the reply with "According to source ["
+   (so the model's first choice is which source to cite) and decode greedily;
 4. parse the citations ``[n]`` / ``[n, m]`` out of the answer and check that each names one of the
    sources that were shown; an answer with no valid citation (or any invalid one) is not *grounded*.
 
@@ -27,6 +28,7 @@ IDK = "I don't know."
 SYSTEM = ("You answer questions about Python using only the numbered sources. Cite the source you use "
           "with its number in square brackets, like [1]. If the sources do not answer the question, "
           "reply: I don't know.")
+PREFIX = "According to source ["
 _CITE = re.compile(r"\[\s*(\d+(?:\s*,\s*\d+)*)\s*\]")
 _IDK = re.compile(r"\bI\s+(?:do not|don't|don’t)\s+know\b", re.IGNORECASE)
 
@@ -90,8 +92,12 @@ def _template(tokenizer):
 
 
 def generate_answer(model, tokenizer, question: str, hits: list, max_new_tokens: int = 96,
-                    max_chars: int = 700, title=None) -> Answer:
-    """Ask ``model`` to answer ``question`` from ``hits`` (greedy), then parse and check its citations."""
+                    max_chars: int = 700, title=None, prefix: str = PREFIX) -> Answer:
+    """Ask ``model`` to answer ``question`` from ``hits`` (greedy), then parse and check its citations.
+
+    ``prefix`` starts the assistant's reply (part of the answer text): the default "According to
+    source [" makes the model choose a source number first — a 135M model left alone rarely cites.
+    """
     from dodai.commands.chat import STOP_TOKENS
     from dodai.generate.engine import complete
     from dodai.generate.processors import LogitsPipeline
@@ -99,6 +105,7 @@ def generate_answer(model, tokenizer, question: str, hits: list, max_new_tokens:
     if not hits:
         return Answer(question, IDK, [], abstained=True)
     prompt = _template(tokenizer).render(build_messages(question, hits, max_chars, title), add_generation_prompt=True)
+    prompt += prefix
     ids = tokenizer.encode(prompt)
     window = model.config.block_size
     if len(ids) + max_new_tokens > window:
@@ -108,7 +115,7 @@ def generate_answer(model, tokenizer, question: str, hits: list, max_new_tokens:
     stops = [specials[s] for s in STOP_TOKENS if s in specials]
     out = complete(model, ids, max_new_tokens, LogitsPipeline(temperature=0.0),
                    eos_id=getattr(tokenizer, "eos_id", None), stop_tokens=stops, tokenizer=tokenizer)[0]
-    text = out.text.strip()
+    text = (prefix + out.text).strip()
     valid, invalid = parse_citations(text, len(hits))
     return Answer(question, text, list(hits), valid, invalid, abstained=bool(_IDK.search(text)),
                   prompt_tokens=len(ids))
