@@ -72,7 +72,7 @@ def _rows_vs_batch(m, cached: bool, full_mask: bool = False):
             torch.testing.assert_close(got[b, -1], one[0, -1], rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope", "alibi", "none"])
+@pytest.mark.parametrize("pos", ["learned", "sinusoidal", "rope", "alibi", "t5", "none"])
 @pytest.mark.parametrize("impl", ["sdpa", "reference"])
 def test_gpt_padded_batch_equals_rows(pos, impl):
     m = tiny_gpt(pos_encoding=pos, attn_impl=impl)
