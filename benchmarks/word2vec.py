@@ -1,6 +1,6 @@
 """Word2Vec: dodai vs gensim on the same corpus and hyper-parameters (skip-gram and CBOW), plus GloVe.
 
-Run: .venv/bin/python benchmarks/word2vec.py [--repeats R] [--workers W] [--models sg,cbow]
+Run: .venv/bin/python benchmarks/word2vec.py [--repeats R] [--first-seed S] [--workers W] [--models sg,cbow]
                                              [--data-dir /work/shared/data] [--no-glove]
 
 Corpus: austen.txt + tinyshakespeare.txt, lower-cased ``[a-z]+`` words, one sentence per paragraph.
@@ -85,7 +85,8 @@ def fmt(xs, spec=".1f"):
 
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=3, help="training runs per side (seeds 0..R-1)")
+    ap.add_argument("--repeats", type=int, default=3, help="training runs per side (seeds S..S+R-1)")
+    ap.add_argument("--first-seed", type=int, default=0, help="seed of the first repeat")
     ap.add_argument("--workers", type=int, default=2, help="threads for both dodai and gensim")
     ap.add_argument("--models", default="sg,cbow", help="comma-separated: sg, cbow")
     ap.add_argument("--data-dir", type=Path, default=Path("/work/shared/data"), help="holds austen.txt etc.")
@@ -101,7 +102,7 @@ def main():
         sg = name == "sg"
         lr = 0.025 if sg else 0.05
         res = {side: {"t": [], "ws": [], "an": [], "agree": []} for side in ("dodai", "gensim")}
-        for r in range(a.repeats):
+        for r in range(a.first_seed, a.first_seed + a.repeats):
             t0 = time.perf_counter()
             kv = train_word2vec(sents, model=name, lr=lr, min_lr=1e-4, seed=r, workers=a.workers, **hp)
             res["dodai"]["t"].append(time.perf_counter() - t0)

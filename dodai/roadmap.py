@@ -43,7 +43,7 @@ ITEMS: list[Item] = [
     Item("R1.4", "情報理論", "Information theory: entropy, KL, perplexity, bits per byte",
          "dodai.info", WORKING, _run("R1.4")),
     Item("R1.5", "分布表現", "Distributed representations: Word2Vec (skip-gram, CBOW)",
-         "dodai.embeddings.word2vec", PLANNED, _run("R1.5")),
+         "dodai.embeddings.word2vec", WORKING, _run("R1.5")),
     # 2. ニューラルネットワーク基礎
     Item("R2.1", "パーセプトロン", "Perceptron: Rosenblatt's rule, XOR, MLP",
          "dodai.basics.perceptron", WORKING, _run("R2.1")),
