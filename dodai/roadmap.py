@@ -68,8 +68,7 @@ ITEMS: list[Item] = [
     Item("R4.2", "Multi-Head Attention", "Multi-head attention, GQA/MQA",
          "dodai.nn.attention", WORKING, _run("R4.2")),
     Item("R4.3", "Positional Encoding", "Positional encoding: sinusoidal, learned, RoPE, ALiBi",
-         # PLANNED until T5 relative bias joins the swappable set and sinusoidal/learned degrade as in Press et al.
-         "dodai.nn.position", PLANNED, _run("R4.3")),
+         "dodai.nn.position", WORKING, _run("R4.3")),
     Item("R4.4", "FFN (Feed Forward Network)", "Feed-forward network: GELU MLP, SwiGLU",
          "dodai.nn.ffn", WORKING, _run("R4.4")),
     Item("R4.5", "Layer Norm / Residual", "LayerNorm / RMSNorm, residuals, pre-LN vs post-LN",
