@@ -220,9 +220,9 @@ def test_ppl_command_json_and_errors(gpt_dir, capsys):
 # ---- the rule: a format is offered only within 1 % of fp32 perplexity on SmolLM2 ----------------
 
 def test_offered_formats_within_one_percent_of_fp32(smollm2_gguf):
-    from dodai.models import load_model
+    from _smollm2_once import smollm2
 
-    model, tok = load_model(smollm2_gguf)
+    model, tok = smollm2(str(smollm2_gguf))
     ids = heldout_ids(tok, 512)
     assert len(ids) == 512
     res = format_perplexities(model, ids, ["fp32"] + [f for f in OFFERED_FORMATS if f != "fp32"])

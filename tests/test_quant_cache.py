@@ -100,9 +100,9 @@ def _greedy(model, prompt, n, cache):
 
 
 def test_smollm2_int8_cache_greedy_matches_fp32_cache(smollm2_gguf, capsys):
-    from dodai.models import load_model
+    from _smollm2_once import smollm2
 
-    model, tok = load_model(smollm2_gguf)
+    model, tok = smollm2(str(smollm2_gguf))
     prompt = tok.encode("The capital of France is Paris. The capital of Japan is")
     n = 32
     fc, qc = model.new_cache(1, len(prompt) + n), new_quant_cache(model, 1, len(prompt) + n)

@@ -171,21 +171,18 @@ def test_speculative_sampling_matches_target_joint_distribution():
 def test_smollm2_speculative_greedy_identical(smollm2_gguf, capsys):
     import copy
 
-    from dodai.models import load_model
+    from _smollm2_once import smollm2
+
     from dodai.quant.int8 import quantize_model
 
-    model, tok = load_model(smollm2_gguf)
+    model, tok = smollm2(str(smollm2_gguf))
     prompt = tok.encode("<|im_start|>user\nWhat is the capital of France?<|im_end|>\n<|im_start|>assistant\n")
     ref = list(generate(model, prompt, 32, temperature=0.0))
-    # draft 1: the int8 copy of the model (same tokenizer, close distributions: high acceptance)
+    # the draft: an int8 copy of the model (same tokenizer, close distributions: high acceptance)
     st = SpeculativeStats()
     int8 = quantize_model(copy.deepcopy(model), "int8")
     out = list(speculative_generate(model, int8, prompt, 32, gamma=4, stats=st))
-    # draft 2: early exit after 10 of 30 layers (shares all weights; untrained for it, so rarely right)
-    st10 = SpeculativeStats()
-    out10 = list(speculative_generate(model, truncated_draft(model, 10), prompt, 32, gamma=3, stats=st10))
     print(f"SmolLM2 speculative, 32 tokens: int8 draft gamma 4: acceptance {st.acceptance_rate:.2f}, "
-          f"{st.tokens_per_round:.2f} tokens per target forward; first-10-layers draft gamma 3: acceptance "
-          f"{st10.acceptance_rate:.2f}; text {tok.decode(out)!r}")
-    assert out == ref and out10 == ref
+          f"{st.tokens_per_round:.2f} tokens per target forward; text {tok.decode(out)!r}")
+    assert out == ref
     assert st.acceptance_rate > 0.5 and st.rounds < 32  # fewer target forwards than tokens
