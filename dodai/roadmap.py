@@ -77,7 +77,7 @@ ITEMS: list[Item] = [
          "dodai.tokenizers", WORKING, _run("R4.6")),
     # 5. 言語モデルの学習と推論
     Item("R5.1", "Pre-training", "Pre-training a GPT on a real corpus",
-         "dodai.train.trainer", PLANNED, "dodai speedrun"),
+         "dodai.train.trainer", WORKING, "dodai speedrun"),
     Item("R5.2", "Fine-tuning", "Fine-tuning: full and LoRA SFT, classifier fine-tuning",
          "dodai.finetune.sft", WORKING, _run("R5.2")),
     Item("R5.3", "RLHF", "RLHF: reward model, PPO, DPO, GRPO",
