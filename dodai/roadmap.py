@@ -98,7 +98,7 @@ ITEMS: list[Item] = [
     Item("R6.5", "Sparse Attention（Longformer、Mistral）", "Sparse attention: sliding window, local+global",
          "dodai.nn.sparse", WORKING, _run("R6.5")),
     # 7. LLMに付随する技術領域
-    Item("R7.1", "Retrieval (RAG)", "Retrieval-augmented generation", "dodai.apps.rag", PLANNED, _run("R7.1")),
+    Item("R7.1", "Retrieval (RAG)", "Retrieval-augmented generation", "dodai.rag", WORKING, _run("R7.1")),
     Item("R7.2", "Prompt Engineering", "Prompt engineering, constrained decoding",
          "dodai.apps.prompting", PLANNED, _run("R7.2")),
     Item("R7.3", "Agent", "Agents: a ReAct / function-calling loop", "dodai.apps.agent", PLANNED, _run("R7.3")),
