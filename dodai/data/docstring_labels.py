@@ -22,6 +22,8 @@ Construction (deterministic for one Python version):
 from __future__ import annotations
 
 import hashlib
+import json
+import sys
 import sysconfig
 from collections import Counter
 from dataclasses import dataclass
@@ -30,6 +32,8 @@ from pathlib import Path
 
 from dodai.data.corpora import MIN_CHARS, _docstrings, _skip, clean_doc
 from dodai.errors import DodaiError
+from dodai.io import atomic_write_text
+from dodai.paths import cache_dir
 
 
 @dataclass
@@ -56,7 +60,24 @@ def is_held_out(text: str, test_fraction: float) -> bool:
 
 @lru_cache(maxsize=4)
 def labelled_docstrings(stdlib: str | None = None) -> tuple[tuple[str, str], ...]:
-    """Every (cleaned docstring, top-level package) pair of the stdlib, unambiguous ones only, in file order."""
+    """Every (cleaned docstring, top-level package) pair of the stdlib, unambiguous ones only, in file order.
+
+    For this interpreter's own stdlib the pairs are cached (JSON, atomic write) beside the corpus cache."""
+    if stdlib is not None:
+        return _extract(stdlib)
+    cache = cache_dir() / "corpora" / f"python-docs-{sys.version_info.major}.{sys.version_info.minor}.labels.json"
+    try:
+        pairs = json.loads(cache.read_text(encoding="utf-8"))
+        if isinstance(pairs, list) and all(isinstance(p, list) and len(p) == 2 for p in pairs):
+            return tuple((str(d), str(lab)) for d, lab in pairs)
+    except (OSError, ValueError):
+        pass  # absent or damaged: rebuilt below
+    pairs = _extract(None)
+    atomic_write_text(cache, json.dumps(pairs, ensure_ascii=False))
+    return pairs
+
+
+def _extract(stdlib: str | None) -> tuple[tuple[str, str], ...]:
     root = Path(stdlib or sysconfig.get_paths()["stdlib"])
     if not root.is_dir():
         raise DodaiError(f"docstring labels: the standard library folder {root} is missing")
