@@ -155,7 +155,7 @@ def pretrain_mlm(model: BertForMaskedLM, train_blocks: torch.Tensor, *, mask_id:
                                   generator=g)
         loss = model.mlm_loss(inp.to(dev), labels.to(dev))
         if not torch.isfinite(loss):
-            raise DodaiError(f"MLM pre-training diverged at step {step} (loss {float(loss)})")
+            raise DodaiError(f"MLM pre-training diverged at step {step} (loss {loss.item()})")
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -164,7 +164,7 @@ def pretrain_mlm(model: BertForMaskedLM, train_blocks: torch.Tensor, *, mask_id:
         step += 1
         if bar is not None:
             bar.update(1)
-            bar.set_postfix(loss=f"{float(loss):.3f}")
+            bar.set_postfix(loss=f"{curve[-1][1]:.3f}")
         out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
         if val_blocks is not None and (step % eval_every == 0 or step == steps or out_of_time):
             val.append((step, mlm_eval_loss(model, val_blocks, mask_id=mask_id, special_ids=special_ids)))
