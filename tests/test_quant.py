@@ -241,3 +241,15 @@ def test_chat_offers_only_the_offered_formats():
         assert parser.parse_args(["chat", "--model", "m", "--format", fmt]).format == fmt
     with pytest.raises(SystemExit):
         parser.parse_args(["chat", "--model", "m", "--format", "int4"])
+
+
+def test_generate_format_flag(gpt_dir, capsys):
+    from dodai.cli import build_parser
+
+    for fmt in OFFERED_FORMATS:
+        rc = main(["generate", "--model", str(gpt_dir), "--prompt", "the quick", "--format", fmt,
+                   "--temperature", "0", "--max-new-tokens", "6"])
+        assert rc == 0
+        assert len(capsys.readouterr().out.strip()) > 0
+    with pytest.raises(SystemExit):
+        build_parser().parse_args(["generate", "--model", "m", "--prompt", "x", "--format", "int4"])

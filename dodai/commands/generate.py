@@ -35,6 +35,10 @@ def add_arguments(p) -> None:
     p.add_argument("--num-samples", type=int, default=1, help="print this many samples of the continuation")
     p.add_argument("--logprobs", type=int, default=None,
                    help="also print each token's log-prob and its N most likely alternatives")
+    from dodai.quant import OFFERED_FORMATS
+
+    p.add_argument("--format", choices=OFFERED_FORMATS, default="fp32",
+                   help="weight format; only formats within 1%% of fp32 perplexity are offered (see dodai ppl)")
 
 
 def run(args) -> int:
@@ -56,6 +60,10 @@ def run(args) -> int:
     if args.batch_size < 1:
         raise DodaiError(f"--batch-size must be >= 1, got {args.batch_size}")
     model, tok = load_model(args.model)
+    if args.format != "fp32":
+        from dodai.quant.int8 import quantize_model
+
+        quantize_model(model, args.format)
     if len(prompts) > 1:
         return _run_batch(args, model, tok, prompts)
     ids = tok.encode(prompts[0])

@@ -94,6 +94,12 @@ class Int8Linear(nn.Module):
         q, s = quantize_per_channel(lin.weight)
         return cls(q, s, lin.bias)
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized weight (N, K) fp32, for code that reads ``.weight`` of a linear layer (e.g. a
+        model's ``new_cache`` reading its head's dtype and device); costs a dequantization per access."""
+        return dequantize_per_channel(self.qweight, self.scale)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.in_features:
             raise DodaiError(f"Int8Linear expects {self.in_features} input features, got {x.shape[-1]}")
