@@ -20,6 +20,13 @@ of pre-training both at one fixed recipe and with each model at its best learnin
 Quick mode (the test) pre-trains for 1,500 steps of 32 × 64 tokens and fine-tunes on 200 texts at lr 1e-3.
 That much pre-training is needed: in our trials, a few hundred steps leave the MLM near the unigram
 plateau (held-out loss ≈ 5.1–5.6 nats) and the "pre-trained" encoder is then no better than scratch.
+
+Measured (full mode, 2026-11-28, shared 2-core AMD EPYC under heavy load, 21 min wall; quick mode 9 min):
+with 200 labelled texts, pre-training adds +0.14 accuracy at lr 1e-3 and +0.17 at lr 3e-3 (0.53 vs 0.35;
+macro-F1 0.40 vs 0.24); MiniLM reaches 0.58. With all 2,865 texts it still adds +0.10 at lr 1e-3, but with
+each model at its best learning rate scratch catches up (0.81 vs 0.81): at this scale (0.24 M parameters,
+6 M pre-training tokens, held-out MLM loss 5.05 nats) pre-training buys label efficiency and faster
+fine-tuning, not a higher ceiling. The fill-mask guesses are still mostly frequent words.
 """
 
 from __future__ import annotations
