@@ -242,7 +242,7 @@ def _plot(pt: dict, curves: dict, rows: list[dict], out_dir: Path) -> Path:
     from dodai.viz import pyplot
 
     plt = pyplot()
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    fig, ax = plt.subplots(1, 3, figsize=(18, 5))
     steps, losses = zip(*pt["curve"])
     k = max(1, len(losses) // 50)  # running mean over ~2 % of the run
     smooth = [sum(losses[max(0, i - k + 1):i + 1]) / len(losses[max(0, i - k + 1):i + 1]) for i in range(len(losses))]
@@ -257,15 +257,14 @@ def _plot(pt: dict, curves: dict, rows: list[dict], out_dir: Path) -> Path:
         ax[1].plot(st, [sum(lo[max(0, i - k + 1):i + 1]) / len(lo[max(0, i - k + 1):i + 1]) for i in range(len(lo))],
                    label=name)
     ax[1].set(xlabel="step", ylabel="cross-entropy", title="fine-tuning loss")
-    ax[1].legend()
-    names = [r["model"].replace(", ", "\n") + (f"\nn={r['n_train']} lr {r['lr']:g}" if r["lr"] else "")
-             for r in rows]
-    x = range(len(names))
-    ax[2].bar([i - 0.2 for i in x], [r["accuracy"] for r in rows], 0.4, label="accuracy")
-    ax[2].bar([i + 0.2 for i in x], [r["macro_f1"] for r in rows], 0.4, label="macro-F1")
-    ax[2].set_xticks(list(x), names, fontsize=7)
-    ax[2].set(ylim=(0, 1), title="held-out docstring → package")
-    ax[2].legend()
+    ax[1].legend(fontsize=6)
+    names = [r["model"] + (f", n={r['n_train']}, lr {r['lr']:g}" if r["lr"] else "") for r in rows]
+    y = list(range(len(names)))[::-1]  # first row on top
+    ax[2].barh([i + 0.2 for i in y], [r["accuracy"] for r in rows], 0.4, label="accuracy")
+    ax[2].barh([i - 0.2 for i in y], [r["macro_f1"] for r in rows], 0.4, label="macro-F1")
+    ax[2].set_yticks(y, names, fontsize=7)
+    ax[2].set(xlim=(0, 1), title="held-out docstring → package")
+    ax[2].legend(fontsize=7)
     fig.tight_layout()
     path = out_dir / "r6_1.png"
     fig.savefig(path, dpi=110)
