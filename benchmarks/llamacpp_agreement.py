@@ -74,7 +74,7 @@ def write_variants(src: Path, folder: Path) -> dict[str, Path]:
                 md = dict(g.metadata)
                 types = dict(g.metadata_types)
                 tensors = {}
-                for name, info in g.tensors.items():
+                for name in g.tensors:
                     t = g.load(name)  # exact fp32 values of the 4-bit blocks
                     # 1-D tensors (norm weights) stay F32, as llama.cpp's converters write them
                     tensors[name] = t if (dtype == torch.float32 or t.dim() == 1) else t.to(dtype)
