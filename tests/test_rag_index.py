@@ -171,12 +171,13 @@ def test_grounded_answer_with_smollm2(smollm2_gguf):
     model, tok = load_model(smollm2_gguf)
     hits = ix.search("Which module encodes Python objects as JSON?", k=3, method="bm25")
     assert hits[0].chunk.source == 0
-    a = generate_answer(model, tok, "Which module encodes Python objects as JSON?", hits, max_new_tokens=40)
+    a = generate_answer(model, tok, "Which module encodes Python objects as JSON?", hits, max_new_tokens=20)
     assert a.text and a.prompt_tokens > 50
     # every bracketed number in the text is accounted for, and valid ones name a shown source
     assert (a.citations, a.invalid_citations) == parse_citations(a.text, len(hits))
     assert all(1 <= n <= len(hits) for n in a.citations)
     assert "json" in a.text.lower()  # the answer uses the source that holds it
+    assert 1 in a.citations and a.grounded  # and cites it (BM25 ranked it first as source [1])
 
 
 # ---- the command -------------------------------------------------------------------------------------
