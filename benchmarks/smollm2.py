@@ -7,9 +7,12 @@ For each engine, in its own subprocess (so that peak RSS means something):
 - **decode**: 128 greedy tokens after that prompt through the engine's own generate loop
   (dodai ``dodai.generate.sampling.generate``, HF ``generate(do_sample=False)``, llama.cpp
   ``generate``), tokens/s over the 127 steps after the first token, median of ``--repeats``;
+- **decode per CPU-second**: the same 127 steps over the process's CPU time (all its threads), a
+  figure less sensitive than wall time to other jobs on a shared machine;
 - **peak RSS** of the process (``ru_maxrss``) after loading and running.
 
-dodai and HF load the same GGUF file and dequantize it to fp32 (dodai also in bf16); llama.cpp runs
+dodai and HF load the same GGUF file and dequantize it to fp32 (dodai also in bf16, and int8: weight-only
+int8 with per-channel scales from :mod:`dodai.quant`, computed on bf16 activations); llama.cpp runs
 the Q4_1 file as it is, through llama-cpp-python when it is installed. With llama.cpp present, the
 teacher-forced top-1 agreement (the fraction of positions of a 256-token text where dodai's argmax
 equals llama.cpp's) is computed too.
@@ -36,7 +39,7 @@ sys.path.insert(0, str(REPO))
 THREADS = 2
 PROMPT_TOKENS = 200
 NEW_TOKENS = 128
-ENGINES = ["dodai", "dodai-bf16", "hf", "llamacpp"]
+ENGINES = ["dodai", "dodai-int8", "dodai-bf16", "hf", "llamacpp"]
 
 _FALLBACK_TEXT = (
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in "
@@ -83,6 +86,10 @@ def worker_dodai(repeats: int, dtype_name: str) -> dict:
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
     t0 = time.perf_counter()
     model, tok = load_llama_gguf(_gguf(), dtype=dtype)
+    if dtype_name == "int8":
+        from dodai.quant.int8 import quantize_model
+
+        quantize_model(model, "int8")
     load_s = time.perf_counter() - t0
     ids = _prompt_ids(tok, PROMPT_TOKENS)
     x = torch.tensor([ids])
@@ -94,18 +101,20 @@ def worker_dodai(repeats: int, dtype_name: str) -> dict:
             t = time.perf_counter()
             model(x, cache=cache, last_only=True)
             prefill.append(time.perf_counter() - t)
-    decode, out = [], []
+    decode, decode_cpu, out = [], [], []
     for _ in range(repeats):
-        stamps = []
+        stamps, cpu = [], []
         out = []
         t = time.perf_counter()
         for tid in generate(model, ids, NEW_TOKENS, temperature=0.0):
             stamps.append(time.perf_counter())
+            cpu.append(time.process_time())
             out.append(tid)
         decode.append((NEW_TOKENS - 1) / (stamps[-1] - stamps[0]))
+        decode_cpu.append((NEW_TOKENS - 1) / (cpu[-1] - cpu[0]))
         first_token_s = stamps[0] - t
     res = {"engine": f"dodai {dtype_name}", "load_s": load_s, "prefill_s": prefill, "decode_tok_s": decode,
-           "first_token_s": first_token_s, "tokens": out, "rss_mb": _rss_mb()}
+           "decode_tok_cpu_s": decode_cpu, "first_token_s": first_token_s, "tokens": out, "rss_mb": _rss_mb()}
     return res
 
 
@@ -133,17 +142,18 @@ def worker_hf(repeats: int) -> dict:
 
     class Stamps(BaseStreamer):
         def __init__(self):
-            self.t, self.calls = [], 0
+            self.t, self.cpu, self.calls = [], [], 0
 
         def put(self, value):
             self.calls += 1
             if self.calls > 1:  # the first put() is the prompt itself
                 self.t.append(time.perf_counter())
+                self.cpu.append(time.process_time())
 
         def end(self):
             pass
 
-    decode, out = [], []
+    decode, decode_cpu, out = [], [], []
     for _ in range(repeats):
         s = Stamps()
         with torch.inference_mode():
@@ -151,8 +161,9 @@ def worker_hf(repeats: int) -> dict:
                                streamer=s, pad_token_id=tok.eos_token_id)
         out = g[0, len(ids):].tolist()
         decode.append((NEW_TOKENS - 1) / (s.t[-1] - s.t[0]))
+        decode_cpu.append((NEW_TOKENS - 1) / (s.cpu[-1] - s.cpu[0]))
     return {"engine": "HF transformers fp32", "load_s": load_s, "prefill_s": prefill, "decode_tok_s": decode,
-            "tokens": out, "rss_mb": _rss_mb()}
+            "decode_tok_cpu_s": decode_cpu, "tokens": out, "rss_mb": _rss_mb()}
 
 
 def worker_llamacpp(repeats: int) -> dict:
@@ -174,18 +185,20 @@ def worker_llamacpp(repeats: int) -> dict:
         t = time.perf_counter()
         llm.eval(ids)
         prefill.append(time.perf_counter() - t)
-    decode, out = [], []
+    decode, decode_cpu, out = [], [], []
     for _ in range(repeats):
         llm.reset()
-        stamps, out = [], []
+        stamps, cpu, out = [], [], []
         for tid in llm.generate(ids, top_k=1, temp=0.0, reset=True):
             stamps.append(time.perf_counter())
+            cpu.append(time.process_time())
             out.append(int(tid))
             if len(out) == NEW_TOKENS:
                 break
         decode.append((NEW_TOKENS - 1) / (stamps[-1] - stamps[0]))
+        decode_cpu.append((NEW_TOKENS - 1) / (cpu[-1] - cpu[0]))
     return {"engine": "llama.cpp Q4_1", "load_s": load_s, "prefill_s": prefill, "decode_tok_s": decode,
-            "tokens": out, "rss_mb": _rss_mb()}
+            "decode_tok_cpu_s": decode_cpu, "tokens": out, "rss_mb": _rss_mb()}
 
 
 def worker_agreement(n: int = 256) -> dict:
@@ -243,6 +256,8 @@ def main() -> int:
     if args.worker:
         if args.worker == "dodai":
             res = worker_dodai(args.repeats, "fp32")
+        elif args.worker == "dodai-int8":
+            res = worker_dodai(args.repeats, "int8")
         elif args.worker == "dodai-bf16":
             res = worker_dodai(args.repeats, "bf16")
         elif args.worker == "hf":
@@ -267,21 +282,41 @@ def main() -> int:
     hf = results.get("hf", {})
     hf_pre = statistics.median(hf["prefill_s"]) if "prefill_s" in hf else None
     hf_dec = statistics.median(hf["decode_tok_s"]) if "decode_tok_s" in hf else None
+    hf_cpu = statistics.median(hf["decode_tok_cpu_s"]) if "decode_tok_cpu_s" in hf else None
+    lc = results.get("llamacpp", {})
+    lc_dec = statistics.median(lc["decode_tok_s"]) if "decode_tok_s" in lc else None
     rows = ["| engine | prefill 200 tok (s) | decode 128 tok (tok/s) | prefill speed vs HF | decode vs HF "
-            "| peak RSS (MB) | load (s) |", "|---|---|---|---|---|---|---|"]
+            "| decode vs llama.cpp | decode tok per CPU-s | CPU-s ratio vs HF | peak RSS (MB) | load (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
     for e in engines:
         r = results[e]
         if "skipped" in r:
-            rows.append(f"| {r.get('engine', e)} | skipped: {r['skipped']} | | | | | |")
+            rows.append(f"| {r.get('engine', e)} | skipped: {r['skipped']} | | | | | | | | |")
             continue
         pre, dec = statistics.median(r["prefill_s"]), statistics.median(r["decode_tok_s"])
+        cpu = statistics.median(r["decode_tok_cpu_s"])
         pre_ratio = f"{hf_pre / pre:.2f}x" if hf_pre else "-"
         dec_ratio = f"{dec / hf_dec:.2f}x" if hf_dec else "-"
-        rows.append(f"| {r['engine']} | {pre:.3f} | {dec:.1f} | {pre_ratio} | {dec_ratio} | {r['rss_mb']:.0f} "
-                    f"| {r['load_s']:.1f} |")
+        lc_ratio = f"{dec / lc_dec:.2f}x" if lc_dec else "-"
+        cpu_ratio = f"{cpu / hf_cpu:.2f}x" if hf_cpu else "-"
+        rows.append(f"| {r['engine']} | {pre:.3f} | {dec:.1f} | {pre_ratio} | {dec_ratio} | {lc_ratio} | {cpu:.1f} "
+                    f"| {cpu_ratio} | {r['rss_mb']:.0f} | {r['load_s']:.1f} |")
     same = None
     if "tokens" in results.get("dodai", {}) and "tokens" in hf:
         same = results["dodai"]["tokens"] == hf["tokens"]
+    raw = []
+    for e in engines:
+        r = results[e]
+        if "skipped" in r:
+            continue
+        same_prefix = None
+        if "tokens" in hf and e != "hf":
+            same_prefix = next((i for i, (a, b) in enumerate(zip(r["tokens"], hf["tokens"])) if a != b),
+                               min(len(r["tokens"]), len(hf["tokens"])))
+        raw.append(f"- {r['engine']}: prefill s {[round(v, 3) for v in r['prefill_s']]}, decode tok/s "
+                   f"{[round(v, 2) for v in r['decode_tok_s']]}, per CPU-s "
+                   f"{[round(v, 2) for v in r['decode_tok_cpu_s']]}"
+                   + (f"; first {same_prefix} greedy tokens identical to HF's" if same_prefix is not None else ""))
     cmd = "python benchmarks/smollm2.py " + " ".join(a for a in sys.argv[1:])
     lines = [
         "# SmolLM2-135M-Instruct: prefill and decode on CPU",
@@ -293,6 +328,10 @@ def main() -> int:
         "- prefill ratio = HF time / engine time; decode ratio = engine tok/s / HF tok/s (higher is better)",
         "",
         *rows,
+        "",
+        "Per repeat:",
+        "",
+        *raw,
         "",
         f"- dodai fp32 and HF produce identical 128 greedy tokens: {same}",
         "- teacher-forced top-1 agreement dodai fp32 vs llama.cpp Q4_1: "

@@ -19,6 +19,7 @@ ids, stop after ``max_new_tokens`` or after yielding ``eos_id`` (the EOS id itse
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -123,9 +124,11 @@ def generate(model, prompt_ids: Sequence[int] | torch.Tensor, max_new_tokens: in
         try:
             cache = model.new_cache(1, len(ids) + max_new_tokens)
             x = torch.tensor([ids], dtype=torch.long, device=device)  # (1, T_prompt): prefill
+            # only the last position's logits are sampled from: skip the V×C head on the rest of the prompt
+            kw = {"last_only": True} if "last_only" in inspect.signature(model.forward).parameters else {}
             for step in range(max_new_tokens):
                 with torch.inference_mode():
-                    logits, _ = model(x, cache=cache)
+                    logits, _ = model(x, cache=cache, **kw)
                     nxt = sample_next(logits[:, -1, :], temperature, top_k, top_p, gen)  # (1,)
                 tok = int(nxt.item())
                 yield tok

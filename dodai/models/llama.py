@@ -26,6 +26,16 @@ The blocks are written out in this file rather than imported from dodai.nn: the 
 computed in fp32 exactly as HF computes them (dodai.nn.position uses float64), which makes dodai's
 SmolLM2 logits bit-identical to HF's on the same weights (max |Δ| = 0 in tests/test_llama_smollm2.py).
 
+Two paths compute the same function. The **reference** (``set_eager(True)``): three projections
+W_q, W_k, W_v, RoPE on q and k separately, explicit softmax attention, RMSNorm written out. The
+**fast path** (default), for decoding: when autograd is off, W_q|W_k|W_v and W_gate|W_up each run as
+one matmul over a concatenated weight whose row blocks *are* the separate modules' weights (views, no
+second copy; see :class:`_Fused`), RoPE rotates the q and k heads in one call, attention is SDPA
+(no mask for a single new token), and RMSNorm is PyTorch's fused kernel in fp32 (bit-identical here).
+The same fusion applies to ``dodai.quant`` int8 projections. tests/test_llama_fast.py checks fast ==
+reference. Profiling a SmolLM2 decode step on this CPU shows ~85 % of its time in the matmuls, which
+read every weight once per token: the weight format, not Python overhead, sets the decode speed.
+
 Loading: GGUF (dequantized to fp32, or bf16 on request) through dodai's GGUF reader, HF
 ``config.json`` + ``model.safetensors``, or an HF-named state dict (:meth:`Llama.from_hf_state_dict`).
 """
@@ -161,6 +171,14 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # one fused kernel instead of six ops; the same formula, and bit-identical to the lines below
+            # in fp32 (tests/test_llama_fast.py)
+            return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
+        return self.reference(x)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The formula written out (HF's LlamaRMSNorm): the oracle, and the path for bf16."""
         dtype = x.dtype
         x32 = x.float()
         x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -212,6 +230,80 @@ def permute_qk(w: torch.Tensor, n_head: int) -> torch.Tensor:
     return w.reshape(n_head, 2, d // 2, *w.shape[1:]).swapaxes(1, 2).reshape(w.shape)
 
 
+class _Fused:
+    """One matmul for several projections of the same input (W_q|W_k|W_v, W_gate|W_up), for inference.
+
+    The separate ``nn.Linear`` modules stay (their names, state dict, LoRA / int8 module replacement
+    and training are unchanged); their weights are re-pointed as row slices (views) of one
+    concatenated matrix, so ``F.linear(x, W_cat)`` computes all the projections at once without a second
+    copy of the weights. ``ptrs`` are the data pointers of the module weights when the fusion was made:
+    anything that swaps a weight's storage (``model.to(dtype)``, ``deepcopy``, ``load_state_dict(assign=
+    True)``) makes them differ, and the fusion is made again on the next inference forward. In-place
+    updates (``copy_``, an optimizer step) write into the shared storage and keep it valid.
+    """
+
+    __slots__ = ("ptrs", "weight", "scale")
+
+    def __init__(self, ptrs, weight, scale=None):
+        self.ptrs, self.weight, self.scale = ptrs, weight, scale
+
+    def __call__(self, x):
+        if self.scale is None:
+            return F.linear(x, self.weight)
+        from dodai.quant.int8 import int8_linear_fast
+
+        return int8_linear_fast(x, self.weight, self.scale)
+
+    def __deepcopy__(self, memo):
+        return None  # a copy has its own weights: it fuses them itself when it first runs
+
+    def __reduce__(self):
+        return (_none, ())
+
+
+def _none():
+    return None
+
+
+def fused_projection(owner: nn.Module, attr: str, mods: tuple[nn.Module, ...]) -> _Fused | None:
+    """The fused matmul for ``mods`` (made or re-made on demand and kept as ``owner.<attr>``), or None
+    when they cannot be fused: autograd is on (training keeps the separate modules so that gradients
+    reach their parameters), or the modules are not all bias-free ``nn.Linear`` in one dtype, or all
+    fast ``dodai.quant`` ``Int8Linear`` (e.g. a LoRA wrapper replaced one)."""
+    if torch.is_grad_enabled():
+        return None
+    if all(type(m) is nn.Linear and m.bias is None for m in mods):
+        ts, int8 = [m.weight for m in mods], False
+    elif all(type(m).__name__ == "Int8Linear" and getattr(m, "fast", False) and m.bias is None for m in mods):
+        ts, int8 = [m.qweight for m in mods], True
+    else:
+        owner.__dict__[attr] = None
+        return None
+    ptrs = tuple(t.data_ptr() for t in ts)
+    hit = owner.__dict__.get(attr)
+    if hit is not None and hit.ptrs == ptrs:
+        return hit
+    if len({(t.dtype, t.device, t.shape[1:]) for t in ts}) != 1:
+        owner.__dict__[attr] = None
+        return None
+    # (Re)make it outside inference mode: the concatenated weights are ordinary tensors that training
+    # may use (and update in place) later.
+    with torch.inference_mode(False), torch.no_grad():
+        weight = torch.cat([t.detach() for t in ts])  # (ΣN, K)
+        scale = torch.cat([m.scale_bf16 for m in mods]) if int8 else None  # (ΣN,)
+        off = 0
+        for m, t in zip(mods, ts):
+            n = t.shape[0]
+            if int8:
+                m.qweight, m.scale_bf16 = weight[off:off + n], scale[off:off + n]
+            else:
+                m.weight.data = weight[off:off + n]
+            off += n
+    hit = _Fused(tuple(t.data_ptr() for t in (m.qweight if int8 else m.weight for m in mods)), weight, scale)
+    owner.__dict__[attr] = hit
+    return hit
+
+
 class Attention(nn.Module):
     """Causal grouped-query self-attention with RoPE and an optional KV cache."""
 
@@ -228,10 +320,23 @@ class Attention(nn.Module):
         """x (B, T, C); cos/sin (T, D) or per row (B, 1, T, D); pad_bias (B, 1, 1, S) additive or None."""
         B, T, _ = x.shape
         D, H, Hkv = self.head_dim, self.n_head, self.n_kv_head
-        q = self.wq(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
-        k = self.wk(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, H_kv, T, D)
-        v = self.wv(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, H_kv, T, D)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        qkv = None if self.eager else fused_projection(self, "_qkv", (self.wq, self.wk, self.wv))
+        if qkv is None:  # the plain path: three projections, RoPE on q and k separately
+            q = self.wq(x).view(B, T, H, D).transpose(1, 2)  # (B, H, T, D)
+            k = self.wk(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, H_kv, T, D)
+            v = self.wv(x).view(B, T, Hkv, D).transpose(1, 2)  # (B, H_kv, T, D)
+            q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        else:  # one matmul, and RoPE once over the q and k heads together (the same arithmetic)
+            y = qkv(x)  # (B, T, (H + 2·H_kv)·D)
+            qk = y[..., :(H + Hkv) * D].view(B, T, H + Hkv, D)
+            if cos.dim() == 2:
+                c, s = cos[:, None], sin[:, None]  # (T, 1, D)
+            else:
+                c, s = cos.transpose(1, 2), sin.transpose(1, 2)  # per row: (B, T, 1, D)
+            qk = apply_rope(qk, c, s)  # (B, T, H + H_kv, D)
+            q = qk[:, :, :H].transpose(1, 2)  # (B, H, T, D)
+            k = qk[:, :, H:].transpose(1, 2)  # (B, H_kv, T, D)
+            v = y[..., (H + Hkv) * D:].view(B, T, Hkv, D).transpose(1, 2)  # (B, H_kv, T, D)
         past = 0
         if cache is not None:
             past = cache.pos
@@ -288,9 +393,15 @@ class SwiGLU(nn.Module):
         self.w_gate = nn.Linear(cfg.n_embd, cfg.ffn_hidden, bias=False)
         self.w_up = nn.Linear(cfg.n_embd, cfg.ffn_hidden, bias=False)
         self.w_down = nn.Linear(cfg.ffn_hidden, cfg.n_embd, bias=False)
+        self.eager = False  # True: always the separate projections (the reference)
 
     def forward(self, x):
-        return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+        gate_up = None if self.eager else fused_projection(self, "_gate_up", (self.w_gate, self.w_up))
+        if gate_up is None:
+            return self.w_down(F.silu(self.w_gate(x)) * self.w_up(x))
+        gu = gate_up(x)  # (B, T, 2·F): W_gate x and W_up x from one matmul
+        n = gu.shape[-1] // 2
+        return self.w_down(F.silu(gu[..., :n]) * gu[..., n:])
 
 
 class Block(nn.Module):
@@ -332,9 +443,12 @@ class Llama(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def set_eager(self, eager: bool = True) -> Llama:
-        """Switch every attention layer to the plain reference path (True) or the SDPA path."""
+        """Switch every layer to the plain reference path (True: separate projections, explicit softmax)
+        or the fast path (fused projections when not training, SDPA)."""
         for blk in self.layers:
             blk.attn.eager = eager
+            if isinstance(blk.ffn, SwiGLU):
+                blk.ffn.eager = eager
         return self
 
     def num_params(self) -> int:
