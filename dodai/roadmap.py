@@ -61,7 +61,7 @@ ITEMS: list[Item] = [
     Item("R3.3", "Seq2Seq + Attention", "Seq2Seq with Bahdanau and Luong attention",
          "dodai.models.seq2seq", WORKING, _run("R3.3")),
     Item("R3.4", "Transformer（BERT, GPT）", "RNN vs LSTM vs GRU vs Transformer at equal budget",
-         "dodai.models.gpt", PLANNED, _run("R3.4")),
+         "dodai.models.gpt", WORKING, _run("R3.4")),
     # 4. Transformerの中核概念
     Item("R4.1", "Self-Attention", "Self-attention, Q/K/V: reference and fast path",
          "dodai.nn.attention", WORKING, _run("R4.1")),
