@@ -31,7 +31,9 @@ def test_r6_2_quick(tmp_path, smollm2_gguf):
     # a trained model: far below the ~4 bits/byte of a uniform guess over 49,152 tokens of ~3.5 bytes
     assert res["held_out"]["bits_per_byte"] < 1.5
     assert res["loss_last_quarter"] < res["loss_first_quarter"]  # more context, lower loss
-    assert "Paris" in res["chat"][0]["answer"]
+    # knowledge, teacher-forced (a greedy chat answer of this 4-bit 135M model flips with the thread count)
+    assert res["facts"][0]["top"][0][0] == " Paris"
+    assert res["chat"][0]["answer"] and res["chat"][0]["finish"] in ("eos", "length")
     assert (tmp_path / "loss_by_position.png").stat().st_size > 1000
     assert json.loads((tmp_path / "results.json").read_text())["held_out"]["bits_per_byte"] > 0
     assert "Two families" in (tmp_path / "report.md").read_text()

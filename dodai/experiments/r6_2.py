@@ -142,6 +142,22 @@ def chat(model, tok, questions: list[str], max_new_tokens: int) -> list[dict]:
     return out
 
 
+FACTS = ["The capital of France is", "The largest planet in the solar system is", "Water is made of hydrogen and"]
+
+
+def next_tokens(model, tok, prompts: list[str], k: int = 5) -> list[dict]:
+    """The model's top-k next tokens (with probabilities) after each plain-text prompt."""
+    out = []
+    with torch.inference_mode():
+        for p in prompts:
+            logits = model(torch.tensor([tok.encode(p)]))[0][0, -1].float()
+            probs = torch.softmax(logits, -1)
+            top = probs.topk(k)
+            out.append({"prompt": p, "top": [(tok.decode([i]), round(v, 4)) for v, i in
+                                              zip(top.values.tolist(), top.indices.tolist())]})
+    return out
+
+
 def run(out_dir: Path, quick: bool = False) -> dict:
     from dodai.models import load_model
 
@@ -152,6 +168,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     window = 256 if quick else WINDOW
     docs = _held_out_docs(tok, 2 if quick else 12, window)
     sc = score(model, tok, docs)
+    facts = next_tokens(model, tok, FACTS[:1] if quick else FACTS)
     answers = chat(model, tok, QUESTIONS[:1] if quick else QUESTIONS, 16 if quick else 96)
 
     per = sc["per_position"]
@@ -190,13 +207,16 @@ def run(out_dir: Path, quick: bool = False) -> dict:
              f"byte**. Mean loss over the first quarter of the window {first:.3f}, over the last quarter "
              f"{last:.3f}: predictions improve as context accumulates.")
     rep.image(out_dir / "loss_by_position.png", "loss at each position of the window")
+    rep.heading("What it knows: the next token after a plain prompt")
+    rep.table([{"prompt": f["prompt"], "top-5 next tokens (probability)":
+                ", ".join(f"{t!r} {p:.3f}" for t, p in f["top"])} for f in facts])
     rep.heading("Chatting (the model's own template, greedy)")
     for a in answers:
         rep.text(f"**Q:** {a['question']}")
         rep.code(a["answer"])
     rep.results.update({"window": window, "params_loaded": model.num_params(), "architectures": arch,
                         "held_out": {k: v for k, v in sc.items() if k != "per_position"},
-                        "loss_first_quarter": first, "loss_last_quarter": last, "chat": answers,
+                        "loss_first_quarter": first, "loss_last_quarter": last, "facts": facts, "chat": answers,
                         "per_position": per})
     rep.write()
     return rep.results
