@@ -83,9 +83,9 @@ ITEMS: list[Item] = [
     Item("R5.3", "RLHF", "RLHF: reward model, PPO, DPO, GRPO",
          "dodai.finetune.ppo", PLANNED, _run("R5.3")),
     Item("R5.4", "推論（greedy / sampling / beam search）", "Inference: greedy, sampling, beam search",
-         "dodai.generate.sampling", PLANNED, _run("R5.4")),
+         "dodai.generate.sampling", WORKING, _run("R5.4")),
     Item("R5.5", "KV Cache", "KV cache: the key to fast inference",
-         "dodai.nn.kv_cache", PLANNED, "dodai bench generate"),
+         "dodai.nn.kv_cache", WORKING, "dodai bench generate"),
     # 6. 実用アーキテクチャと代表モデル
     Item("R6.1", "Encoder型（BERT）", "Encoder: BERT, real all-MiniLM-L6-v2 weights",
          "dodai.models.bert", WORKING, _run("R6.1")),
