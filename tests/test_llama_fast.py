@@ -201,3 +201,19 @@ def test_greedy_generate_fast_equals_uncached_reference():
     prompt = [3, 14, 15, 92, 65]
     assert list(generate(m, prompt, 20, temperature=0.0)) == list(generate_uncached(ref, prompt, 20,
                                                                                      temperature=0.0))
+
+
+def test_save_after_fusion_writes_each_weight_once(tmp_path):
+    from dodai.models.llama import load_llama_dir
+
+    m = tiny(11)
+    ids = torch.randint(0, 97, (1, 9))
+    with torch.no_grad():
+        a, _ = m(ids)  # fused: the projections are now views of shared matrices
+    m.save(tmp_path)
+    data_bytes = sum(p.numel() * p.element_size() for p in m.parameters())  # tied embedding counted once
+    size = (tmp_path / "model.safetensors").stat().st_size
+    assert data_bytes <= size < data_bytes + 8192  # only the header on top: no whole shared matrix per view
+    with torch.no_grad():
+        b, _ = load_llama_dir(tmp_path)(ids)
+    assert torch.equal(a, b)
