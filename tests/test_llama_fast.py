@@ -217,3 +217,19 @@ def test_save_after_fusion_writes_each_weight_once(tmp_path):
     with torch.no_grad():
         b, _ = load_llama_dir(tmp_path)(ids)
     assert torch.equal(a, b)
+
+
+def test_training_forward_after_inference_mode_generation():
+    """The cached RoPE table built under inference_mode must not break a later backward pass."""
+    import torch
+
+    from dodai.models.llama import Llama, LlamaConfig
+
+    torch.manual_seed(0)
+    m = Llama(LlamaConfig(vocab_size=50, block_size=64, n_layer=1, n_embd=16, n_head=2, n_kv_head=1, ffn_hidden=32))
+    x = torch.randint(0, 50, (1, 12))
+    with torch.inference_mode():
+        m(x)
+    _, loss = m(x, targets=x)
+    loss.backward()
+    assert m.tok_embeddings.weight.grad is not None

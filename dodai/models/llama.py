@@ -464,7 +464,11 @@ class Llama(nn.Module):
         end = start + t if positions is None else max(start + t, int(positions.max()) + 1)
         if self._rope is None or self._rope[0].shape[0] < end or self._rope[0].device != device:
             n = max(end, 256, 2 * (self._rope[0].shape[0] if self._rope is not None else 0))
-            cos, sin = rope_cos_sin(torch.arange(n, device=device), self.config.head_dim, self.config.rope_theta)
+            # built outside inference mode: a table made during generate() must still serve a later training
+            # forward (inference tensors cannot be saved for backward)
+            with torch.inference_mode(False):
+                cos, sin = rope_cos_sin(torch.arange(n, device=device), self.config.head_dim,
+                                        self.config.rope_theta)
             self._rope = (cos, sin)
         cos, sin = self._rope
         if positions is not None:
