@@ -42,7 +42,7 @@ import torch
 import torch.nn as nn
 
 from dodai.errors import DodaiError
-from dodai.generate.sampling import apply_temperature, top_k_filter, top_p_filter
+from dodai.generate.sampling import _check, apply_temperature, top_k_filter, top_p_filter
 
 
 @dataclass
@@ -137,30 +137,18 @@ def speculative_generate(target, draft, prompt_ids: Sequence[int] | torch.Tensor
     with room for len(prompt) + max_new_tokens positions. Arguments are checked now (DodaiError), the
     tokens come lazily.
     """
-    ids = prompt_ids.tolist() if isinstance(prompt_ids, torch.Tensor) else list(prompt_ids)
-    if not ids:
-        raise DodaiError("the prompt is empty: give at least one token")
+    # prompt, knobs, the target's window and token ids: the same checks as plain generation
+    ids = _check(target, prompt_ids, max_new_tokens, temperature, top_k, top_p)
     if not isinstance(gamma, int) or gamma < 1:
         raise DodaiError(f"gamma (draft tokens per round) must be a positive integer, got {gamma!r}")
-    if max_new_tokens < 0:
-        raise DodaiError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
-    if temperature < 0:
-        raise DodaiError(f"temperature must be >= 0, got {temperature}")
-    if top_k is not None and top_k <= 0:
-        raise DodaiError(f"top-k must be a positive integer, got {top_k}")
-    if top_p is not None and not 0.0 < top_p <= 1.0:
-        raise DodaiError(f"top-p must be in (0, 1], got {top_p}")
     vocab = target.config.vocab_size
     if draft.config.vocab_size != vocab:
         raise DodaiError(f"draft vocabulary ({draft.config.vocab_size}) differs from the target's ({vocab}): "
                          f"the draft must share the tokenizer")
     need = len(ids) + max_new_tokens
-    for m, name in ((target, "target"), (draft, "draft")):
-        if need > m.config.block_size:
-            raise DodaiError(f"prompt ({len(ids)} tokens) + max new tokens ({max_new_tokens}) = {need} exceeds "
-                             f"the {name} model's context window ({m.config.block_size} tokens)")
-    if any(not 0 <= i < vocab for i in ids):
-        raise DodaiError(f"prompt token id out of range [0, {vocab})")
+    if need > draft.config.block_size:
+        raise DodaiError(f"prompt ({len(ids)} tokens) + max new tokens ({max_new_tokens}) = {need} exceeds "
+                         f"the draft model's context window ({draft.config.block_size} tokens)")
     for c, name in ((target_cache, "target"), (draft_cache, "draft")):
         if c is not None and (c.pos != 0 or c.max_len < need):
             raise DodaiError(f"the {name} cache must be empty with room for {need} positions")
