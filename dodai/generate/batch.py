@@ -27,7 +27,7 @@ from collections.abc import Sequence
 import torch
 
 from dodai.errors import DodaiError
-from dodai.generate.engine import Completion, TokenLogprob, _find_stop, _pick
+from dodai.generate.engine import Completion, TokenLogprob, _find_stop, _pick, fill_texts
 from dodai.generate.processors import LogitsPipeline
 from dodai.generate.sampling import _check, _device, _generator
 from dodai.nn.kv_cache import KVCache
@@ -110,11 +110,7 @@ def generate_batch(model, prompts: Sequence[Sequence[int]], max_new_tokens: int,
         finally:
             model.train(was_training)
     if tokenizer is not None:
-        for c in outs:
-            body = c.ids[:-1] if c.finish_reason == "eos" else c.ids
-            text = tokenizer.decode(body)
-            cut = _find_stop(text, stop_strings) if stop_strings else -1
-            c.text = text[:cut] if cut >= 0 else text
+        fill_texts(outs, tokenizer, stop_strings)
     return outs
 
 

@@ -124,6 +124,15 @@ def _find_stop(text: str, stop_strings: Sequence[str]) -> int:
     return min(hits) if hits else -1
 
 
+def fill_texts(outs: list[Completion], tokenizer, stop_strings: Sequence[str]) -> None:
+    """Set each completion's text: its ids decoded without a final EOS, cut before the first stop string."""
+    for c in outs:
+        body = c.ids[:-1] if c.finish_reason == "eos" else c.ids
+        text = tokenizer.decode(body)
+        cut = _find_stop(text, stop_strings) if stop_strings else -1
+        c.text = text[:cut] if cut >= 0 else text
+
+
 def complete(model, prompt_ids: Sequence[int] | torch.Tensor, max_new_tokens: int,
              pipeline: LogitsPipeline | None = None, seed: int | None = None, num_samples: int = 1,
              eos_id: int | None = None, stop_tokens: Sequence[int] = (), stop_strings: Sequence[str] = (),
@@ -156,11 +165,7 @@ def complete(model, prompt_ids: Sequence[int] | torch.Tensor, max_new_tokens: in
         if not any(live):
             break
     if tokenizer is not None:
-        for c in outs:
-            body = c.ids[:-1] if c.finish_reason == "eos" else c.ids
-            text = tokenizer.decode(body)
-            cut = _find_stop(text, stop_strings) if stop_strings else -1
-            c.text = text[:cut] if cut >= 0 else text
+        fill_texts(outs, tokenizer, stop_strings)
     return outs
 
 
