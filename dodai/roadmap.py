@@ -119,7 +119,7 @@ ITEMS: list[Item] = [
     Item("R9.2", "Multi-modal拡張（VLM）", "A small vision-language model", "dodai.models.vlm", PLANNED,
          _run("R9.2")),
     Item("R9.3", "入門 / 構造理解 / 実践", "The three steps: the roadmap index with live demos",
-         "dodai.roadmap", PLANNED, "dodai roadmap"),
+         "dodai.site", WORKING, "dodai roadmap page --quick"),
 ]
 
 

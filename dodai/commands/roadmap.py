@@ -5,12 +5,14 @@ from __future__ import annotations
 import json
 import sys
 
-HELP = "list the roadmap items (R1.1 ... R9.3) with status and demo command; `run ID` runs one"
+HELP = ("list the roadmap items (R1.1 ... R9.3) with status and demo command; `run ID` runs one; "
+        "`page` writes the three-step learning path as a web page with live demos")
 
 
 def add_arguments(p) -> None:
-    p.add_argument("action", nargs="?", choices=["list", "run"], default="list",
-                   help="list (default) or run an item's experiment")
+    p.add_argument("action", nargs="?", choices=["list", "run", "page"], default="list",
+                   help="list (default), run an item's experiment, or page: write the web page (--out, default "
+                        "runs/page)")
     p.add_argument("id", nargs="?", help="roadmap item ID for `run`, e.g. R5.4")
     p.add_argument("--json", action="store_true", help="print the index as a JSON list")
     p.add_argument("--out", default=None, help="run folder for `run` (default runs/<ID>)")
@@ -21,6 +23,12 @@ def run(args) -> int:
     from dodai import roadmap
     from dodai.errors import DodaiError
 
+    if args.action == "page":
+        from dodai.site import build_page
+
+        index = build_page(args.out or "runs/page", quick=args.quick)
+        print(f"page: {index}", file=sys.stderr)
+        return 0
     if args.action == "run":
         if not args.id:
             raise DodaiError("`dodai roadmap run` needs an item ID, e.g. `dodai roadmap run R5.4`")
