@@ -19,7 +19,7 @@ def test_r7_2_quick(tmp_path, smollm2_gguf):
             assert validate_json(json.loads(row["reply"]), SCHEMA)
     assert c["zero-shot"]["valid_json"] < 1.0
     assert c["3-shot"]["valid_json"] > c["zero-shot"]["valid_json"]
-    for cond, v in c.items():  # the reported rates are the rows' rates
+    for v in c.values():  # the reported rates are the rows' rates
         assert v["valid_json"] == sum(parse_reply(r["reply"]) is not None for r in v["rows"]) / len(v["rows"])
     assert (tmp_path / "report.md").exists() and (tmp_path / "results.json").exists()
     assert (tmp_path / "r7_2.png").stat().st_size > 0
