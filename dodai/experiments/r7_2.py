@@ -13,6 +13,10 @@ Four prompting conditions on the same held-out dates:
 Measured: exact accuracy and valid-JSON rate (the reply parses as exactly ``{"date": <str>}``).
 Constrained decoding guarantees the format; whether the model fills it with the right date is
 what few-shot demonstrations change.
+
+Full run (60 dates, max_new_tokens=40, 2026-11-28, 1 CPU thread): exact accuracy / valid JSON —
+zero-shot 0% / 8% (the model mostly writes Python code), 3-shot 63% / 100%, zero-shot + constrained
+25% / 100%, 3-shot + constrained 63% / 100%.
 """
 
 from __future__ import annotations
