@@ -2,12 +2,12 @@
 
 import pytest
 import torch
+from test_batch_generate import tiny_gpt as _tiny_gpt
+from test_batch_generate import tiny_llama
 
 from dodai.errors import DodaiError
 from dodai.generate.batch import generate_batch
 from dodai.generate.processors import LogitsPipeline
-from dodai.models.gpt import GPT, GPTConfig
-from dodai.models.llama import Llama, LlamaConfig
 from dodai.nn.padding import left_pad
 from dodai.nn.paged_cache import BlockPool, PagedKVCache
 
@@ -15,23 +15,7 @@ PROMPTS = [[1, 5, 2, 7, 3, 9], [4, 8], [11, 2, 6], [13]]
 
 
 def tiny_gpt(seed=0):
-    torch.manual_seed(seed)
-    m = GPT(GPTConfig(vocab_size=26, block_size=40, n_layer=2, n_head=4, n_kv_head=2, n_embd=16,
-                      pos_encoding="rope"))
-    with torch.no_grad():
-        m.transformer.wte.weight.mul_(40)
-    return m.eval()
-
-
-def tiny_llama(seed=0):
-    torch.manual_seed(seed)
-    m = Llama(LlamaConfig(vocab_size=26, block_size=64, n_layer=2, n_embd=16, n_head=4, n_kv_head=2,
-                          ffn_hidden=32))
-    with torch.no_grad():
-        for p in m.parameters():
-            if p.dim() == 2:
-                p.mul_(20)
-    return m.eval()
+    return _tiny_gpt(seed, pos_encoding="rope")
 
 
 @pytest.mark.parametrize("make", [tiny_gpt, tiny_llama])
