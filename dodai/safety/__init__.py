@@ -1,0 +1,1 @@
+"""Safety (roadmap R8): hallucination checks, jailbreak guards, bias measurement."""
