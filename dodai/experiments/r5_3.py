@@ -20,16 +20,19 @@ SFT-warmed on the task so that it emits JSON-like replies. Full mode: SmolLM2-13
 from __future__ import annotations
 
 import copy
+import sys
 import time
 from pathlib import Path
 
 import torch
 
 from dodai.finetune import dpo, grpo, ppo, reward, sft, tasks
-from dodai.finetune.policy import RewardModel, pack, sample_completions, sequence_logps, strip_end
+from dodai.finetune.policy import RewardModel, pack, sample_batch, sample_completions, sequence_logps, strip_end
 from dodai.finetune.sft import ChatFormatter, SFTConfig
 from dodai.report import Report
 from dodai.viz import pyplot
+
+BATCH = 16  # rows per left-padded batch when sampling / greedy-decoding many prompts
 
 
 def setup(quick: bool) -> dict:
@@ -62,34 +65,56 @@ def setup(quick: bool) -> dict:
 
 
 def _trainable_copy(start, s: dict):
-    """A copy of the start model ready to train: LoRA adapters in full mode, every weight in quick mode."""
+    """A copy of the start model ready to train: LoRA adapters in full mode, every weight in quick mode.
+
+    With LoRA the frozen base weights are *shared* with the start model (deepcopy's memo maps each
+    parameter and buffer to itself), so an arm costs its adapters, not another 135M-parameter copy."""
     from dodai.finetune.lora import inject_lora
 
-    m = copy.deepcopy(start)
     if s["lora_rank"]:
+        memo = {id(t): t for t in [*start.parameters(), *start.buffers()]}
+        m = copy.deepcopy(start, memo)
         inject_lora(m, s["lora_rank"], 16.0, 0.0, tuple(s["targets"]))
     else:
+        m = copy.deepcopy(start)
         for p in m.parameters():
             p.requires_grad_(True)
     return m
 
 
-@torch.no_grad()
-def kl_to(policy, start, prompts: list[list[int]], stop_ids, max_new: int, pad_id: int, seed: int = 0) -> float:
-    """Mean over prompts of Σ_t log π(y_t) − log π_start(y_t) on one completion sampled from π per prompt."""
-    comps = [sample_completions(policy, p, 1, max_new, stop_ids, 1.0, seed=seed + i)[0] for i, p in enumerate(prompts)]
-    x, mask, _ = pack(prompts, comps, pad_id)
-    return float((sequence_logps(policy, x, mask) - sequence_logps(start, x, mask)).sum(1).mean())
+def kl_to(policy, start, prompts: list[list[int]], stop_ids, max_new: int, pad_id: int, seed: int = 0,
+          batch_size: int | None = 16) -> float:
+    """Mean over prompts of Σ_t log π(y_t) − log π_start(y_t) on one completion sampled from π per prompt
+    (prompt i with seed ``seed + i``; ``batch_size`` None samples prompt by prompt, the reference path)."""
+    seeds = [seed + i for i in range(len(prompts))]
+    if batch_size is None:
+        comps = [sample_completions(policy, p, 1, max_new, stop_ids, 1.0, seed=sd)[0] for p, sd in zip(prompts, seeds)]
+    else:
+        comps = sample_batch(policy, prompts, max_new, stop_ids, seeds, 1.0, pad_id, batch_size)
+    total = 0.0
+    with torch.no_grad():
+        for i in range(0, len(prompts), 16):
+            x, mask, _ = pack(prompts[i:i + 16], comps[i:i + 16], pad_id)
+            total += float((sequence_logps(policy, x, mask) - sequence_logps(start, x, mask)).sum())
+    return total / len(prompts)
 
 
-def evaluate(policy, start, fmt, test, start_replies, stop_ids, max_new, pad_id) -> dict:
-    acc, replies = sft.task_accuracy(policy, fmt, test, max_new)
+def evaluate(policy, start, fmt, test, start_replies, stop_ids, max_new, pad_id, replies=None) -> dict:
+    if replies is None:
+        acc, replies = sft.task_accuracy(policy, fmt, test, max_new, batch_size=BATCH)
+    else:
+        acc = sum(tasks.is_correct(r, e) for r, e in zip(replies, test)) / len(test)
     judge = [tasks.judge_score(r, e) for r, e in zip(replies, test)]
     wins = [1.0 if tasks.judge_prefers(r, s, e) else 0.0 if tasks.judge_prefers(s, r, e) else 0.5
             for r, s, e in zip(replies, start_replies, test)]
     prompts = [fmt.prompt_ids(e.messages(False)) for e in test]
+    kl = 0.0 if policy is start else kl_to(policy, start, prompts, stop_ids, max_new, pad_id, batch_size=BATCH)
     return {"accuracy": acc, "judge_score": sum(judge) / len(judge), "win_rate_vs_start": sum(wins) / len(wins),
-            "kl_to_start": kl_to(policy, start, prompts, stop_ids, max_new, pad_id), "replies": replies[:5]}
+            "kl_to_start": kl, "replies": replies[:5]}
+
+
+def _say(msg: str) -> None:
+    print(f"[r5_3 {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
 def run(out_dir: Path, quick: bool = False) -> dict:
@@ -117,9 +142,21 @@ def run(out_dir: Path, quick: bool = False) -> dict:
 
     pairs_train, pairs_test = encode_pairs(train, 0), encode_pairs(test, 1)
     prompts = [fmt.prompt_ids(e.messages(False)) for e in train]
-    _, start_replies = sft.task_accuracy(start, fmt, test, s["max_new"])
-    results: dict = {"start": evaluate(start, start, fmt, test, start_replies, stop, s["max_new"], pad)}
+    t0 = time.perf_counter()
+    _, start_replies = sft.task_accuracy(start, fmt, test, s["max_new"], batch_size=BATCH)
+    results: dict = {"start": evaluate(start, start, fmt, test, start_replies, stop, s["max_new"], pad,
+                                       replies=start_replies)}
+    _say(f"start evaluated in {time.perf_counter() - t0:.0f} s: accuracy {results['start']['accuracy']:.3f}")
     curves: dict = {}
+
+    def finish(name: str, pol, t0: float, **extra) -> None:
+        train_s = time.perf_counter() - t0
+        results[name] = {**evaluate(pol, start, fmt, test, start_replies, stop, s["max_new"], pad),
+                         "train_seconds": train_s, **extra}
+        results[name]["eval_seconds"] = time.perf_counter() - t0 - train_s
+        r = results[name]
+        _say(f"{name}: trained in {train_s:.0f} s, evaluated in {r['eval_seconds']:.0f} s; accuracy "
+             f"{r['accuracy']:.3f}, win-rate {r['win_rate_vs_start']:.3f}, KL {r['kl_to_start']:.3f}")
 
     # SFT
     t0 = time.perf_counter()
@@ -127,10 +164,9 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     cfg = copy.deepcopy(s["sft"])
     cfg.lora_rank = 0  # adapters (if any) are already in place
     sft.train_sft(pol, sft_data, cfg, pad_id=pad)
-    results["SFT"] = {**evaluate(pol, start, fmt, test, start_replies, stop, s["max_new"], pad),
-                      "train_seconds": time.perf_counter() - t0}
+    finish("SFT", pol, t0)
 
-    # reward model + PPO
+    # reward model + PPO (the reward model's training counts in the arm's time)
     t0 = time.perf_counter()
     rm = RewardModel(_trainable_copy(start, s))
     rm_acc_before = reward.pairwise_accuracy(rm, pairs_test, pad)
@@ -138,12 +174,12 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     rm_acc = reward.pairwise_accuracy(rm, pairs_test, pad)
     for p in rm.parameters():
         p.requires_grad_(False)
+    _say(f"reward model: held-out pairwise accuracy {rm_acc_before:.3f} -> {rm_acc:.3f} "
+         f"({time.perf_counter() - t0:.0f} s)")
     pol = _trainable_copy(start, s)
     hist, _ = ppo.train_ppo(pol, start, prompts, lambda idx, ps, cs: rm.score(ps, cs, pad), stop, s["ppo"], pad)
     curves["RM+PPO"] = hist
-    results["RM+PPO"] = {**evaluate(pol, start, fmt, test, start_replies, stop, s["max_new"], pad),
-                         "train_seconds": time.perf_counter() - t0, "rm_pairwise_accuracy": rm_acc,
-                         "rm_pairwise_accuracy_before": rm_acc_before}
+    finish("RM+PPO", pol, t0, rm_pairwise_accuracy=rm_acc, rm_pairwise_accuracy_before=rm_acc_before)
 
     # DPO
     t0 = time.perf_counter()
@@ -153,9 +189,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     dpo_hist = dpo.train_dpo(pol, start, pairs_train, s["dpo"], pad)
     margin_after = dpo.implicit_margin(pol, start, pairs_test, beta, pad)
     curves["DPO"] = dpo_hist
-    results["DPO"] = {**evaluate(pol, start, fmt, test, start_replies, stop, s["max_new"], pad),
-                      "train_seconds": time.perf_counter() - t0, "held_out_margin_before": margin_before[0],
-                      "held_out_margin_after": margin_after[0], "held_out_pair_accuracy": margin_after[1]}
+    finish("DPO", pol, t0, held_out_margin_before=margin_before[0], held_out_margin_after=margin_after[0],
+           held_out_pair_accuracy=margin_after[1])
 
     # GRPO
     t0 = time.perf_counter()
@@ -166,15 +201,15 @@ def run(out_dir: Path, quick: bool = False) -> dict:
 
     hist = grpo.train_grpo(pol, start, prompts, verifiable, stop, s["grpo"], pad)
     curves["GRPO"] = hist
-    results["GRPO"] = {**evaluate(pol, start, fmt, test, start_replies, stop, s["max_new"], pad),
-                       "train_seconds": time.perf_counter() - t0}
+    finish("GRPO", pol, t0)
 
     rows = []
     for name in ("start", "SFT", "RM+PPO", "DPO", "GRPO"):
         r = results[name]
         rows.append({"method": name, "held_out_accuracy": round(r["accuracy"], 3),
                      "judge_score": round(r["judge_score"], 3), "win_rate_vs_start": round(r["win_rate_vs_start"], 3),
-                     "kl_to_start": round(r["kl_to_start"], 3), "train_seconds": round(r.get("train_seconds", 0.0), 1)})
+                     "kl_to_start": round(r["kl_to_start"], 3), "train_seconds": round(r.get("train_seconds", 0.0), 1),
+                     "eval_seconds": round(r.get("eval_seconds", 0.0), 1)})
     rep = Report(out_dir, "R5.3 SFT vs RM+PPO vs DPO vs GRPO")
     rep.text(f"Model: {'tiny Llama, SFT-warmed (quick mode)' if quick else 'SmolLM2-135M-Instruct + LoRA r=8'}; "
              f"{len(train)} training prompts, {len(pairs_train)} judge-labelled pairs, {len(test)} held-out prompts; "

@@ -20,7 +20,7 @@ import torch
 
 from dodai.errors import DodaiError
 from dodai.finetune.losses import grpo_advantages, grpo_loss
-from dodai.finetune.policy import pack, sample_completions, sequence_logps
+from dodai.finetune.policy import pack, sample_batch, sample_completions, sequence_logps
 
 RewardFn = Callable[[int, list[int]], float]  # (prompt index, completion ids) -> reward
 
@@ -37,6 +37,7 @@ class GRPOConfig:
     temperature: float = 1.0
     grad_clip: float = 1.0
     seed: int = 0
+    batched: bool = True  # all P × G rollouts decoded as one left-padded batch (False: one by one, the reference)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -58,14 +59,17 @@ def train_grpo(policy, ref, prompts: list[list[int]], reward_fn: RewardFn, stop_
     t0 = time.perf_counter()
     for step in range(cfg.steps):
         idx = [rng.randrange(len(prompts)) for _ in range(cfg.prompts_per_step)]
-        ps, cs, rewards = [], [], []
-        for j, i in enumerate(idx):
-            group = sample_completions(policy, prompts[i], cfg.group_size, cfg.max_new_tokens, stop_ids,
-                                       cfg.temperature, seed=cfg.seed * 100_003 + step * 1009 + j)
-            for c in group:
-                ps.append(prompts[i])
-                cs.append(c)
-                rewards.append(reward_fn(i, c))
+        # one seed per sample (prompt j, sample g): the batched and the one-by-one paths draw the same tokens
+        owner = [i for i in idx for _ in range(cfg.group_size)]  # prompt index of each sample
+        ps = [prompts[i] for i in owner]
+        seeds = [cfg.seed * 100_003 + step * 1009 + j * cfg.group_size + g
+                 for j in range(len(idx)) for g in range(cfg.group_size)]
+        if cfg.batched:
+            cs = sample_batch(policy, ps, cfg.max_new_tokens, stop_ids, seeds, cfg.temperature, pad_id)
+        else:
+            cs = [sample_completions(policy, p, 1, cfg.max_new_tokens, stop_ids, cfg.temperature, seed=sd)[0]
+                  for p, sd in zip(ps, seeds)]
+        rewards = [reward_fn(i, c) for i, c in zip(owner, cs)]
         r = torch.tensor(rewards, dtype=torch.float32)
         adv = grpo_advantages(r, cfg.group_size)
         x, mask, _ = pack(ps, cs, pad_id)

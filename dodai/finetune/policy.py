@@ -111,6 +111,37 @@ def sample_completions(model, prompt: list[int], n: int, max_new_tokens: int, st
     return outs
 
 
+def sample_batch(model, prompts: list[list[int]], max_new_tokens: int, stop_ids, seeds: list[int],
+                 temperature: float = 1.0, pad_id: int = 0, batch_size: int | None = None) -> list[list[int]]:
+    """One sampled completion per prompt, all rows decoded together (left-padded, one KV cache; rows
+    leave the batch when they stop): :func:`dodai.generate.batch.generate_batch`. Row r draws from its
+    own generator seeded ``seeds[r]``, so completion r is exactly ``sample_completions(model, prompts[r],
+    1, ..., seed=seeds[r])[0]`` — the per-prompt reference this fast path is tested against. A prompt may
+    appear several times (a GRPO group: one seed per sample)."""
+    from dodai.generate.batch import generate_batch
+    from dodai.generate.processors import LogitsPipeline
+
+    if len(seeds) != len(prompts):
+        raise DodaiError(f"{len(seeds)} seeds for {len(prompts)} prompts: give one seed per prompt")
+    outs = generate_batch(model, prompts, max_new_tokens, LogitsPipeline(temperature=temperature),
+                          seed=list(seeds), stop_tokens=sorted(stop_ids), pad_id=pad_id, batch_size=batch_size)
+    forget_inference_tensors(model)
+    return [c.ids for c in outs]
+
+
+def greedy_batch(model, prompts: list[list[int]], max_new_tokens: int, stop_ids, pad_id: int = 0,
+                 batch_size: int | None = None) -> list[list[int]]:
+    """Greedy completions of many prompts in batches (stop token dropped): the batched counterpart of
+    decoding each prompt alone with temperature 0 (:func:`dodai.finetune.sft.reply`)."""
+    from dodai.generate.batch import generate_batch
+    from dodai.generate.processors import LogitsPipeline
+
+    outs = generate_batch(model, prompts, max_new_tokens, LogitsPipeline(temperature=0.0),
+                          stop_tokens=sorted(stop_ids), pad_id=pad_id, batch_size=batch_size)
+    forget_inference_tensors(model)
+    return [strip_end(c.ids, stop_ids) for c in outs]
+
+
 def forget_inference_tensors(model) -> None:
     """Drop tables a model cached while generating under ``torch.inference_mode`` (Llama's RoPE cos/sin):
     autograd refuses inference tensors, so training right after sampling would fail otherwise."""

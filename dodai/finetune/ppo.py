@@ -27,7 +27,7 @@ import torch
 
 from dodai.errors import DodaiError
 from dodai.finetune.losses import gae, masked_mean, ppo_policy_loss, ppo_value_loss, token_logps, whiten
-from dodai.finetune.policy import ScalarHead, forward_hidden, pack, sample_completions, sequence_logps
+from dodai.finetune.policy import ScalarHead, forward_hidden, pack, sample_batch, sample_completions, sequence_logps
 
 ScoreFn = Callable[[list[int], list[list[int]], list[list[int]]], torch.Tensor]
 # (prompt indices, prompts, completions) -> scores (B,)
@@ -52,6 +52,7 @@ class PPOConfig:
     temperature: float = 1.0
     grad_clip: float = 1.0
     seed: int = 0
+    batched: bool = True  # rollouts decoded as one left-padded batch (False: prompt by prompt, the reference)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -78,10 +79,14 @@ def train_ppo(policy, ref, prompts: list[list[int]], score_fn: ScoreFn, stop_ids
     for step in range(cfg.steps):
         idx = [rng.randrange(len(prompts)) for _ in range(cfg.batch_size)]
         ps = [prompts[i] for i in idx]
-        cs = [sample_completions(policy, p, 1, cfg.max_new_tokens, stop_ids, cfg.temperature,
-                                 seed=cfg.seed * 100_003 + step * 1009 + j)[0] for j, p in enumerate(ps)]
+        seeds = [cfg.seed * 100_003 + step * 1009 + j for j in range(len(ps))]
+        if cfg.batched:
+            cs = sample_batch(policy, ps, cfg.max_new_tokens, stop_ids, seeds, cfg.temperature, pad_id)
+        else:
+            cs = [sample_completions(policy, p, 1, cfg.max_new_tokens, stop_ids, cfg.temperature, seed=sd)[0]
+                  for p, sd in zip(ps, seeds)]
         x, mask, lens = pack(ps, cs, pad_id)
-        with torch.no_grad():
+        with torch.no_grad():  # not inference_mode: these tensors are saved by the backward of the loss
             policy.eval()
             logits, old_values = _policy_value(policy, head, x)
             old_lp = token_logps(logits, x[:, 1:]) * mask

@@ -312,10 +312,23 @@ def reply(model, fmt: ChatFormatter, messages: list[dict], max_new_tokens: int =
     return fmt.tok.decode(out)
 
 
-def task_accuracy(model, fmt: ChatFormatter, examples, max_new_tokens: int = 24) -> tuple[float, list[str]]:
-    """Exact-match accuracy of greedy replies on :class:`dodai.finetune.tasks.DateExample` items."""
+def task_accuracy(model, fmt: ChatFormatter, examples, max_new_tokens: int = 24,
+                  batch_size: int | None = None) -> tuple[float, list[str]]:
+    """Exact-match accuracy of greedy replies on :class:`dodai.finetune.tasks.DateExample` items.
+
+    ``batch_size`` None: each prompt decoded alone (:func:`reply`, the reference); an int: prompts decoded
+    together in left-padded batches of that many rows (:func:`dodai.finetune.policy.greedy_batch`),
+    tested to give the same replies."""
     from dodai.finetune.tasks import is_correct
 
-    replies = [reply(model, fmt, ex.messages(with_answer=False), max_new_tokens) for ex in examples]
+    msgs = [ex.messages(with_answer=False) for ex in examples]
+    if batch_size is None or not msgs:
+        replies = [reply(model, fmt, m, max_new_tokens) for m in msgs]
+    else:
+        from dodai.finetune.policy import greedy_batch
+
+        pad = fmt.tok.eos_id if fmt.tok.eos_id is not None else 0
+        outs = greedy_batch(model, [fmt.prompt_ids(m) for m in msgs], max_new_tokens, fmt.end_ids, pad, batch_size)
+        replies = [fmt.tok.decode(o) for o in outs]
     acc = sum(is_correct(r, ex) for r, ex in zip(replies, examples)) / max(len(examples), 1)
     return acc, replies
