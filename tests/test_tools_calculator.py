@@ -87,13 +87,14 @@ def _value(t) -> Fraction:
     if t[0] == "neg":
         return -_value(t[1])
     if t[0] == "pow":
-        return _value(t[1]) ** t[2]
+        return Fraction(_value(t[1]) ** t[2])
     a, b = _value(t[2]), _value(t[3])
-    return {"+": a + b, "-": a - b, "*": a * b}[t[1]] if t[1] in "+-*" else \
-        {"/": lambda: a / b, "//": lambda: a // b, "%": lambda: a % b}[t[1]]()
+    ops = {"+": lambda: a + b, "-": lambda: a - b, "*": lambda: a * b, "/": lambda: a / b,
+           "//": lambda: a // b, "%": lambda: a % b}
+    return Fraction(ops[t[1]]())  # Fraction // Fraction is an int; keep every value a Fraction
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(TREES)
 def test_property_matches_fraction_arithmetic(tree):
     text = _text(tree)
@@ -110,7 +111,7 @@ def test_property_matches_fraction_arithmetic(tree):
     assert isinstance(got, int) == (want.denominator == 1)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(st.text(max_size=200) | st.text(alphabet="0123456789+-*/()%.^ e", max_size=200))
 def test_property_hostile_text_only_toolerror(expr):
     t0 = time.perf_counter()

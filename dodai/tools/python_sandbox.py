@@ -346,8 +346,10 @@ def _format(r: RunResult, timeout_s: float, memory_mb: int) -> str:
     return out
 
 
-def python_tool(timeout_s: float = 5.0, memory_mb: int = 256) -> Tool:
-    """The ``python`` tool: ``{"code": "print(2**100)"}`` → the printed output (its last part)."""
+def python_tool(timeout_s: float = 5.0, memory_mb: int = 256, *, audit_hook: bool = True) -> Tool:
+    """The ``python`` tool: ``{"code": "print(2**100)"}`` → the printed output (its last part).
+
+    ``audit_hook=False`` is for the R7.5 ablation only (what the kernel limits stop on their own)."""
     if timeout_s <= 0 or memory_mb < 32:
         raise ValueError("timeout_s must be positive and memory_mb at least 32")
 
@@ -359,7 +361,7 @@ def python_tool(timeout_s: float = 5.0, memory_mb: int = 256) -> Tool:
             raise ToolError("python: code contains a NUL character")
         if not code.strip():
             raise ToolError("python: empty code")
-        return _format(run_python(code, timeout_s, memory_mb), timeout_s, memory_mb)
+        return _format(run_python(code, timeout_s, memory_mb, audit_hook=audit_hook), timeout_s, memory_mb)
 
     return Tool(
         name="python",
@@ -370,5 +372,5 @@ def python_tool(timeout_s: float = 5.0, memory_mb: int = 256) -> Tool:
                     "properties": {"code": {"type": "string", "description": "the program; print the answer"}},
                     "required": ["code"]},
         fn=fn, max_output_chars=TAIL_CHARS + 200,
-        meta={"timeout_s": timeout_s, "memory_mb": memory_mb},
+        meta={"timeout_s": timeout_s, "memory_mb": memory_mb, "audit_hook": audit_hook},
     )

@@ -308,6 +308,16 @@ class Harness:
                       "sql": sql_tool(self.db), "search": search_tool(self.index)}
         self.baseline = self.host_state()
 
+    def reset(self) -> None:
+        """Restore the witnesses (canary, empty ``outside/``) and take a new baseline: for ablations."""
+        import shutil
+
+        shutil.rmtree(self.outside, ignore_errors=True)
+        self.outside.mkdir(parents=True, exist_ok=True)
+        self.canary.unlink(missing_ok=True)
+        self.canary.write_text("the canary is alive\n", encoding="utf-8")
+        self.baseline = self.host_state()
+
     def host_state(self) -> dict:
         return {"canary": _sha256(self.canary) if self.canary.is_file() else None,
                 "outside": sorted(os.listdir(self.outside)) if self.outside.is_dir() else None,
