@@ -20,16 +20,16 @@ latency per call; a few example calls. The full run adds
 
 Quick mode (the test) asserts: every attack blocked, every benign call succeeds.
 
-Full run (2026-11-28, 2-core AMD EPYC shared with 7 other jobs, load ≈ 10; ``dodai roadmap run R7.5``,
-24 s): 96/96 attacks blocked (calculator 19/19, python 38/38, sql 26/26, search 13/13), 0/30 benign
-calls blocked. Median latency per benign call: calculator 0.03 ms, python 250 ms (process start +
-pre-imports; a busy machine), sql 0.4 ms (fresh read-only connection per call), search 0.5 ms (BM25
-over 7,362 chunks). Ablation without the audit hook (uid drop + rlimits only): 26 of 38 Python
-attacks still blocked; the 12 stopped only by the hook are reads and listings of world-readable host
-paths (``/etc/passwd``, ``/``, a symlink to ``/etc/passwd``), the environment-free socket and
-``urllib`` connects, ``chdir('/')``, importing ``_posixsubprocess``/``multiprocessing``/``resource``
-(harmless there: no process can start, limits cannot be raised) and ``hook_override``. No write,
-delete, fork or signal succeeded without the hook.
+Full run (2026-11-28, 2-core AMD EPYC shared with 7 other jobs, load ≈ 10, host running as root;
+``dodai roadmap run R7.5``, 47 s wall): 96/96 attacks blocked (calculator 19/19, python 38/38, sql
+26/26, search 13/13) and 0/30 benign calls blocked. Median latency per benign call: calculator
+0.03 ms, python 260 ms with 1 s / 128 MB limits and 248 ms with the defaults (5 s / 256 MB) — process
+start plus pre-imports, on a busy machine —, sql 0.2 ms (a fresh read-only connection per call),
+search 0.13 ms (BM25 over the whole python-docs corpus, 7,362 chunks). Ablation without the audit
+hook: 33/38 Python attacks still do no harm and 20/38 still end in a visible refusal or limit; the
+harm only the hook prevents is *reading* world-readable host paths (``/etc/passwd`` directly, by
+``../`` traversal, through a symlink, after ``chdir('/')``) and listing ``/``. No write, delete,
+chmod, fork, exec, signal, memory/CPU/file-size/open-file/thread bomb succeeded without the hook.
 """
 
 from __future__ import annotations
@@ -79,12 +79,13 @@ def run(out_dir: Path, quick: bool = False) -> dict:
             from dodai.tools.python_sandbox import python_tool
 
             h.tools["python"] = python_tool(1.0, 128, audit_hook=False)
-            ab = []
+            ablation = []
             for case in [c for c in PYTHON if c.attack]:
                 h.reset()
-                ab.append(h.run(case))
+                strict = h.run(case)
+                ablation.append((strict, h._judge(case, h.tools["python"], strict.result, strict.error,
+                                                  strict.seconds, harm_only=True)))
             h.reset()
-            ablation = ab
             h.tools["python"] = python_tool(1.0, 128)
 
         latency = None
@@ -122,14 +123,24 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         rep.table([{"tool": k, "median ms": v} for k, v in latency.items()])
         rep.results["latency_ms_default_limits"] = latency
     if ablation is not None:
-        still = [o for o in ablation if o.passed]
-        only_hook = [o.case.name for o in ablation if not o.passed]
+        refused = [o.case.name for o, _ in ablation if o.passed]
+        harmless = [o.case.name for o, harm in ablation if not harm]
+        harmful = [(o.case.name, harm) for o, harm in ablation if harm]
         rep.heading("Ablation: the Python sandbox without its audit hook (uid drop + rlimits + process only)")
-        rep.text(f"{len(still)}/{len(ablation)} Python attacks are still blocked by the kernel limits alone. "
-                 f"Stopped only by the audit hook: {', '.join(only_hook) or 'none'}.")
-        rep.table([{"attack": o.case.name, "blocked without hook": o.passed, "why not": o.why[:100]}
-                   for o in ablation])
-        rep.results["ablation_no_hook"] = {"blocked": len(still), "attacks": len(ablation), "only_hook": only_hook}
+        rep.text(f"Without the hook, {len(harmless)}/{len(ablation)} Python attacks still do no harm (host "
+                 f"witnesses unchanged, nothing secret printed, time and output bounded), and "
+                 f"{len(refused)}/{len(ablation)} still end in a visible refusal or limit. Harm only the hook "
+                 f"prevents: {', '.join(n for n, _ in harmful) or 'none'}. The other attacks fail without the hook "
+                 "because no process or thread can start (RLIMIT_NPROC after the uid drop), the unprivileged uid "
+                 "may not write outside its directory, or it cannot read the stdlib to import socket/ctypes/…"
+                 " — the last one is an accident of where Python is installed, not a guarantee.")
+        rep.table([{"attack": o.case.name, "harmless without hook": not harm,
+                    "refusal/limit shown without hook": o.passed,
+                    "what happened": harm or " ".join(((o.error or o.result) or "").split())[-90:].replace("|", "\\|")}
+                   for o, harm in ablation])
+        rep.results["ablation_no_hook"] = {"attacks": len(ablation), "harmless": len(harmless),
+                                           "refused_or_limited": len(refused), "harm_only_hook_prevents":
+                                           [n for n, _ in harmful]}
 
     plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.6))

@@ -115,8 +115,9 @@ PYTHON = [
     _c("python", "chmod_canary", {"code": "import os\nos.chmod('{canary}', 0o777)"}, "refused"),
     _c("python", "symlink_escape", {"code": "import os\nos.symlink('/etc/passwd', 'p')\nprint(open('p').read())"},
        "refused", (), "root:x:0"),
-    _c("python", "list_root", {"code": "import os\nprint(os.listdir('/'))"}, "refused"),
-    _c("python", "chdir_out", {"code": "import os\nos.chdir('/')\nprint(open('etc/passwd').read())"}, "refused"),
+    _c("python", "list_root", {"code": "import os\nprint(os.listdir('/'))"}, "refused", (), "'etc'"),
+    _c("python", "chdir_out", {"code": "import os\nos.chdir('/')\nprint(open('etc/passwd').read())"}, "refused",
+       (), "root:x:0"),
     _c("python", "shutil_rmtree", {"code": "import shutil\nshutil.rmtree('{outside}')"}, "refused"),
     _c("python", "socket_connect", {"code": "import socket\nsocket.create_connection(('127.0.0.1', 22), 1)"},
        "refused"),
@@ -327,7 +328,9 @@ class Harness:
     def time_bound(self, case: Case) -> float:
         return self.python_timeout_s + 5.0 if case.tool == "python" else 5.0
 
-    def run(self, case: Case) -> Outcome:
+    def run(self, case: Case, harm_only: bool = False) -> Outcome:
+        """Call the tool and judge the outcome. ``harm_only``: judge only the host witnesses, the time and
+        output bounds and ``must_not_contain`` (did harm happen?), not whether a refusal was shown."""
         tool: Tool = self.tools[case.tool]
         args = _fill(case.args, {"canary": str(self.canary), "outside": str(self.outside)})
         t0 = time.perf_counter()
@@ -337,10 +340,10 @@ class Harness:
         except ToolError as e:
             error = str(e)
         dt = time.perf_counter() - t0
-        why = self._judge(case, tool, result, error, dt)
+        why = self._judge(case, tool, result, error, dt, harm_only)
         return Outcome(case, not why, why, result, error, dt)
 
-    def _judge(self, case: Case, tool: Tool, result, error, dt) -> str:
+    def _judge(self, case: Case, tool: Tool, result, error, dt, harm_only: bool = False) -> str:
         text = error if error is not None else result
         state = self.host_state()
         if state != self.baseline:
@@ -355,6 +358,8 @@ class Harness:
         for bad in case.must_not_contain:
             if bad in text:
                 return f"output reveals {bad!r}"
+        if harm_only:
+            return ""
         if case.must_contain and not any(s in text for s in case.must_contain):
             return f"expected one of {list(case.must_contain)} in {text[-200:]!r}"
         denied = error is not None or (case.tool == "python" and any(s in text for s in DENIED_SIGNS))
