@@ -104,8 +104,8 @@ ITEMS: list[Item] = [
     Item("R7.3", "Agent", "Agents: a ReAct / function-calling loop", "dodai.apps.agent", PLANNED, _run("R7.3")),
     Item("R7.4", "Memory機構", "Memory: buffer, summaries, vector memory", "dodai.apps.memory", PLANNED,
          _run("R7.4")),
-    Item("R7.5", "Tool Use", "Tool use: calculator, sandboxed Python, SQL, search", "dodai.apps.tools",
-         PLANNED, _run("R7.5")),
+    Item("R7.5", "Tool Use", "Tool use: calculator, sandboxed Python, SQL, search", "dodai.tools",
+         WORKING, _run("R7.5")),
     # 8. セキュリティ・倫理
     Item("R8.1", "Hallucination", "Hallucination: grounding checks, uncertainty, abstention",
          "dodai.safety.hallucination", PLANNED, _run("R8.1")),

@@ -114,10 +114,15 @@ for _lim, _val in ((resource.RLIMIT_CPU, _cpu), (resource.RLIMIT_AS, _mem), (res
                    (resource.RLIMIT_NOFILE, _nofile), (resource.RLIMIT_NPROC, 1), (resource.RLIMIT_CORE, 0)):
     resource.setrlimit(_lim, (_val, _val))
 if _uid >= 0:
-    os.setgroups([])
-    os.setgid(_uid)
-    os.setuid(_uid)
-    if os.getuid() != _uid or os.geteuid() != _uid:
+    try:
+        os.setgroups([])
+        os.setgid(_uid)
+        os.setuid(_uid)
+    except OSError:  # e.g. root without CAP_SETUID in a container: refuse to run rather than run as root
+        sys.stderr.write("dodai-sandbox: cannot drop privileges\n")
+        sys.exit(97)
+    if os.getuid() != _uid or os.geteuid() != _uid or os.getgid() != _uid:
+        sys.stderr.write("dodai-sandbox: cannot drop privileges\n")
         sys.exit(97)
 
 def _install(root, read_roots, blocked_modules, marker):
@@ -333,7 +338,7 @@ def _format(r: RunResult, timeout_s: float, memory_mb: int) -> str:
     if r.output_limited:
         raise ToolError(f"python: more than {MAX_OUTPUT_BYTES} bytes of output; process killed")
     rc = r.returncode
-    if rc == 97:
+    if rc == 97 and "dodai-sandbox: cannot drop privileges" in r.output:
         raise ToolError("python: the sandbox could not drop privileges; refusing to run")
     if rc is not None and rc < 0:
         why = _SIGNALS.get(-rc, f"signal {-rc}")
