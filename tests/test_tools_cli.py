@@ -46,3 +46,20 @@ def test_errors_are_one_line_exit_2(capsys, argv, msg):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("dodai: error: ") and msg in err and err.count("\n") == 1
+
+
+def test_default_tools_registry(tmp_path):
+    from dodai.errors import DodaiError
+    from dodai.rag.chunk import chunk_documents
+    from dodai.rag.index import RagIndex
+    from dodai.tools import TOOL_NAMES, default_tools
+
+    db = demo_database(tmp_path / "d.db")
+    index = RagIndex(chunk_documents(["alpha beta", "gamma delta"], 100, 0), None, ["a", "g"])
+    tools = default_tools(TOOL_NAMES, db_path=db, index=index, timeout_s=2.0, memory_mb=128)
+    assert list(tools) == list(TOOL_NAMES) and all(t.name == n for n, t in tools.items())
+    assert tools["python"].meta["timeout_s"] == 2.0 and tools["sql"].meta["db_path"] == str(db)
+    assert tools["search"].call({"query": "gamma"}).startswith("[1] g (doc 1")
+    assert list(default_tools("sql, calculator", db_path=db)) == ["sql", "calculator"]
+    with pytest.raises(DodaiError, match="unknown tool"):
+        default_tools(["calculator", "shell"])

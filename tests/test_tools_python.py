@@ -99,3 +99,27 @@ def test_hook_refuses_with_the_marker():
     assert MARKER in r.output
     r = run_python("open('/etc/hostname').read()", 2.0, 128, audit_hook=False)
     assert MARKER not in r.output  # the switch really switches the hook off
+
+
+# ---- the audit hook as the only file-system/network layer (no uid drop: what a non-root user gets) ------
+HOOK_ONLY = ["os_system", "read_passwd", "read_traversal", "write_canary", "write_outside", "remove_canary",
+             "symlink_escape", "list_root", "socket_connect", "ctypes", "kill_parent", "builtins_reimport"]
+
+
+@pytest.mark.parametrize("name", HOOK_ONLY)
+def test_hook_alone_refuses_without_uid_drop(harness, name):
+    from dodai.tools.base import Tool
+    from dodai.tools.python_sandbox import _format
+
+    case = next(c for c in PYTHON if c.name == name)
+    plain = harness.tools["python"]
+    no_drop = Tool(plain.name, plain.description, plain.parameters,
+                   lambda a: _format(run_python(a["code"], 1.0, 128, drop_privileges=False), 1.0, 128),
+                   plain.max_output_chars)
+    harness.tools["python"] = no_drop
+    try:
+        out = harness.run(case)
+    finally:
+        harness.tools["python"] = plain
+    assert out.passed, out.why
+    assert MARKER in (out.result or "") or "None in sys.modules" in (out.result or "")
