@@ -67,6 +67,7 @@ TAIL_CHARS = 2000  # what comes back to the model: the last characters of the ou
 FILE_SIZE_MB = 16  # RLIMIT_FSIZE: largest file the child may write
 OPEN_FILES = 64  # RLIMIT_NOFILE
 MARKER = "blocked by the sandbox"
+STARTUP_S = 20.0  # the most the interpreter start-up and pre-imports may take (a busy machine is slow)
 
 PREIMPORT = ("math", "cmath", "json", "re", "string", "random", "collections", "collections.abc", "itertools",
              "functools", "operator", "statistics", "fractions", "decimal", "datetime", "time", "heapq", "bisect",
@@ -87,7 +88,8 @@ BLOCKED_MODULES = ("socket", "_socket", "ssl", "_ssl", "select", "selectors", "s
 # FSIZE bytes, NOFILE. Kept dependency-free and short; every name it leaves behind is deleted.
 BOOTSTRAP = r'''
 import sys, os, resource, builtins
-_code_path, _root, _uid, _cpu, _mem, _fsize, _nofile = sys.argv[1], sys.argv[2], *map(int, sys.argv[3:8])
+_code_path, _root = sys.argv[1], sys.argv[2]
+_uid, _cpu, _mem, _fsize, _nofile, _ready = map(int, sys.argv[3:9])
 with open(_code_path, encoding="utf-8") as f:
     _src = f.read()
 os.remove(_code_path)
@@ -110,6 +112,8 @@ import tempfile
 tempfile.tempdir = _root
 _read_roots = tuple(sorted({os.path.realpath(p if os.path.isdir(p) else os.path.dirname(p)) for p in sys.path
                             if p}))
+# RLIMIT_CPU counts the CPU already spent (start-up, pre-imports): the user code gets _cpu seconds on top.
+_cpu = int(sum(resource.getrusage(resource.RUSAGE_SELF)[:2]) + _cpu + 0.999)
 for _lim, _val in ((resource.RLIMIT_CPU, _cpu), (resource.RLIMIT_AS, _mem), (resource.RLIMIT_FSIZE, _fsize),
                    (resource.RLIMIT_NOFILE, _nofile), (resource.RLIMIT_NPROC, 1), (resource.RLIMIT_CORE, 0)):
     resource.setrlimit(_lim, (_val, _val))
@@ -214,6 +218,8 @@ def _install(root, read_roots, blocked_modules, marker):
 _install(os.path.realpath(_root), _read_roots, frozenset(BLOCKED_MODULES), MARKER)
 _g = {"__name__": "__main__", "__builtins__": builtins}
 del _install, _read_roots, _lim, _val, _m, f
+os.write(_ready, b"1")  # tell the host the user code starts now: its wall-clock timeout starts here
+os.close(_ready)
 try:
     exec(_code, _g)
 except SystemExit:
@@ -280,22 +286,34 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, drop_
         boot = _bootstrap_source()
         if not audit_hook:
             boot = boot.replace("\n_install(os.path.realpath", "\n(lambda *a: None)(os.path.realpath")
+        ready_r, ready_w = os.pipe()  # the child writes one byte here when the user code starts
         argv = [sys.executable, "-I", "-S", "-B", "-u", "-c", boot, code_path, tmp, str(uid), str(cpu),
-                str(memory_mb * 2**20), str(FILE_SIZE_MB * 2**20), str(OPEN_FILES)]
-        proc = subprocess.Popen(argv, cwd=tmp, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                stderr=subprocess.STDOUT, start_new_session=True, close_fds=True)
+                str(memory_mb * 2**20), str(FILE_SIZE_MB * 2**20), str(OPEN_FILES), str(ready_w)]
+        try:
+            proc = subprocess.Popen(argv, cwd=tmp, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                    stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
+                                    pass_fds=(ready_w,))
+        finally:
+            os.close(ready_w)
         buf, total, timed_out, limited = bytearray(), 0, False, False
         keep = tail_chars * 4 + 16  # bytes: enough for tail_chars UTF-8 characters
-        deadline = t0 + timeout_s + 0.5  # a little grace for interpreter start-up
+        # The wall-clock timeout covers the user code; start-up has its own, generous bound.
+        deadline = t0 + STARTUP_S
         try:
             with selectors.DefaultSelector() as sel:
                 sel.register(proc.stdout, selectors.EVENT_READ)
+                sel.register(ready_r, selectors.EVENT_READ)
                 while True:
                     left = deadline - time.perf_counter()
                     if left <= 0:
                         timed_out = True
                         break
-                    if not sel.select(left):
+                    events = sel.select(left)
+                    if any(key.fd == ready_r for key, _ in events):
+                        if os.read(ready_r, 1) == b"1":
+                            deadline = time.perf_counter() + timeout_s + 0.2
+                        sel.unregister(ready_r)  # ready, or the child died during start-up
+                    if not any(key.fileobj is proc.stdout for key, _ in events):
                         continue
                     chunk = os.read(proc.stdout.fileno(), 65536)
                     if not chunk:
@@ -319,6 +337,7 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, drop_
                 pass
             proc.wait()
             proc.stdout.close()
+            os.close(ready_r)
         text = bytes(buf[-keep:]).decode("utf-8", errors="replace")
         if len(text) > tail_chars or total > len(buf):
             text = f"… [{total} bytes of output; the last {min(len(text), tail_chars)} characters]\n" \
