@@ -24,7 +24,10 @@ What one call does (:func:`run_python`):
    resolved with ``realpath``, so symlinks and ``..`` do not escape), and listing, creating, removing,
    renaming, linking, chmod/chown-ing or ``chdir``-ing outside it;
 4. the host reads the output with a **wall-clock timeout** and an output-size cap, and kills the whole
-   process group (``SIGKILL``) on either; the result is the *tail* of stdout+stderr.
+   process group (``SIGKILL``) on either; the result is the *tail* of stdout+stderr. The timeout (and
+   the CPU allowance) start when the bootstrap signals, through a one-byte pipe, that the user code
+   starts — start-up on a busy machine has its own bound (:data:`STARTUP_S`) and does not eat the
+   program's time.
 
 What this guarantees, and what it does not:
 
