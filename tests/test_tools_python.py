@@ -123,3 +123,9 @@ def test_hook_alone_refuses_without_uid_drop(harness, name):
         harness.tools["python"] = plain
     assert out.passed, out.why
     assert MARKER in (out.result or "") or "None in sys.modules" in (out.result or "")
+
+
+def test_pidfd_signals_are_taken_away():
+    r = run_python("import os, _signal\nprint(hasattr(os, 'pidfd_open'), hasattr(_signal, 'pidfd_send_signal'))",
+                   2.0, 128)
+    assert r.output.strip() == "False False", r.output

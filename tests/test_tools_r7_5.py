@@ -18,4 +18,4 @@ def test_r7_5_quick(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["attacks_blocked"] == res["attacks_blocked"]
     report = (tmp_path / "report.md").read_text()
-    assert "| python | 38/38 |" in report and (tmp_path / "r7_5.png").stat().st_size > 1000
+    assert "| python | 43/43 |" in report and (tmp_path / "r7_5.png").stat().st_size > 1000
