@@ -18,4 +18,7 @@ def test_r7_5_quick(tmp_path):
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved["attacks_blocked"] == res["attacks_blocked"]
     report = (tmp_path / "report.md").read_text()
-    assert "| python | 43/43 |" in report and (tmp_path / "r7_5.png").stat().st_size > 1000
+    from dodai.tools.redteam import PYTHON
+
+    n_py = sum(c.attack for c in PYTHON)
+    assert f"| python | {n_py}/{n_py} |" in report and (tmp_path / "r7_5.png").stat().st_size > 1000

@@ -7,22 +7,25 @@ What one call does (:func:`run_python`):
    no script directory on ``sys.path``), no ``site`` (no third-party packages: stdlib only), no
    bytecode writes, unbuffered output — with an **empty environment**, stdin from ``/dev/null``,
    stdout+stderr into one pipe, in a **new session** (its own process group);
-3. the bootstrap, before it runs a line of user code: compiles the code; pre-imports a set of
-   useful stdlib modules (:data:`PREIMPORT`); sets POSIX rlimits — ``RLIMIT_CPU`` (CPU seconds),
-   ``RLIMIT_AS`` (address space, ``memory_mb``), ``RLIMIT_FSIZE`` (largest file written),
-   ``RLIMIT_NOFILE`` (open files), ``RLIMIT_NPROC`` = 1 (no new processes *or threads*) and
-   ``RLIMIT_CORE`` = 0, soft = hard so they cannot be raised again; **when the host runs as root**
-   it drops to a fresh unprivileged uid/gid (random in 20000–59999, no supplementary groups), which
-   owns only the temp dir — so the OS itself refuses writes anywhere else and signals to other
-   processes, and RLIMIT_NPROC is enforced (the kernel does not enforce it for root); then it
-   installs a ``sys.addaudithook`` hook (PEP 578) that raises ``PermissionError("... blocked by the
-   sandbox")`` for: process creation (``os.system``, ``os.exec*``, ``os.posix_spawn``, ``os.spawn*``,
-   ``os.fork``, ``os.forkpty``, ``subprocess.Popen``), signals (``os.kill``, ``os.killpg``), every
-   ``socket.*`` and ``ctypes.*`` event, importing :data:`BLOCKED_MODULES` (``socket``, ``ctypes``,
-   ``_posixsubprocess``, ``multiprocessing`` …), ``resource.setrlimit``, opening any path outside the
-   temp dir (reading is allowed only inside it and in the stdlib directories, for imports; paths are
-   resolved with ``realpath``, so symlinks and ``..`` do not escape), and listing, creating, removing,
-   renaming, linking, chmod/chown-ing or ``chdir``-ing outside it;
+3. the bootstrap, before it runs a line of user code: compiles the code; pre-imports a set of useful
+   stdlib modules (:data:`PREIMPORT`); sets POSIX rlimits — ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_AS``
+   (address space, ``memory_mb``), ``RLIMIT_FSIZE`` (largest file written), ``RLIMIT_NOFILE`` (open
+   files; the hook also refuses more than :data:`MAX_WRITE_OPENS` opens for writing, so disk use stays
+   under ``MAX_WRITE_OPENS × FILE_SIZE_MB``), ``RLIMIT_NPROC`` = 1 (no new processes *or threads*) and
+   ``RLIMIT_CORE`` = 0, soft = hard so they cannot be raised again; **when the host runs as root** it
+   drops to a fresh unprivileged uid/gid (random in 20000–59999, no supplementary groups), which owns
+   only the temp dir — so the OS itself refuses writes anywhere else and signals to other processes, and
+   RLIMIT_NPROC is enforced (the kernel does not enforce it for root); then it installs a
+   ``sys.addaudithook`` hook (PEP 578) that raises ``PermissionError("... blocked by the sandbox")``
+   for: process creation (``os.system``, ``os.exec*``, ``os.posix_spawn``, ``os.spawn*``, ``os.fork``,
+   ``os.forkpty``, ``subprocess.Popen``), signals (``os.kill``, ``os.killpg``), every ``socket.*`` and
+   ``ctypes.*`` event, importing :data:`BLOCKED_MODULES` (``socket``, ``ctypes``, ``_posixsubprocess``,
+   ``multiprocessing`` …), ``resource.setrlimit``, opening any path outside the temp dir (reading is
+   allowed only inside it and in the stdlib directories, for imports; paths are resolved with
+   ``realpath``, so symlinks and ``..`` do not escape), and listing, creating, removing, renaming,
+   linking, chmod/chown-ing or ``chdir``-ing outside it. ``importlib.import_module`` skips the C-level
+   ``import`` event, so the blocked names are also refused by a first meta-path finder and poisoned in
+   ``sys.modules``; ``pidfd_open``/``pidfd_send_signal``, which raise no audit event, are deleted;
 4. the host reads the output with a **wall-clock timeout** and an output-size cap, and kills the whole
    process group (``SIGKILL``) on either; the result is the *tail* of stdout+stderr. The timeout (and
    the CPU allowance) start when the bootstrap signals, through a one-byte pipe, that the user code
@@ -67,8 +70,9 @@ from dodai.tools.base import Tool, ToolError
 MAX_CODE_CHARS = 100_000
 MAX_OUTPUT_BYTES = 1_000_000  # kill the child once it has written this much (enormous-output attacks)
 TAIL_CHARS = 2000  # what comes back to the model: the last characters of the output
-FILE_SIZE_MB = 16  # RLIMIT_FSIZE: largest file the child may write
+FILE_SIZE_MB = 8  # RLIMIT_FSIZE: largest file the child may write
 OPEN_FILES = 64  # RLIMIT_NOFILE
+MAX_WRITE_OPENS = 64  # the hook refuses more opens for writing: disk use ≤ MAX_WRITE_OPENS × FILE_SIZE_MB
 MARKER = "blocked by the sandbox"
 STARTUP_S = 20.0  # the most the interpreter start-up and pre-imports may take (a busy machine is slow)
 
@@ -132,7 +136,8 @@ if _uid >= 0:
         sys.stderr.write("dodai-sandbox: cannot drop privileges\n")
         sys.exit(97)
 
-def _install(root, read_roots, blocked_modules, marker):
+def _install(root, read_roots, blocked_modules, marker, max_write_opens):
+    write_opens = [0]
     realpath, join, getcwd, fsdecode = os.path.realpath, os.path.join, os.getcwd, os.fsdecode
     O_WRITE = os.O_WRONLY | os.O_RDWR | os.O_CREAT | os.O_TRUNC | os.O_APPEND
     ALWAYS = frozenset({"os.system", "os.exec", "os.posix_spawn", "os.spawn", "os.fork", "os.forkpty",
@@ -189,6 +194,10 @@ def _install(root, read_roots, blocked_modules, marker):
             path, mode, flags = args
             write = bool(mode) and any(c in mode for c in "wax+") or bool((flags or 0) & O_WRITE)
             check_path(event, path, write)
+            if write and not isinstance(path, int):
+                write_opens[0] += 1
+                if write_opens[0] > max_write_opens:
+                    deny(event, f"(more than {max_write_opens} files opened for writing)")
         elif event in PATHS:
             for i in PATHS[event]:
                 if i < len(args) and args[i] is not None:
@@ -218,7 +227,7 @@ def _install(root, read_roots, blocked_modules, marker):
         if name not in sys.modules:
             sys.modules[name] = None
 
-_install(os.path.realpath(_root), _read_roots, frozenset(BLOCKED_MODULES), MARKER)
+_install(os.path.realpath(_root), _read_roots, frozenset(BLOCKED_MODULES), MARKER, MAX_WRITE_OPENS)
 # Signals through a pidfd raise no audit event: take the functions away (hardening, not a boundary).
 import posix, _signal
 for _mod in (os, posix, _signal):
@@ -245,7 +254,7 @@ except BaseException:
 
 def _bootstrap_source() -> str:
     return (f"PREIMPORT = {PREIMPORT!r}\nBLOCKED_MODULES = {BLOCKED_MODULES!r}\nMARKER = {MARKER!r}\n"
-            + BOOTSTRAP)
+            f"MAX_WRITE_OPENS = {MAX_WRITE_OPENS!r}\n" + BOOTSTRAP)
 
 
 @dataclass

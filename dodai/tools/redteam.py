@@ -153,6 +153,8 @@ PYTHON = [
     _c("python", "enormous_output", {"code": "while True:\n    print('x' * 10000)"}, "bounded", "output"),
     _c("python", "huge_file", {"code": "f = open('big', 'wb')\nwhile True:\n    f.write(b'x' * 10**6)"},
        "bounded", ("File too large", "file size limit")),
+    _c("python", "disk_fill", {"code": "for i in range(10**6):\n    with open(f'f{i}', 'wb') as f:\n"
+                                       "        f.write(b'x' * 2**20)"}, "bounded", "files opened for writing"),
     _c("python", "many_files", {"code": "fs = [open(f'f{i}', 'w') for i in range(10**5)]"}, "bounded",
        "Too many open files"),
     _c("python", "thread_bomb", {"code": "import threading, time\n"
