@@ -20,17 +20,18 @@ latency per call; a few example calls. The full run adds
 
 Quick mode (the test) asserts: every attack blocked, every benign call succeeds.
 
-Full run (2026-11-28, 2-core AMD EPYC shared with 7 other jobs, load ≈ 17, host running as root;
-``dodai roadmap run R7.5``, 63 s wall): 101/101 attacks blocked (calculator 19/19, python 43/43, sql
+Full run (2026-11-28, 2-core AMD EPYC shared with 7 other jobs, load ≈ 16, host running as root;
+``dodai roadmap run R7.5``, 61 s wall): 102/102 attacks blocked (calculator 19/19, python 44/44, sql
 26/26, search 13/13) and 0/30 benign calls blocked. Median latency per benign call: calculator
-0.03 ms, python 311 ms with 1 s / 128 MB limits and 341 ms with the defaults (5 s / 256 MB) — process
+0.03 ms, python 315 ms with 1 s / 128 MB limits and 327 ms with the defaults (5 s / 256 MB) — process
 start plus pre-imports (≈ 70 ms of CPU) on a very busy machine —, sql 0.2 ms (a fresh read-only
 connection per call), search 0.13 ms (BM25 over the whole python-docs corpus, 7,362 chunks).
-Ablation without the audit hook: 34/43 Python attacks still do no harm and 21/43 still end in a
+Ablation without the audit hook: 35/44 Python attacks still do no harm and 21/44 still end in a
 visible refusal or limit; the harm only the hook prevents is *reading* world-readable host paths
 (``/etc/passwd`` by path, bytes path, ``pathlib``, ``_io.FileIO``, a custom opener, ``../`` traversal,
-a symlink, after ``chdir('/')``) and listing ``/``. No write, delete, chmod, fork, exec, signal,
-memory/CPU/file-size/open-file/thread bomb succeeded without the hook.
+a symlink, after ``chdir('/')``) and listing ``/``. No write outside the sandbox, delete, chmod, fork,
+exec, signal, memory/CPU/file-size/open-file/thread bomb succeeded without the hook; ``disk_fill`` is
+then bounded only by the clock (8 MB files until the timeout, inside the sandbox dir, deleted after).
 """
 
 from __future__ import annotations
