@@ -92,7 +92,7 @@ BLOCKED_MODULES = ("socket", "_socket", "ssl", "_ssl", "select", "selectors", "s
                    "faulthandler", "resource", "termios", "fcntl", "_posixshmem", "mmap")
 
 # The child's bootstrap (run with -c). argv: code file, sandbox dir, uid (-1 = keep), CPU s, AS bytes,
-# FSIZE bytes, NOFILE. Kept dependency-free and short; every name it leaves behind is deleted.
+# FSIZE bytes, NOFILE, ready-pipe fd. Stdlib only; the user code runs in a fresh globals dict.
 BOOTSTRAP = r'''
 import sys, os, resource, builtins
 _code_path, _root = sys.argv[1], sys.argv[2]
