@@ -51,12 +51,12 @@ def setup(quick: bool) -> dict:
     from dodai.models import load_model
 
     model, tok = load_model("smollm2-135m-instruct")
-    steps = 30
+    steps = 20  # 30 planned; cut to 20 (and the RM to 24 steps) to fit the shared, oversubscribed 2-core machine
     targets = ["wq", "wk", "wv", "wo", "w_gate", "w_up", "w_down"]
     return dict(
         model=model, tok=tok, n_train=240, n_test=40, max_new=20, lora_rank=8, warm_steps=0, warm=None,
         sft=SFTConfig(steps=steps, batch_size=8, lr=2e-3, warmup=3, lora_rank=8, lora_targets=targets),
-        rm=reward.RMConfig(steps=40, batch_size=8, lr=1e-3),
+        rm=reward.RMConfig(steps=24, batch_size=8, lr=1e-3),
         ppo=ppo.PPOConfig(steps=steps, batch_size=8, max_new_tokens=20, lr=5e-4, kl_coef=0.05, target_kl=6.0),
         dpo=dpo.DPOConfig(steps=steps, batch_size=8, lr=5e-4, beta=0.1),
         grpo=grpo.GRPOConfig(steps=steps, prompts_per_step=2, group_size=4, max_new_tokens=20, lr=5e-4),
@@ -117,16 +117,39 @@ def _say(msg: str) -> None:
     print(f"[r5_3 {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
 
-def run(out_dir: Path, quick: bool = False) -> dict:
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+ARMS = ("SFT", "RM+PPO", "DPO", "GRPO")
+
+
+def _fingerprint(s: dict, quick: bool) -> str:
+    """What an arm's cached result depends on: mode, data sizes and every stage's config."""
+    keys = ("n_train", "n_test", "max_new", "lora_rank", "sft", "rm", "ppo", "dpo", "grpo")
+    return repr((quick, BATCH, [(k, s[k].to_dict() if hasattr(s[k], "to_dict") else s[k]) for k in keys]))
+
+
+def _arm_file(out_dir: Path, name: str) -> Path:
+    return out_dir / f"arm_{name.replace('+', '_')}.json"
+
+
+def _load_arm(out_dir: Path, name: str, fp: str) -> dict | None:
+    import json
+
+    f = _arm_file(out_dir, name)
+    if not f.is_file():
+        return None
+    try:
+        got = json.loads(f.read_text())
+    except ValueError:
+        return None
+    return got if got.get("config") == fp else None
+
+
+def _context(quick: bool) -> dict:
     s = setup(quick)
     start, tok = s["model"], s["tok"]
     fmt = ChatFormatter(tok)
     pad = tok.eos_id or 0
-    stop = set(fmt.end_ids)
     train, test = tasks.split(s["n_train"], s["n_test"], seed=1)
-    sft_data = [fmt.encode(e.messages()) for e in train]
+    sft_data = [fmt.encode(e.messages()) for e in train]  # (also registers <|im_end|> as an end token)
     if s["warm"] is not None:  # quick mode: a tiny random model first learns the reply format
         sft.prepare(start, s["warm"])
         sft.train_sft(start, sft_data, s["warm"], pad_id=pad)
@@ -140,68 +163,102 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         return [(fmt.prompt_ids(e.messages(False)), tok.encode(c) + [end_id], tok.encode(r) + [end_id])
                 for e, c, r in tasks.preference_pairs(exs, seed)]
 
-    pairs_train, pairs_test = encode_pairs(train, 0), encode_pairs(test, 1)
-    prompts = [fmt.prompt_ids(e.messages(False)) for e in train]
+    return dict(s=s, start=start, tok=tok, fmt=fmt, pad=pad, stop=stop, train=train, test=test, sft_data=sft_data,
+                pairs_train=encode_pairs(train, 0), pairs_test=encode_pairs(test, 1),
+                prompts=[fmt.prompt_ids(e.messages(False)) for e in train])
+
+
+def _run_arm(name: str, c: dict, start_replies: list[str]) -> dict:
+    """Train one arm from the start model and evaluate it: {"result": {...}, "curve": [...] or None}."""
+    s, start, pad, stop = c["s"], c["start"], c["pad"], c["stop"]
+    t0, cpu0 = time.perf_counter(), time.process_time()
+    extra: dict = {}
+    curve = None
+    if name == "SFT":
+        pol = _trainable_copy(start, s)
+        cfg = copy.deepcopy(s["sft"])
+        cfg.lora_rank = 0  # adapters (if any) are already in place
+        sft.train_sft(pol, c["sft_data"], cfg, pad_id=pad)
+    elif name == "RM+PPO":  # the reward model's training counts in the arm's time
+        rm = RewardModel(_trainable_copy(start, s))
+        extra["rm_pairwise_accuracy_before"] = reward.pairwise_accuracy(rm, c["pairs_test"], pad)
+        reward.train_reward_model(rm, c["pairs_train"], s["rm"], pad)
+        extra["rm_pairwise_accuracy"] = reward.pairwise_accuracy(rm, c["pairs_test"], pad)
+        for p in rm.parameters():
+            p.requires_grad_(False)
+        _say(f"reward model: held-out pairwise accuracy {extra['rm_pairwise_accuracy_before']:.3f} -> "
+             f"{extra['rm_pairwise_accuracy']:.3f} ({time.perf_counter() - t0:.0f} s)")
+        pol = _trainable_copy(start, s)
+        curve, _ = ppo.train_ppo(pol, start, c["prompts"], lambda idx, ps, cs: rm.score(ps, cs, pad), stop,
+                                 s["ppo"], pad, log=lambda r: _say(f"PPO {r['step']}: reward {r['reward']:.3f} "
+                                                                   f"KL {r['kl']:.3f}") if r["step"] % 5 == 0 else None)
+    elif name == "DPO":
+        pol = _trainable_copy(start, s)
+        beta = s["dpo"].beta
+        before = dpo.implicit_margin(pol, start, c["pairs_test"], beta, pad)
+        curve = dpo.train_dpo(pol, start, c["pairs_train"], s["dpo"], pad)
+        after = dpo.implicit_margin(pol, start, c["pairs_test"], beta, pad)
+        extra = {"held_out_margin_before": before[0], "held_out_margin_after": after[0],
+                 "held_out_pair_accuracy": after[1]}
+    elif name == "GRPO":
+        pol = _trainable_copy(start, s)
+        tok, train = c["tok"], c["train"]
+
+        def verifiable(i: int, comp: list[int]) -> float:
+            return tasks.verifiable_reward(tok.decode(strip_end(comp, stop)), train[i])
+
+        curve = grpo.train_grpo(pol, start, c["prompts"], verifiable, stop, s["grpo"], pad,
+                                log=lambda r: _say(f"GRPO {r['step']}: reward {r['reward']:.3f} "
+                                                   f"KL {r['kl_reply']:.3f}") if r["step"] % 5 == 0 else None)
+    else:
+        raise ValueError(name)
+    train_s = time.perf_counter() - t0
+    res = {**evaluate(pol, start, c["fmt"], c["test"], start_replies, stop, s["max_new"], pad),
+           "train_seconds": train_s, **extra}
+    res["eval_seconds"] = time.perf_counter() - t0 - train_s
+    res["cpu_seconds"] = time.process_time() - cpu0  # all threads of this process: the machine-independent cost
+    _say(f"{name}: trained in {train_s:.0f} s, evaluated in {res['eval_seconds']:.0f} s (CPU {res['cpu_seconds']:.0f} "
+         f"s); accuracy {res['accuracy']:.3f}, win-rate {res['win_rate_vs_start']:.3f}, KL {res['kl_to_start']:.3f}")
+    return {"result": res, "curve": curve}
+
+
+def run(out_dir: Path, quick: bool = False, arms: tuple[str, ...] | None = None) -> dict:
+    """The whole comparison. Each arm's outcome is saved to ``out_dir/arm_<name>.json`` as soon as it is
+    done and reused by a later run with the same configuration, so arms can also be computed separately
+    (``python -m dodai.experiments.r5_3 OUT --arm DPO``, several at once) and then assembled by this."""
+    from dodai.io import atomic_write_json
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    c = _context(quick)
+    s, start, fmt, test = c["s"], c["start"], c["fmt"], c["test"]
+    fp = _fingerprint(s, quick)
     t0 = time.perf_counter()
-    _, start_replies = sft.task_accuracy(start, fmt, test, s["max_new"], batch_size=BATCH)
-    results: dict = {"start": evaluate(start, start, fmt, test, start_replies, stop, s["max_new"], pad,
-                                       replies=start_replies)}
-    _say(f"start evaluated in {time.perf_counter() - t0:.0f} s: accuracy {results['start']['accuracy']:.3f}")
+    got = _load_arm(out_dir, "start", fp)
+    if got is None:
+        _, start_replies = sft.task_accuracy(start, fmt, test, s["max_new"], batch_size=BATCH)
+        got = {"config": fp, "result": evaluate(start, start, fmt, test, start_replies, c["stop"], s["max_new"],
+                                                c["pad"], replies=start_replies), "replies": start_replies}
+        atomic_write_json(_arm_file(out_dir, "start"), got)
+        _say(f"start evaluated in {time.perf_counter() - t0:.0f} s: accuracy {got['result']['accuracy']:.3f}")
+    start_replies = got["replies"]
+    results: dict = {"start": got["result"]}
     curves: dict = {}
-
-    def finish(name: str, pol, t0: float, **extra) -> None:
-        train_s = time.perf_counter() - t0
-        results[name] = {**evaluate(pol, start, fmt, test, start_replies, stop, s["max_new"], pad),
-                         "train_seconds": train_s, **extra}
-        results[name]["eval_seconds"] = time.perf_counter() - t0 - train_s
-        r = results[name]
-        _say(f"{name}: trained in {train_s:.0f} s, evaluated in {r['eval_seconds']:.0f} s; accuracy "
-             f"{r['accuracy']:.3f}, win-rate {r['win_rate_vs_start']:.3f}, KL {r['kl_to_start']:.3f}")
-
-    # SFT
-    t0 = time.perf_counter()
-    pol = _trainable_copy(start, s)
-    cfg = copy.deepcopy(s["sft"])
-    cfg.lora_rank = 0  # adapters (if any) are already in place
-    sft.train_sft(pol, sft_data, cfg, pad_id=pad)
-    finish("SFT", pol, t0)
-
-    # reward model + PPO (the reward model's training counts in the arm's time)
-    t0 = time.perf_counter()
-    rm = RewardModel(_trainable_copy(start, s))
-    rm_acc_before = reward.pairwise_accuracy(rm, pairs_test, pad)
-    reward.train_reward_model(rm, pairs_train, s["rm"], pad)
-    rm_acc = reward.pairwise_accuracy(rm, pairs_test, pad)
-    for p in rm.parameters():
-        p.requires_grad_(False)
-    _say(f"reward model: held-out pairwise accuracy {rm_acc_before:.3f} -> {rm_acc:.3f} "
-         f"({time.perf_counter() - t0:.0f} s)")
-    pol = _trainable_copy(start, s)
-    hist, _ = ppo.train_ppo(pol, start, prompts, lambda idx, ps, cs: rm.score(ps, cs, pad), stop, s["ppo"], pad)
-    curves["RM+PPO"] = hist
-    finish("RM+PPO", pol, t0, rm_pairwise_accuracy=rm_acc, rm_pairwise_accuracy_before=rm_acc_before)
-
-    # DPO
-    t0 = time.perf_counter()
-    pol = _trainable_copy(start, s)
-    beta = s["dpo"].beta
-    margin_before = dpo.implicit_margin(pol, start, pairs_test, beta, pad)
-    dpo_hist = dpo.train_dpo(pol, start, pairs_train, s["dpo"], pad)
-    margin_after = dpo.implicit_margin(pol, start, pairs_test, beta, pad)
-    curves["DPO"] = dpo_hist
-    finish("DPO", pol, t0, held_out_margin_before=margin_before[0], held_out_margin_after=margin_after[0],
-           held_out_pair_accuracy=margin_after[1])
-
-    # GRPO
-    t0 = time.perf_counter()
-    pol = _trainable_copy(start, s)
-
-    def verifiable(i: int, c: list[int]) -> float:
-        return tasks.verifiable_reward(tok.decode(strip_end(c, stop)), train[i])
-
-    hist = grpo.train_grpo(pol, start, prompts, verifiable, stop, s["grpo"], pad)
-    curves["GRPO"] = hist
-    finish("GRPO", pol, t0)
+    for name in arms or ARMS:
+        got = _load_arm(out_dir, name, fp)
+        if got is None:
+            got = {"config": fp, **_run_arm(name, c, start_replies)}
+            atomic_write_json(_arm_file(out_dir, name), got)
+        results[name] = got["result"]
+        if got["curve"] is not None:
+            curves[name] = got["curve"]
+    if arms is not None:
+        return {"results": results}
+    dpo_hist = curves["DPO"]
+    rm_acc, rm_acc_before = results["RM+PPO"]["rm_pairwise_accuracy"], results["RM+PPO"]["rm_pairwise_accuracy_before"]
+    margin_before = (results["DPO"]["held_out_margin_before"],)
+    margin_after = (results["DPO"]["held_out_margin_after"], results["DPO"]["held_out_pair_accuracy"])
+    train, pairs_train = c["train"], c["pairs_train"]
 
     rows = []
     for name in ("start", "SFT", "RM+PPO", "DPO", "GRPO"):
@@ -209,7 +266,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         rows.append({"method": name, "held_out_accuracy": round(r["accuracy"], 3),
                      "judge_score": round(r["judge_score"], 3), "win_rate_vs_start": round(r["win_rate_vs_start"], 3),
                      "kl_to_start": round(r["kl_to_start"], 3), "train_seconds": round(r.get("train_seconds", 0.0), 1),
-                     "eval_seconds": round(r.get("eval_seconds", 0.0), 1)})
+                     "eval_seconds": round(r.get("eval_seconds", 0.0), 1),
+                     "cpu_seconds": round(r.get("cpu_seconds", 0.0), 1)})
     rep = Report(out_dir, "R5.3 SFT vs RM+PPO vs DPO vs GRPO")
     rep.text(f"Model: {'tiny Llama, SFT-warmed (quick mode)' if quick else 'SmolLM2-135M-Instruct + LoRA r=8'}; "
              f"{len(train)} training prompts, {len(pairs_train)} judge-labelled pairs, {len(test)} held-out prompts; "
@@ -243,3 +301,14 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                         "curves": {k: v for k, v in curves.items()}})
     rep.write()
     return rep.results
+
+
+if __name__ == "__main__":  # compute some arms in their own process: python -m dodai.experiments.r5_3 OUT --arm DPO
+    import argparse
+
+    ap = argparse.ArgumentParser(description="R5.3: compute and cache some arms of the comparison")
+    ap.add_argument("out", help="run folder (the same one `dodai roadmap run R5.3 --out` assembles)")
+    ap.add_argument("--arm", action="append", choices=ARMS, required=True, help="an arm to compute (repeatable)")
+    ap.add_argument("--quick", action="store_true", help="the quick mode")
+    a = ap.parse_args()
+    run(Path(a.out), quick=a.quick, arms=tuple(a.arm))
