@@ -54,7 +54,9 @@ def test_final_answer_forms():
         assert (p.kind, p.answer) == ("final", want), text
     # the first of Action / Final Answer wins
     p = parse_react(' x\nFinal Answer: 5\nAction: calculator\nAction Input: {"expression": "1"}', TOOLS)
-    assert p.kind == "final" and p.answer.startswith("5")
+    assert p.kind == "final" and p.answer == "5"
+    p = parse_react(" x\nFinal Answer:\n  640444\n(1 row)\nThought: again\nFinal Answer:", TOOLS)
+    assert p.answer == "640444"
     p = parse_react(' x\nAction: calculator\nAction Input: {"expression": "1"}\nFinal Answer: 9', TOOLS)
     assert p.kind == "call" and p.arguments == {"expression": "1"}
     assert parse_react(" x\nFinal Answer:   ", TOOLS).kind == "invalid"

@@ -17,7 +17,8 @@ The parser is tolerant of how a small model formats things and strict about what
   own observation is ignored); the arguments must be a JSON object (checked by the tool's schema); a tool
   name is matched to an existing tool exactly, then ignoring case and surrounding punctuation — anything
   else is reported to the model as an unknown tool, never guessed; inputs over ``MAX_ARG_CHARS`` are refused;
-* an ``Action`` and a ``Final Answer`` in one output: whichever comes first wins.
+* an ``Action`` and a ``Final Answer`` in one output: whichever comes first wins; the answer is the first
+  non-empty line after ``Final Answer:``.
 """
 
 from __future__ import annotations
@@ -115,7 +116,9 @@ def parse_react(text: str, tools: dict) -> Parsed:
     thought = _section(body, t).strip() if t else ""
     fin, act = _FINAL.search(body), _ACTION.search(body)
     if fin and (act is None or fin.start() < act.start()):
-        answer = body[fin.end():].strip()
+        # the answer is its first non-empty line: small models keep writing (a new Thought, a copied
+        # "(1 row)", another "Final Answer:") after it
+        answer = next((ln.strip() for ln in body[fin.end():].splitlines() if ln.strip()), "")
         if not answer:
             return Parsed("invalid", thought, error="the Final Answer is empty")
         return Parsed("final", thought, answer=answer)
