@@ -12,7 +12,8 @@ For each engine, in its own subprocess (so that peak RSS means something):
 - **peak RSS** of the process (``ru_maxrss``) after loading and running.
 
 dodai and HF load the same GGUF file and dequantize it to fp32 (dodai also in bf16, and int8: weight-only
-int8 with per-channel scales from :mod:`dodai.quant`, computed on bf16 activations); llama.cpp runs
+int8 with per-channel scales from :mod:`dodai.quant`, computed on bf16 activations; and int4: Q4_1-style
+groups of 32 on PyTorch's CPU 4-bit kernel, int8 output head, :mod:`dodai.quant.int4`); llama.cpp runs
 the Q4_1 file as it is, through llama-cpp-python when it is installed. With llama.cpp present, the
 teacher-forced top-1 agreement (the fraction of positions of a 256-token text where dodai's argmax
 equals llama.cpp's) is computed too.
@@ -39,7 +40,7 @@ sys.path.insert(0, str(REPO))
 THREADS = 2
 PROMPT_TOKENS = 200
 NEW_TOKENS = 128
-ENGINES = ["dodai", "dodai-int8", "dodai-bf16", "hf", "llamacpp"]
+ENGINES = ["dodai", "dodai-int4", "dodai-int8", "dodai-bf16", "hf", "llamacpp"]
 
 _FALLBACK_TEXT = (
     "It is a truth universally acknowledged, that a single man in possession of a good fortune, must be in "
@@ -86,10 +87,10 @@ def worker_dodai(repeats: int, dtype_name: str) -> dict:
     dtype = torch.bfloat16 if dtype_name == "bf16" else torch.float32
     t0 = time.perf_counter()
     model, tok = load_llama_gguf(_gguf(), dtype=dtype)
-    if dtype_name == "int8":
+    if dtype_name in ("int8", "int4"):
         from dodai.quant.int8 import quantize_model
 
-        quantize_model(model, "int8")
+        quantize_model(model, dtype_name)
     load_s = time.perf_counter() - t0
     ids = _prompt_ids(tok, PROMPT_TOKENS)
     x = torch.tensor([ids])
@@ -258,6 +259,8 @@ def main() -> int:
             res = worker_dodai(args.repeats, "fp32")
         elif args.worker == "dodai-int8":
             res = worker_dodai(args.repeats, "int8")
+        elif args.worker == "dodai-int4":
+            res = worker_dodai(args.repeats, "int4")
         elif args.worker == "dodai-bf16":
             res = worker_dodai(args.repeats, "bf16")
         elif args.worker == "hf":

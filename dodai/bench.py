@@ -64,7 +64,7 @@ def check_window(block_size: int, prompt_tokens: int, new_tokens: int, what: str
 
 
 def bench_generate(model_spec: str, prompt_tokens: int = 200, new_tokens: int = 128, no_cache_tokens: int = 256,
-                   threads: int = 2, repeats: int = 3, dtype: str = "float32") -> dict:
+                   threads: int = 2, repeats: int = 3, dtype: str = "float32", fmt: str = "fp32") -> dict:
     """Run the dodai side of the benchmark in this process; a JSON-able dict of the figures."""
     import torch
 
@@ -80,6 +80,13 @@ def bench_generate(model_spec: str, prompt_tokens: int = 200, new_tokens: int = 
     torch.set_num_threads(threads)
     t = time.perf_counter()
     model, _tok = load_model(model_spec, dtype=dt)
+    params = sum(p.numel() for p in model.parameters())  # before quantization turns weights into buffers
+    if fmt != "fp32":
+        from dodai.quant.int8 import quantize_model
+
+        if dt != torch.float32:
+            raise DodaiError("--format other than fp32 needs --dtype float32 (bf16 is itself a format)")
+        quantize_model(model, fmt)
     load_s = time.perf_counter() - t
     cfg = model.config
     check_window(cfg.block_size, prompt_tokens, new_tokens)
@@ -108,12 +115,12 @@ def bench_generate(model_spec: str, prompt_tokens: int = 200, new_tokens: int = 
     _, cached_n = _timed_decode(generate(model, ids, no_cache_tokens, temperature=0.0), no_cache_tokens)
     _, uncached_n = _timed_decode(generate_uncached(model, ids, no_cache_tokens, temperature=0.0),
                                   no_cache_tokens)
-    params = sum(p.numel() for p in model.parameters())
     return {
         "engine": f"dodai {dtype}",
         "model": str(model_spec),
         "params": params, "vocab_size": cfg.vocab_size,
         "weight_dtype": str(next(model.parameters()).dtype).replace("torch.", ""),
+        "weight_format": fmt if fmt != "fp32" else str(next(model.parameters()).dtype).replace("torch.", ""),
         "n_layer": cache.n_layer, "n_kv_head": cache.n_kv_head, "head_dim": cache.head_dim,
         "kv_cache_dtype": str(cache.dtype).replace("torch.", ""),
         "kv_bytes_per_token_per_layer": cache.bytes_per_token_per_layer(),

@@ -56,6 +56,17 @@ def test_bench_generate_table_and_bf16(run_dir, capsys):
     assert "bfloat16" in table
 
 
+def test_bench_generate_weight_format(run_dir, capsys):
+    d, cfg = run_dir
+    rc = main(["bench", "generate", "--model", str(d), "--prompt-tokens", "4", "--new-tokens", "4",
+               "--no-cache-tokens", "4", "--repeats", "1", "--threads", "1", "--format", "int8", "--json"])
+    assert rc == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["weight_format"] == "int8" and out["decode_tok_s"] > 0
+    assert out["params"] == sum(p.numel() for p in GPT(cfg).parameters())  # counted before quantization
+    assert main(["bench", "generate", "--model", str(d), "--format", "int8", "--dtype", "bfloat16"]) == 2
+
+
 @pytest.mark.parametrize("argv", [
     ["--prompt-tokens", "30", "--new-tokens", "3", "--no-cache-tokens", "2"],   # 33 > 32 (cached run)
     ["--prompt-tokens", "20", "--new-tokens", "4", "--no-cache-tokens", "13"],  # 33 > 32 (no-cache run)

@@ -109,6 +109,17 @@ def test_fast_path_equals_reference(bias):
         assert torch.equal(direct, fast)
 
 
+@pytest.mark.parametrize("k", [8, 24, 40])
+def test_input_widths_the_kernel_cannot_take_use_the_reference(k):
+    """_weight_int8pack_mm segfaults when K is not a multiple of 16: such layers must never reach it."""
+    torch.manual_seed(k)
+    lin = torch.nn.Linear(k, 27)
+    mod = Int8Linear.from_linear(lin)
+    assert not mod.fast
+    x = torch.randn(4, k)
+    torch.testing.assert_close(mod(x), int8_linear_reference(x, mod.qweight, mod.scale, mod.bias))
+
+
 def test_int8linear_rejects_wrong_width():
     m = Int8Linear.from_linear(torch.nn.Linear(8, 4, bias=False))
     with pytest.raises(DodaiError):
@@ -139,7 +150,7 @@ def test_quantize_model_formats_on_a_tiny_llama():
     with pytest.raises(DodaiError):
         quantize_model(m8, "fp32")  # no silent double rounding
     with pytest.raises(DodaiError):
-        quantize_model(tiny_llama(), "int4")
+        quantize_model(tiny_llama(), "int3")
 
 
 def test_int8_model_cached_equals_uncached_generation():
@@ -240,7 +251,7 @@ def test_chat_offers_only_the_offered_formats():
     for fmt in OFFERED_FORMATS:
         assert parser.parse_args(["chat", "--model", "m", "--format", fmt]).format == fmt
     with pytest.raises(SystemExit):
-        parser.parse_args(["chat", "--model", "m", "--format", "int4"])
+        parser.parse_args(["chat", "--model", "m", "--format", "int3"])
 
 
 def test_generate_format_flag(gpt_dir, capsys):
@@ -252,4 +263,4 @@ def test_generate_format_flag(gpt_dir, capsys):
         assert rc == 0
         assert len(capsys.readouterr().out.strip()) > 0
     with pytest.raises(SystemExit):
-        build_parser().parse_args(["generate", "--model", "m", "--prompt", "x", "--format", "int4"])
+        build_parser().parse_args(["generate", "--model", "m", "--prompt", "x", "--format", "int3"])

@@ -1,5 +1,7 @@
 """``dodai bench generate``: prefill, decode, KV cache memory, cache vs no cache, optionally vs HF."""
 
+from dodai.quant import FORMATS  # a constants module: no torch import
+
 HELP = "benchmark generation: prefill, decode tok/s, KV cache bytes, cache vs no cache (optionally vs HF)"
 
 
@@ -17,6 +19,9 @@ def add_arguments(p) -> None:
                    help="also run HF transformers fp32 on the same GGUF and prompt, in a subprocess")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="dodai weight and KV cache dtype (default float32)")
+    p.add_argument("--format", choices=FORMATS, default="fp32",
+                   help="weight format of dodai's linear layers (dodai.quant; default fp32). int8/int4 keep "
+                        "fp32 activations, embeddings and KV cache; bf16 makes everything bf16")
     p.add_argument("--json", action="store_true", help="print the results as JSON instead of a table")
     p.add_argument("--batch", type=int, default=0,
                    help="also decode this many prompts of different lengths as one left-padded batch vs one "
@@ -27,7 +32,7 @@ def _rows(d: dict, hf: dict | None) -> list[tuple[str, str]]:
     rows = [
         ("model", d["model"]),
         ("params", f"{d['params']:,}"),
-        ("weight dtype", d["weight_dtype"]),
+        ("weight format", d["weight_format"]),
         ("KV cache bytes / token / layer",
          f"{d['kv_bytes_per_token_per_layer']:,} (2 x {d['n_kv_head']} kv heads x {d['head_dim']} x "
          f"{d['kv_cache_dtype']})"),
@@ -108,7 +113,7 @@ def run(args) -> int:
 
     print(f"dodai bench generate: {args.model}, {args.threads} threads, {args.repeats} repeats ...", file=sys.stderr)
     d = bench_generate(args.model, args.prompt_tokens, args.new_tokens, args.no_cache_tokens, args.threads,
-                       args.repeats, args.dtype)
+                       args.repeats, args.dtype, args.format)
     hf = None
     if args.hf:
         print("running HF transformers fp32 in a subprocess ...", file=sys.stderr)

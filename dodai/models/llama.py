@@ -242,14 +242,18 @@ class _Fused:
     updates (``copy_``, an optimizer step) write into the shared storage and keep it valid.
     """
 
-    __slots__ = ("ptrs", "weight", "scale")
+    __slots__ = ("ptrs", "weight", "scale", "group")
 
-    def __init__(self, ptrs, weight, scale=None):
-        self.ptrs, self.weight, self.scale = ptrs, weight, scale
+    def __init__(self, ptrs, weight, scale=None, group=0):
+        self.ptrs, self.weight, self.scale, self.group = ptrs, weight, scale, group
 
     def __call__(self, x):
         if self.scale is None:
             return F.linear(x, self.weight)
+        if self.group:  # 4-bit: packed codes + (scale, zero) pairs
+            from dodai.quant.int4 import int4_linear_fast
+
+            return int4_linear_fast(x, self.weight, self.scale, self.group)
         from dodai.quant.int8 import int8_linear_fast
 
         return int8_linear_fast(x, self.weight, self.scale)
@@ -276,6 +280,11 @@ def fused_projection(owner: nn.Module, attr: str, mods: tuple[nn.Module, ...]) -
         ts, int8 = [m.weight for m in mods], False
     elif all(type(m).__name__ == "Int8Linear" and getattr(m, "fast", False) and m.bias is None for m in mods):
         ts, int8 = [m.qweight for m in mods], True
+    elif (all(type(m).__name__ == "Int4Linear" and m.bias is None for m in mods)
+          and len({m.group for m in mods}) == 1 and all(m.out_features % 64 == 0 for m in mods)):
+        # The kernel packs rows in tiles (of 64 rows when N is a multiple of 64), so whole tiles stack;
+        # tests/test_quant_int4.py checks the fused matmul against the separate ones.
+        return _fused_int4(owner, attr, mods)
     else:
         owner.__dict__[attr] = None
         return None
@@ -300,6 +309,26 @@ def fused_projection(owner: nn.Module, attr: str, mods: tuple[nn.Module, ...]) -
                 m.weight.data = weight[off:off + n]
             off += n
     hit = _Fused(tuple(t.data_ptr() for t in (m.qweight if int8 else m.weight for m in mods)), weight, scale)
+    owner.__dict__[attr] = hit
+    return hit
+
+
+def _fused_int4(owner: nn.Module, attr: str, mods: tuple[nn.Module, ...]) -> _Fused:
+    """:func:`fused_projection` for ``Int4Linear`` modules: packed rows stacked (the modules' ``packed`` become
+    row views of it), their (scale, zero) pairs concatenated into a copy (1/4 of the packed bytes)."""
+    ptrs = tuple(m.packed.data_ptr() for m in mods)
+    hit = owner.__dict__.get(attr)
+    if hit is not None and hit.ptrs == ptrs:
+        return hit
+    with torch.inference_mode(False), torch.no_grad():
+        packed = torch.cat([m.packed for m in mods])  # (ΣN, K/2)
+        sz = torch.cat([m.scales_zeros for m in mods], dim=1).contiguous()  # (K/g, ΣN, 2)
+        off = 0
+        for m in mods:
+            n = m.packed.shape[0]
+            m.packed = packed[off:off + n]
+            off += n
+    hit = _Fused(tuple(m.packed.data_ptr() for m in mods), packed, sz, mods[0].group)
     owner.__dict__[attr] = hit
     return hit
 

@@ -2,17 +2,19 @@
 
 - :mod:`dodai.quant.int8`: weight-only int8 with one absmax scale per output channel, an
   ``Int8Linear`` module, and :func:`dodai.quant.int8.quantize_model` for the formats below.
+- :mod:`dodai.quant.int4`: weight-only 4-bit in groups of 32 (the Q4_1 scheme) on PyTorch's CPU
+  4-bit kernel, an ``Int4Linear`` module; ``quantize_model(model, "int4")``.
 - :mod:`dodai.quant.perplexity`: perplexity on held-out text, the measure that decides which formats
   dodai offers.
 
 The constants live here (no torch import) so that CLI flag definitions can use them cheaply.
 """
 
-FORMATS = ("fp32", "bf16", "int8")
+FORMATS = ("fp32", "bf16", "int8", "int4")
 # The formats dodai offers to users (`dodai generate --format`, `dodai ppl`): each one's perplexity on
 # held-out text is within 1 % of fp32 on SmolLM2-135M, asserted by
 # tests/test_quant.py::test_offered_formats_within_one_percent_of_fp32 (measured table:
 # benchmarks/results/formats.md). A format failing that test is to be removed from this tuple.
-OFFERED_FORMATS = ("fp32", "bf16", "int8")
+OFFERED_FORMATS = ("fp32", "bf16", "int8", "int4")
 # The bound itself: relative perplexity increase over fp32 a format may have to be offered.
 MAX_PPL_INCREASE = 0.01

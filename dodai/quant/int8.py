@@ -86,8 +86,10 @@ class Int8Linear(nn.Module):
         self.register_buffer("scale", scale.float().contiguous())
         self.register_buffer("scale_bf16", scale.to(torch.bfloat16).contiguous())  # the fast kernel's dtype
         self.register_buffer("bias", None if bias is None else bias.detach().float().clone())
-        # the fast kernel when PyTorch has it and the weight lives on the CPU; False: the reference path
-        self.fast = _HAS_PACK_MM and q.device.type == "cpu"
+        # the fast kernel when PyTorch has it and the weight lives on the CPU; False: the reference path.
+        # The kernel reads K in steps of 16: with other input widths it crashes the process (a segfault,
+        # PyTorch 2.13 CPU; found by tests/test_bench.py on a 24-wide model), so those take the reference.
+        self.fast = _HAS_PACK_MM and q.device.type == "cpu" and self.in_features % 16 == 0
 
     @classmethod
     def from_linear(cls, lin: nn.Linear) -> Int8Linear:
@@ -111,15 +113,32 @@ class Int8Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int8 per-channel"
 
 
-def _replace_linears(module: nn.Module) -> int:
+def _replace_linears(module: nn.Module, four_bit: bool = False, head: nn.Module | None = None) -> int:
+    """Swap every ``nn.Linear`` below ``module`` for an ``Int8Linear`` or, with ``four_bit``, an
+    ``Int4Linear`` where the kernel fits its shape (int8 otherwise, and always for ``head``)."""
+    from dodai.quant import int4
+
     n = 0
     for name, child in list(module.named_children()):
         if isinstance(child, nn.Linear):
-            setattr(module, name, Int8Linear.from_linear(child))
+            if four_bit and child is not head and int4.fits(child.out_features, child.in_features):
+                setattr(module, name, int4.Int4Linear.from_linear(child))
+            else:
+                setattr(module, name, Int8Linear.from_linear(child))
             n += 1
         else:
-            n += _replace_linears(child)
+            n += _replace_linears(child, four_bit, head)
     return n
+
+
+def _output_head(model: nn.Module) -> nn.Module | None:
+    """The layer that maps hidden states to vocabulary logits (dodai's models call it ``output`` or
+    ``lm_head``), or None."""
+    for attr in ("output", "lm_head", "head"):
+        m = getattr(model, attr, None)
+        if isinstance(m, nn.Linear):
+            return m
+    return None
 
 
 def quantize_model(model: nn.Module, fmt: str) -> nn.Module:
@@ -130,24 +149,32 @@ def quantize_model(model: nn.Module, fmt: str) -> nn.Module:
       where they need to).
     - "int8": every ``nn.Linear`` becomes an :class:`Int8Linear` (int8 weights, per-channel scales);
       the rest (embeddings, norms) stays fp32. Activations are fp32 outside the matmuls.
+    - "int4": every ``nn.Linear`` the 4-bit kernel can take becomes a :class:`dodai.quant.int4.Int4Linear`
+      (Q4_1-style groups of 32); the output head (the vocabulary projection, in SmolLM2 the tied
+      embedding, which the GGUF keeps in 8 bits) and layers the kernel cannot take become int8.
 
     Quantizing from an already quantized model (int8 -> anything) is refused: the rounding would
     compound silently. Load the model again instead.
     """
     if fmt not in FORMATS:
         raise DodaiError(f"unknown weight format {fmt!r}; known: {', '.join(FORMATS)}")
-    if any(isinstance(m, Int8Linear) for m in model.modules()):
-        raise DodaiError("this model is already int8: load it again to convert it to another format")
+    if any(type(m).__name__ in ("Int8Linear", "Int4Linear") for m in model.modules()):
+        raise DodaiError("this model is already quantized: load it again to convert it to another format")
     if fmt == "fp32":
         model.float()
     elif fmt == "bf16":
         model.to(torch.bfloat16)
     else:
+        if fmt == "int4":
+            from dodai.quant import int4
+
+            if not int4.available():
+                raise DodaiError("the int4 format needs PyTorch's CPU 4-bit kernel (PyTorch >= 2.5)")
         model.float()
         with torch.no_grad():
-            n = _replace_linears(model)
+            n = _replace_linears(model, fmt == "int4", _output_head(model))
         if n == 0:
-            raise DodaiError("int8: the model has no nn.Linear layers to quantize")
+            raise DodaiError(f"{fmt}: the model has no nn.Linear layers to quantize")
     return model.eval()
 
 
