@@ -151,7 +151,9 @@ def quantize_model(model: nn.Module, fmt: str) -> nn.Module:
       the rest (embeddings, norms) stays fp32. Activations are fp32 outside the matmuls.
     - "int4": every ``nn.Linear`` the 4-bit kernel can take becomes a :class:`dodai.quant.int4.Int4Linear`
       (Q4_1-style groups of 32); the output head (the vocabulary projection, in SmolLM2 the tied
-      embedding, which the GGUF keeps in 8 bits) and layers the kernel cannot take become int8.
+      embedding, which the GGUF keeps in 8 bits) and layers the kernel cannot take become int8. Measured
+      on SmolLM2 (1,024 held-out tokens): int4 with the int8 head −0.05 % perplexity vs fp32, with a
+      4-bit head +3.7 %, past the 1 % bound, hence the 8-bit head.
 
     Quantizing from an already quantized model (int8 -> anything) is refused: the rounding would
     compound silently. Load the model again instead.
