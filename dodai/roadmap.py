@@ -116,7 +116,7 @@ ITEMS: list[Item] = [
     # おすすめ深堀り順 / ロードマップ
     Item("R9.1", "Self-Attentionを式レベルで理解", "Self-attention at the level of equations",
          "docs/", WORKING, _run("R9.1")),
-    Item("R9.2", "Multi-modal拡張（VLM）", "A small vision-language model", "dodai.models.vlm", PLANNED,
+    Item("R9.2", "Multi-modal拡張（VLM）", "A small vision-language model", "dodai.models.vlm", WORKING,
          _run("R9.2")),
     Item("R9.3", "入門 / 構造理解 / 実践", "The three steps: the roadmap index with live demos",
          "dodai.site", WORKING, "dodai roadmap page --quick"),
