@@ -1,0 +1,242 @@
+"""R7.3 — agents: SmolLM2-135M-Instruct alone vs a ReAct loop vs function calling, on questions that need tools.
+
+Task set (generated, seeded, scored exactly): multi-digit arithmetic — a 4-digit × 3-digit product and the sum
+of four 3–4-digit numbers — and questions over the demo SQLite database of :func:`dodai.tools.sql.demo_database`
+("how many classes does the module X define?"; the expected answer is read from the database directly, not
+through the tool). Tools: :func:`dodai.tools.calculator.calculator_tool` and :func:`dodai.tools.sql.sql_tool`.
+A reply is correct iff its last number (commas removed) equals the answer.
+
+Conditions (greedy decoding, the same few-shot demonstrations of the protocol for both agents — two calculator
+questions and one SQL question, with observations produced by the real tools):
+
+* direct — the question with "answer with the number only" (no tools);
+* ReAct — :class:`dodai.agents.react.ReActPolicy` (Yao et al. 2022);
+* function calling — :class:`dodai.agents.fncall.FnCallPolicy`, the call JSON under constrained decoding.
+
+Measured: success rate, mean steps, stop-reason counts, new tokens per task, wall time per task; two traces.
+Quick mode (the test): a scripted fake model drives both loops through a call, a tool error, a repeat and the
+budget deterministically (exact checks of the stop reasons and traces), plus one real SmolLM2 episode per agent
+on one arithmetic question that must run and record a trace.
+
+Full run: see the figures below (filled in after the run).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+import re
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+CONDITIONS = ["direct", "react", "fncall"]
+DIRECT_SYSTEM = "Answer the question with the number only."
+
+
+@dataclass
+class Task:
+    question: str
+    answer: int
+    kind: str  # "product" | "sum" | "sql"
+
+
+def make_tasks(db_path: Path, n_arith: int, n_sql: int, seed: int = 0, exclude: tuple = ("bisect",)) -> list[Task]:
+    rng = random.Random(seed)
+    tasks = []
+    for i in range(n_arith):
+        if i % 2 == 0:
+            a, b = rng.randint(1000, 9999), rng.randint(100, 999)
+            tasks.append(Task(f"What is {a} * {b}?", a * b, "product"))
+        else:
+            xs = [rng.randint(100, 9999) for _ in range(4)]
+            tasks.append(Task(f"What is the sum of {xs[0]}, {xs[1]}, {xs[2]} and {xs[3]}?", sum(xs), "sum"))
+    con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
+    try:
+        rows = con.execute("SELECT name, n_functions, n_classes FROM modules ORDER BY name").fetchall()
+    finally:
+        con.close()
+    rows = [r for r in rows if r[0] not in exclude]
+    for name, n_fn, n_cls in rng.sample(rows, min(n_sql, len(rows))):
+        if rng.random() < 0.5:
+            tasks.append(Task(f"How many functions does the module '{name}' have in the database?", n_fn, "sql"))
+        else:
+            tasks.append(Task(f"How many classes does the module '{name}' define in the database?", n_cls, "sql"))
+    return tasks
+
+
+def examples():
+    from dodai.agents.examples import Example
+
+    return [
+        Example("What is 48 * 365?", [("I should use the calculator.", "calculator", {"expression": "48 * 365"})],
+                "17520"),
+        Example("How many functions does the module 'bisect' have in the database?",
+                [("I should query the modules table with sql.", "sql",
+                  {"query": "SELECT n_functions FROM modules WHERE name = 'bisect'"})], "6"),
+        Example("What is the sum of 120, 45, 3006 and 7?",
+                [("I should use the calculator.", "calculator", {"expression": "120 + 45 + 3006 + 7"})], "3178"),
+    ]
+
+
+_NUM = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def last_number(text: str | None) -> float | None:
+    nums = _NUM.findall(text or "")
+    if not nums:
+        return None
+    try:
+        return float(nums[-1].replace(",", ""))
+    except ValueError:
+        return None
+
+
+def is_correct(text: str | None, answer: int) -> bool:
+    v = last_number(text)
+    return v is not None and v == answer
+
+
+def direct_answer(lm, question: str, max_new_tokens: int) -> tuple[str, int, float]:
+    t0 = time.monotonic()
+    prompt = lm.render([{"role": "system", "content": DIRECT_SYSTEM}, {"role": "user", "content": question}])
+    g = lm.generate(prompt, max_new_tokens)
+    return g.text.strip(), g.new_tokens, time.monotonic() - t0
+
+
+def summarize(rows: list[dict]) -> dict:
+    from dodai.agents.loop import STOP_REASONS
+
+    n = max(len(rows), 1)
+    out = {"n": len(rows), "success": sum(r["correct"] for r in rows) / n,
+           "mean_steps": sum(r["steps"] for r in rows) / n,
+           "tokens_per_task": sum(r["new_tokens"] for r in rows) / n,
+           "seconds_per_task": sum(r["seconds"] for r in rows) / n,
+           "stop_reasons": {k: sum(r["stop_reason"] == k for r in rows) for k in STOP_REASONS}}
+    for kind in ("product", "sum", "sql"):
+        sub = [r for r in rows if r["kind"] == kind]
+        if sub:
+            out[f"success_{kind}"] = sum(r["correct"] for r in sub) / len(sub)
+    return out
+
+
+def scripted_checks(tools: dict) -> dict:
+    """Drive both loops with a scripted model: a tool error, a recovery, an answer read from the observation,
+    a repeated call and a token budget; returns each episode's stop reason and step kinds."""
+    from dodai.agents import make_policy
+    from dodai.agents.lm import ScriptedLM
+    from dodai.agents.loop import Limits, run_agent
+
+    def last_obs(prompt: str) -> str:  # answer with the number the tool returned (the model "reads" it)
+        tail = prompt[prompt.rfind("Observation:"):] if "Observation:" in prompt else prompt[prompt.rfind("tool\n"):]
+        nums = _NUM.findall(tail)
+        return nums[0] if nums else "?"
+
+    def act(expr):
+        return f' I should use the calculator.\nAction: calculator\nAction Input: {{"expression": "{expr}"}}\n'
+
+    def call(expr):
+        return json.dumps({"name": "calculator", "arguments": {"expression": expr}}, separators=(",", ":"))
+
+    q = "What is 7311 * 876?"
+    scripts = {
+        "react_recover": ("react", [act("7311 * 876 +"), act("7311 * 876"),
+                                    lambda p: f" I now know the final answer.\nFinal Answer: {last_obs(p)}"], None),
+        "fncall_recover": ("fncall", ["<tool_call>", call("7311 ** 876 ** 9"), "<tool_call>", call("7311*876"),
+                                      lambda p: f"The answer is {last_obs(p)}."], None),
+        "react_repeat": ("react", [act("1+1"), act("1 + 1".replace(" ", ""))], None),
+        "fncall_budget": ("fncall", ["<tool_call>", call("1+2"), "x" * 200], Limits(max_total_tokens=120)),
+        "react_max_steps": ("react", [act(f"{i}+1") for i in range(3)], Limits(max_steps=3)),
+    }
+    out = {}
+    for name, (mode, script, lim) in scripts.items():
+        res = run_agent(make_policy(mode, tools, examples=examples()), ScriptedLM(script), tools, q, lim)
+        out[name] = {"stop_reason": res.stop_reason, "kinds": [s.kind for s in res.steps], "answer": res.answer,
+                     "observations": [s.observation for s in res.steps], "correct": is_correct(res.answer, 7311 * 876)}
+    return out
+
+
+def run(out_dir: Path, quick: bool = False) -> dict:
+    from dodai.agents import make_policy
+    from dodai.agents.lm import ModelLM
+    from dodai.agents.loop import Limits, format_trace, run_agent, save_traces
+    from dodai.models import load_model
+    from dodai.report import Report
+    from dodai.tools.calculator import calculator_tool
+    from dodai.tools.sql import demo_database, sql_tool
+    from dodai.viz import pyplot
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    db = demo_database(out_dir / "demo.db")
+    tools = {"calculator": calculator_tool(), "sql": sql_tool(db)}
+    rep = Report(out_dir, "R7.3 — agents: ReAct and function calling vs the model alone")
+    scripted = scripted_checks(tools)
+    rep.results["scripted"] = scripted
+
+    model, tok = load_model("smollm2-135m-instruct")
+    model.eval()
+    lm = ModelLM(model, tok)
+    if quick:
+        tasks = make_tasks(db, 1, 0, seed=1)
+        conds = {"react": Limits(max_steps=2, max_step_tokens=40, max_total_tokens=80, max_seconds=300),
+                 "fncall": Limits(max_steps=1, max_step_tokens=40, max_total_tokens=40, max_seconds=300)}
+        direct = False
+    else:
+        tasks = make_tasks(db, 6, 3, seed=1)
+        lim = Limits(max_steps=3, max_step_tokens=48, max_total_tokens=144, max_seconds=240)
+        conds = {"react": lim, "fncall": lim}
+        direct = True
+    rows: dict[str, list[dict]] = {c: [] for c in CONDITIONS if direct or c != "direct"}
+    traces = []
+    for t in tasks:
+        if direct:
+            text, n, sec = direct_answer(lm, t.question, 16)
+            rows["direct"].append({"question": t.question, "kind": t.kind, "expected": t.answer, "answer": text,
+                                   "correct": is_correct(text, t.answer), "steps": 1, "new_tokens": n,
+                                   "seconds": sec, "stop_reason": "final"})
+        for mode, lim in conds.items():
+            res = run_agent(make_policy(mode, tools, examples=examples()), lm, tools, t.question, lim)
+            traces.append(res)
+            rows[mode].append({"question": t.question, "kind": t.kind, "expected": t.answer, "answer": res.answer,
+                               "correct": is_correct(res.answer, t.answer), "steps": res.n_steps,
+                               "new_tokens": res.new_tokens, "seconds": res.seconds,
+                               "stop_reason": res.stop_reason})
+        save_traces(traces, out_dir / "traces.jsonl")  # after every task: a long run leaves its traces
+    summary = {c: summarize(r) for c, r in rows.items()}
+
+    rep.text(f"SmolLM2-135M-Instruct (greedy) on {len(tasks)} generated tasks "
+             f"({sum(t.kind != 'sql' for t in tasks)} arithmetic, {sum(t.kind == 'sql' for t in tasks)} SQL over the "
+             "demo database); tools: calculator, sql. A reply is correct iff its last number equals the answer. "
+             f"Limits: {json.dumps({m: vars(v) for m, v in conds.items()})}.")
+    rep.table([{"condition": c, "success": f"{s['success']:.0%}", "mean steps": f"{s['mean_steps']:.2f}",
+                "tokens/task": f"{s['tokens_per_task']:.0f}", "s/task": f"{s['seconds_per_task']:.1f}",
+                "stop reasons": ", ".join(f"{k} {v}" for k, v in s["stop_reasons"].items() if v)}
+               for c, s in summary.items()])
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    names = list(summary)
+    ax.bar(names, [summary[c]["success"] for c in names], color=["#999", "#4a7", "#47a"][:len(names)])
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("success rate")
+    ax.set_title("SmolLM2-135M: alone vs with tools")
+    fig.tight_layout()
+    fig.savefig(out_dir / "r7_3.png", dpi=110)
+    plt.close(fig)
+    rep.image("r7_3.png", "exact success rate per condition")
+    rep.heading("Per task")
+    rep.table([{"question": r["question"], "expected": r["expected"],
+                **{c: f"{'✓' if rows[c][i]['correct'] else '✗'} {str(rows[c][i]['answer'])[:30]!r}" for c in rows}}
+               for i, r in enumerate(rows[names[0]])])
+    rep.heading("Scripted-model checks of the loop")
+    rep.table([{"episode": k, "stop": v["stop_reason"], "step kinds": " ".join(v["kinds"]),
+                "answer": str(v["answer"])} for k, v in scripted.items()])
+    rep.heading("Two traces")
+    for res in traces[:2]:
+        rep.code(format_trace(res, width=300))
+    rep.results.update({"n_tasks": len(tasks), "summary": summary, "rows": rows,
+                        "real_episodes": [{"mode": r.mode, "stop_reason": r.stop_reason, "n_steps": r.n_steps,
+                                           "new_tokens": r.new_tokens} for r in traces]})
+    rep.write()
+    return rep.results
