@@ -3,6 +3,7 @@ growing, shrinking and diverging prompts, free and constrained; stop strings and
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from dodai.agents.lm import ModelLM
@@ -41,6 +42,15 @@ def tiny_gpt():
     with torch.no_grad():
         m.transformer.wte.weight.mul_(40)
     return m.eval()
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    """Tiny matrices: a second thread only adds synchronisation cost (and spins on a busy machine)."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
 
 
 PROMPTS = ["abcdefg", "abcdefghijk", "abcdefghijkmnop", "abcxyz", "abc", "qrstuvwabc", "qrstuvwabcdd"]

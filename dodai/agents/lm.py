@@ -118,6 +118,9 @@ class ModelLM:
         if cache is None or cache.max_len < need:
             cap = min(max(need, 2 * (cache.max_len if cache is not None else 1024)), self.model.config.block_size)
             cache, held = self.model.new_cache(1, cap), []
+            if cache is None:  # a model without a KV cache: nothing to reuse
+                yield from self._steps_plain(ids, max_new_tokens, pipeline)
+                return
         common = 0
         for a, b in zip(held, ids[:-1]):  # keep at least one prompt token to feed: its logits start decoding
             if a != b:
