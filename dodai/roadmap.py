@@ -108,7 +108,7 @@ ITEMS: list[Item] = [
          WORKING, _run("R7.5")),
     # 8. セキュリティ・倫理
     Item("R8.1", "Hallucination", "Hallucination: grounding checks, uncertainty, abstention",
-         "dodai.safety.hallucination", PLANNED, _run("R8.1")),
+         "dodai.safety.hallucination", WORKING, _run("R8.1")),
     Item("R8.2", "Jailbreak", "Jailbreak: guards and an offline red-team suite", "dodai.safety.guard",
          PLANNED, _run("R8.2")),
     Item("R8.3", "データバイアス", "Data bias: WEAT, counterfactual tests", "dodai.safety.bias", PLANNED,
