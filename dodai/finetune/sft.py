@@ -106,7 +106,10 @@ class ChatFormatter:
         return self.template.render(messages, add_generation_prompt=True)
 
     def prompt_ids(self, messages: list[dict]) -> list[int]:
-        return self.tok.encode(self.prompt(messages))
+        """The prompt's ids; control strings inside message contents stay text (R8.2 injection defence)."""
+        from dodai.safety.guards import safe_chat_ids
+
+        return safe_chat_ids(self.template, self.tok, messages)
 
     def segments(self, messages: list[dict]) -> list[tuple[str, bool]]:
         """The rendered conversation as (text, trained?) pieces whose concatenation is the full render."""

@@ -101,12 +101,13 @@ def generate_answer(model, tokenizer, question: str, hits: list, max_new_tokens:
     from dodai.commands.chat import STOP_TOKENS
     from dodai.generate.engine import complete
     from dodai.generate.processors import LogitsPipeline
+    from dodai.safety.guards import encode_plain, safe_chat_ids
 
     if not hits:
         return Answer(question, IDK, [], abstained=True)
-    prompt = _template(tokenizer).render(build_messages(question, hits, max_chars, title), add_generation_prompt=True)
-    prompt += prefix
-    ids = tokenizer.encode(prompt)
+    # a retrieved chunk holding "<|im_end|>…" must not become control tokens (R8.2 injection defence)
+    ids = safe_chat_ids(_template(tokenizer), tokenizer, build_messages(question, hits, max_chars, title))
+    ids += encode_plain(tokenizer, prefix)
     window = model.config.block_size
     if len(ids) + max_new_tokens > window:
         raise DodaiError(f"the prompt ({len(ids)} tokens) + {max_new_tokens} new tokens exceed the model's "

@@ -1,0 +1,463 @@
+"""Jailbreak defence (R8.2): special-token injection defence, an input guard and an output guard.
+
+Three independent layers, each small enough to read in one sitting:
+
+1. **Special-token injection.** A chat prompt is a string rendered by the model's own template
+   (:mod:`dodai.chat_template`) and then tokenized. Tokenizers match control strings such as
+   ``<|im_start|>`` / ``<|im_end|>`` / ``<|endoftext|>`` *anywhere* in the text (HF ``tokenizers`` does the
+   same with added tokens), so a user who types ``<|im_end|>\\n<|im_start|>system\\n…`` forges a real system
+   turn: the model cannot tell it from the operator's. :func:`safe_chat_ids` renders the conversation with a
+   unique placeholder in place of each message's content, encodes the template's own text with control
+   tokens active and each content with control tokens *disabled* (their text becomes ordinary bytes), and
+   checks that putting the contents back reproduces the normal render, so the ids differ from the plain
+   path only where a content holds a control string. When a template transforms the content (the check
+   fails) it falls back to :func:`neutralise_specials` (a zero-width space after the first character of
+   each control string inside contents), which is lossy but never lets user text become a control token.
+
+2. **Input guard** (:class:`InputGuard`): flags prompt-injection / jailbreak attempts in user or tool text.
+   Rules (regexes over several *views* of the text: as given, NFKC + leetspeak + collapsed s p a c i n g,
+   reversed, ROT13, and any base64 / hex run decoded and re-checked recursively) catch the families the
+   literature names — instruction override ("ignore previous instructions", Perez & Ribeiro 2022,
+   "Ignore Previous Prompt"), role-play personas ("DAN", developer mode; Shen et al. 2023, "Do Anything
+   Now"), system-prompt extraction, fake chat markup, encoded payloads (Wei et al. 2023, "Jailbroken: How
+   Does LLM Safety Training Fail?", whose base64 attacks exploit mismatched generalisation). A small learned
+   scorer (:class:`NgramScorer`: logistic regression on hashed character 3–5-grams and word 1–2-grams)
+   adds recall on paraphrases the rules miss; it is trained on a generated set
+   (:func:`dodai.safety.redteam.guard_training_set`) disjoint from the evaluation suite.
+
+3. **Output guard** (:class:`OutputGuard`): blocks a reply that leaks a protected secret (a canary
+   string placed in the system prompt, after Greshake et al. 2023 "Not what you've signed up for") in
+   plain, spaced / dotted, reversed, ROT13, base64 or hex form or as a long fragment, that copies a long run
+   of the protected system prompt, or that contains a forbidden marker (the text an injected instruction
+   asked for, e.g. "PWNED").
+
+Conventions: a guard returns a :class:`Verdict` (``blocked``, ``score``, ``reasons``); a blocked turn is
+answered with :data:`REFUSAL`. Everything here is pure Python + NumPy and runs in milliseconds.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import inspect
+import re
+import unicodedata
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from dodai.errors import DodaiError
+
+REFUSAL = "Sorry, I can't help with that request."
+ZWSP = "\u200b"  # inserted into control strings found in content (fallback neutralisation)
+
+
+@dataclass
+class Verdict:
+    blocked: bool
+    score: float = 0.0  # learned scorer probability (input guard) or 1.0 / 0.0 (output guard)
+    reasons: list[str] = field(default_factory=list)
+
+
+# ---- 1. special-token injection -----------------------------------------------------------------
+
+def control_strings(tok) -> list[str]:
+    """Every string the tokenizer turns into a control token when it meets it in text, longest first."""
+    specials = getattr(tok, "special_tokens_all", None) or getattr(tok, "special_tokens", None) or {}
+    return sorted((s for s in specials if s), key=len, reverse=True)
+
+
+def find_control_strings(text: str, tok_or_strings) -> list[str]:
+    """The control strings that occur in ``text`` (in order of appearance, with repeats)."""
+    strings = tok_or_strings if isinstance(tok_or_strings, (list, tuple, set)) else control_strings(tok_or_strings)
+    if not strings or not text:
+        return []
+    pat = re.compile("|".join(re.escape(s) for s in sorted(strings, key=len, reverse=True)))
+    return pat.findall(text)
+
+
+def neutralise_specials(text: str, strings: Iterable[str]) -> str:
+    """``text`` with a zero-width space after the first character of every control string, so the
+    tokenizer no longer matches it (it still reads the same to a human)."""
+    strings = sorted((s for s in strings if len(s) > 1), key=len, reverse=True)
+    if not strings:
+        return text
+    pat = re.compile("|".join(re.escape(s) for s in strings))
+    return pat.sub(lambda m: m.group(0)[0] + ZWSP + m.group(0)[1:], text)
+
+
+def _accepts_allowed_special(tok) -> bool:
+    try:
+        return "allowed_special" in inspect.signature(tok.encode).parameters
+    except (TypeError, ValueError):
+        return False
+
+
+def encode_plain(tok, text: str) -> list[int]:
+    """Encode ``text`` so that no control string in it becomes a control token."""
+    if _accepts_allowed_special(tok):
+        return tok.encode(text, allowed_special="none")
+    if hasattr(tok, "encode_ordinary"):
+        return tok.encode_ordinary(text)
+    strings = control_strings(tok)
+    return tok.encode(neutralise_specials(text, strings) if strings else text)
+
+
+def _sentinels(texts: Sequence[str]) -> tuple[str, str]:
+    """Two private-use characters that occur in none of ``texts`` (placeholders cannot collide)."""
+    for a in range(0xE000, 0xF8FF, 2):
+        x, y = chr(a), chr(a + 1)
+        if not any(x in t or y in t for t in texts):
+            return x, y
+    raise DodaiError("cannot find a placeholder character absent from the conversation")
+
+
+def safe_chat_ids(template, tok, messages: list[dict], add_generation_prompt: bool = True) -> list[int]:
+    """Token ids of the chat prompt in which only the template's own control strings are control tokens.
+
+    ``template`` is a :class:`dodai.chat_template.ChatTemplate`. For content without control strings the
+    ids equal ``tok.encode(template.render(messages))``: the text between two template control tokens is
+    encoded as one run, so pre-tokenization across a content boundary is unchanged.
+    """
+    strings = control_strings(tok)
+    plain = template.render(messages, add_generation_prompt=add_generation_prompt)
+    if not strings:
+        return tok.encode(plain)
+    contents = [m["content"] for m in messages]
+    a, b = _sentinels(contents + [plain, template.source])
+    marked = [dict(m, content=f"{a}{i}{b}") for i, m in enumerate(messages)]
+    parts = re.split(f"{re.escape(a)}(\\d+){re.escape(b)}", template.render(marked, add_generation_prompt))
+    # parts = [template text, index, template text, index, ..., template text]
+    rebuilt = parts[0] + "".join(contents[int(parts[k])] + parts[k + 1] for k in range(1, len(parts), 2))
+    if rebuilt != plain:  # the template looks at or changes the content: neutralise instead
+        safe = [dict(m, content=neutralise_specials(m["content"], strings)) for m in messages]
+        return tok.encode(template.render(safe, add_generation_prompt=add_generation_prompt))
+    # Cut only at the template's own control strings; everything between two of them (template text and
+    # contents alike) is encoded as one plain run, exactly as the plain path would see it without injections.
+    ctrl = re.compile("|".join(re.escape(x) for x in strings))
+    items: list[tuple[bool, str]] = []  # (is control token, text)
+    for k, piece in enumerate(parts):
+        if k % 2:
+            items.append((False, contents[int(piece)]))
+            continue
+        pos = 0
+        for m in ctrl.finditer(piece):
+            items += [(False, piece[pos:m.start()]), (True, m.group(0))]
+            pos = m.end()
+        items.append((False, piece[pos:]))
+    ids: list[int] = []
+    run = ""
+    for is_ctrl, text in items:
+        if not is_ctrl:
+            run += text
+            continue
+        if run:
+            ids += encode_plain(tok, run)
+            run = ""
+        ids += tok.encode(text)
+    if run:
+        ids += encode_plain(tok, run)
+    return ids
+
+
+def count_control_tokens(ids: Sequence[int], tok) -> int:
+    """How many ids are control tokens (used to show what an injection did to a prompt)."""
+    specials = set((getattr(tok, "special_tokens_all", None) or getattr(tok, "special_tokens", None) or {}).values())
+    return sum(1 for i in ids if i in specials)
+
+
+# ---- text views (shared by both guards) ---------------------------------------------------------
+
+_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+_LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
+_B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
+_HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){8,}\b")
+_SPACED = re.compile(r"\b(?:\w[ .\-_*]){3,}\w\b")  # i g n o r e / p.a.s.s / s-e-c-r-e-t
+
+
+def _printable_ratio(s: str) -> float:
+    return sum(ch.isprintable() or ch in "\n\t" for ch in s) / max(1, len(s))
+
+
+def decode_runs(text: str, max_runs: int = 16) -> list[str]:
+    """Texts hidden in ``text`` as base64 (standard or URL-safe, padding optional) or hex runs, when they
+    decode to mostly printable UTF-8."""
+    out = []
+    for m in list(_B64_RUN.finditer(text))[:max_runs]:
+        run = m.group(0).rstrip("=")
+        if len(run) % 4 == 1:  # never a valid length
+            run = run[:-1]
+        try:
+            raw = base64.b64decode(run.replace("-", "+").replace("_", "/") + "=" * (-len(run) % 4),
+                                   validate=True)
+            s = raw.decode("utf-8")
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            continue
+        if s and _printable_ratio(s) > 0.95:
+            out.append(s)
+    for m in list(_HEX_RUN.finditer(text))[:max_runs]:
+        h = re.sub(r"[ :]", "", m.group(0))
+        try:
+            s = bytes.fromhex(h[: len(h) // 2 * 2]).decode("utf-8")
+        except (ValueError, UnicodeDecodeError):
+            continue
+        if s and _printable_ratio(s) > 0.95:
+            out.append(s)
+    return out
+
+
+def normalise(text: str) -> str:
+    """NFKC (full-width and other homoglyph forms), zero-width characters removed, lower case,
+    leetspeak digits mapped to letters, s p a c e d letters joined."""
+    t = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).lower()
+    t = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), t)
+    return t.translate(_LEET)
+
+
+def text_views(text: str, depth: int = 2) -> list[tuple[str, str]]:
+    """(name, text) views in which hidden instructions become plain: as given, normalised, squashed (letters
+    and digits only, for s p a c e d text without word gaps), reversed, ROT13, and decoded base64 / hex runs
+    (recursively, ``depth`` levels)."""
+    norm = normalise(text)
+    views = [("text", text), ("normalised", norm), ("squashed", re.sub(r"[^0-9a-z]", "", norm)),
+             ("reversed", text[::-1]), ("rot13", codecs.decode(text, "rot13"))]
+    if depth > 0:
+        for k, s in enumerate(decode_runs(text)):
+            views += [(f"decoded{k}:{name}", v) for name, v in text_views(s, depth - 1) if name != "reversed"]
+    return views
+
+
+# ---- 2. input guard -----------------------------------------------------------------------------
+
+_V = r"(?:ignore|disregard|forget|skip|bypass|override|drop|abandon|discard|set aside|throw out|stop following)"
+_PRIOR = r"(?:previous|prior|above|earlier|preceding|original|initial|old|existing|system|developer|your|all|any)"
+_RULES_NOUN = r"(?:instructions?|rules|prompts?|directions|guidelines|constraints|directives|orders|programming|policy)"
+_SECRETS = r"(?:secret|password|passcode|pass code|access code|api key|canary|hidden (?:word|code|key)|private key)"
+_ROLE_WORDS = r"(?:unfiltered|uncensored|unrestricted|jailbroken|evil|rogue|amoral|unaligned|lawless|unchained)"
+
+_NOT_POLICY = r"(?!\s*(?:of|policy|policies|manager|strength|requirements?|reset|hash|generator|rules))"
+_EXTRACT_VERBS = (r"(?:reveal|repeat|print|show|output|tell|give|spell|leak|say|type|write|dump|share|disclose|"
+                  r"recite|list|translate|encode|copy|paste|quote)")
+_EXTRACT_OBJECTS = (r"(?:your (?:system |initial |original |hidden |secret |first )?"
+                    r"(?:prompt|instructions|message|rules|guidelines|configuration)"
+                    r"|the (?:system prompt|system message) (?:above|you)"
+                    r"|the (?:initial|original|hidden|secret|first) (?:prompt|instructions)"
+                    r"|(?:text|words|everything|lines|content|instructions) (?:above|before)"
+                    rf"|(?:the|your|this) {_SECRETS}\b{_NOT_POLICY})")
+_MODES = r"(?:developer|god|debug|sudo|admin|unrestricted|jailbreak)"
+_LIMITS = (r"(?:rules|restrictions|filters|limits|guidelines|censorship|ethical (?:guidelines|constraints)|"
+           r"content policy)")
+_MARKUP = (r"<\|[a-z_]+\|>\s*(?:system|assistant|user|tool|developer)\b|\[/?INST\]|<</?SYS>>|<start_of_turn>|</?s>"
+           r"|^\s*#{2,}\s*(?:system|instruction)\b|^\s*(?:system|assistant)\s*:")
+
+INPUT_RULES: list[tuple[str, re.Pattern]] = [
+    ("override", re.compile(rf"\b{_V}\b(?:\W+\w+){{0,3}}?\W+{_PRIOR}\b(?:\W+\w+){{0,2}}?\W+{_RULES_NOUN}\b", re.I)),
+    ("override", re.compile(r"\b(?:new|updated|real|actual|revised) (?:system )?(?:instructions?|rules|policy|prompt)"
+                            r"\s*(?::|are|is)", re.I)),
+    ("override", re.compile(r"\bfrom now on,? (?:you (?:will|are|must|shall)|ignore|respond|answer)\b", re.I)),
+    ("override", re.compile(r"\byou (?:are|were) no longer (?:bound|restricted|limited|required)\b", re.I)),
+    # s p a c e d text loses its word gaps in the squashed view; only this rule reads that view
+    ("override", re.compile(r"^squashed:.*(?:ignore|disregard|forget|bypass)(?:all|any|the|your)?(?:previous|prior|"
+                            r"above|earlier|preceding)(?:instructions|rules|prompts?|directions|guidelines)")),
+    ("roleplay", re.compile(r"\bDAN\b", 0)),  # "Do Anything Now" persona; case-sensitive so "Dan" passes
+    ("roleplay", re.compile(r"\bdo anything now\b", re.I)),
+    ("roleplay", re.compile(rf"\b(?:you|assistant|ai|model|chatbot)\b[^.\n]{{0,30}}\b{_MODES} mode\b"
+                            r"|\b(?:developer|god|jailbreak) mode (?:enabled|activated)\b|\bjailbr(?:ea|o)ken\b",
+                            re.I)),
+    ("roleplay", re.compile(rf"\b(?:you are|you're|act as|pretend (?:to be|you are)|play|become|roleplay as)\b"
+                            rf"(?:\W+\w+){{0,4}}?\W+{_ROLE_WORDS}\b", re.I)),
+    ("roleplay", re.compile(rf"\b(?:you|ai|assistant|model|chatbot|bot)\b[^.\n]{{0,30}}"
+                            rf"\b(?:no|without|free of|free from|zero) {_LIMITS}\b", re.I)),
+    ("extraction", re.compile(rf"\b{_EXTRACT_VERBS}\b[^.?!\n]{{0,40}}?\b{_EXTRACT_OBJECTS}", re.I)),
+    ("extraction", re.compile(rf"\bwhat(?:'s| is| was| are)\b[^.?!\n]{{0,20}}\b(?:the|your) {_SECRETS}\b{_NOT_POLICY}",
+                              re.I)),
+    ("extraction", re.compile(r"\b(?:above|previous|preceding) (?:text|prompt|message|conversation)\b.{0,30}\b"
+                              r"(?:verbatim|word for word|exactly)\b", re.I)),
+    ("markup", re.compile(_MARKUP, re.I | re.M)),
+    ("encoding", re.compile(r"\b(?:decode|decipher|decrypt|translate)\b[^.\n]{0,40}\b(?:and|then)\b[^.\n]{0,20}\b"
+                            r"(?:follow|obey|execute|do|run|carry out|comply)\b", re.I)),
+]
+
+
+def rule_hits(text: str, rules: Sequence[tuple[str, re.Pattern]] = INPUT_RULES) -> list[str]:
+    """Names of the rules that fire on any view of ``text`` (``name@view``; a view's first hit only)."""
+    hits: list[str] = []
+    for view, v in text_views(text):
+        if view.endswith("squashed"):
+            v = "squashed:" + v  # only the rules written for squashed text (anchored on this tag) can match
+        for name, pat in rules:
+            if name == "markup" and view != "text":
+                continue  # markup is literal; decoding views turn random text into false markup
+            if name == "roleplay" and not (pat.flags & re.I) and view != "text":
+                continue  # case-sensitive acronyms only on the raw text
+            if pat.search(v):
+                hits.append(f"{name}@{view}")
+                break
+    return list(dict.fromkeys(hits))
+
+
+def _features(text: str, dim: int) -> dict[int, float]:
+    """Hashed bag of character 3–5-grams (of the normalised text, word-boundary padded) and word
+    unigrams + bigrams; crc32 hashing so the features are the same in every process."""
+    t = " " + re.sub(r"\s+", " ", normalise(text)).strip() + " "
+    counts: dict[int, float] = {}
+    for n in (3, 4, 5):
+        for i in range(len(t) - n + 1):
+            h = zlib.crc32(t[i:i + n].encode()) % dim
+            counts[h] = counts.get(h, 0.0) + 1.0
+    words = re.findall(r"\w+", t)
+    for k, w in enumerate(words):
+        for g in (w, " ".join(words[k:k + 2]) if k + 1 < len(words) else None):
+            if g:
+                h = zlib.crc32(b"w:" + g.encode()) % dim
+                counts[h] = counts.get(h, 0.0) + 1.0
+    # log-scaled term frequency, L2-normalised: long prompts do not get larger scores just for length
+    vals = {h: 1.0 + np.log(c) for h, c in counts.items()}
+    norm = float(np.sqrt(sum(v * v for v in vals.values()))) or 1.0
+    return {h: v / norm for h, v in vals.items()}
+
+
+class NgramScorer:
+    """Logistic regression ``p(attack | x) = σ(w·φ(x) + b)`` on hashed n-gram features φ (see
+    :func:`_features`), trained by full-batch gradient descent on the class-balanced mean log-loss + ``l2/2 ‖w‖²``."""
+
+    def __init__(self, dim: int = 1 << 16):
+        self.dim = dim
+        self.w = np.zeros(dim)
+        self.b = 0.0
+
+    def _matrix(self, texts: Sequence[str]):
+        cols, vals, rows = [], [], []
+        for r, t in enumerate(texts):
+            f = _features(t, self.dim)
+            cols += f.keys()
+            vals += f.values()
+            rows += [r] * len(f)
+        return np.array(rows, dtype=np.int64), np.array(cols, dtype=np.int64), np.array(vals)
+
+    def fit(self, texts: Sequence[str], labels: Sequence[int], steps: int = 300, lr: float = 2.0,
+            l2: float = 1e-4) -> NgramScorer:
+        """Class-balanced: each class carries half of the loss, so the prior is 50/50 whatever the mix."""
+        if len(texts) != len(labels) or not texts:
+            raise DodaiError("the scorer needs as many labels as texts, and at least one")
+        y = np.asarray(labels, dtype=float)
+        if not ((y == 0) | (y == 1)).all() or y.min() == y.max():
+            raise DodaiError("the scorer needs labels 0 and 1, both present")
+        weight = np.where(y == 1, 0.5 / y.sum(), 0.5 / (1 - y).sum())
+        rows, cols, vals = self._matrix(texts)
+        n = len(texts)
+        for _ in range(steps):
+            z = np.bincount(rows, weights=vals * self.w[cols], minlength=n) + self.b
+            p = 1.0 / (1.0 + np.exp(-z))
+            r = (p - y) * weight  # d(weighted mean log-loss)/dz
+            self.w -= lr * (np.bincount(cols, weights=vals * r[rows], minlength=self.dim) + l2 * self.w)
+            self.b -= lr * float(r.sum())
+        return self
+
+    def score(self, texts: Sequence[str]) -> np.ndarray:
+        rows, cols, vals = self._matrix(texts)
+        z = np.bincount(rows, weights=vals * self.w[cols], minlength=len(texts)) + self.b
+        return 1.0 / (1.0 + np.exp(-z))
+
+
+class InputGuard:
+    """Blocks a prompt when a rule fires or the learned score reaches ``threshold``.
+
+    ``check(text)`` looks at one text; ``check_messages(messages)`` at every user / tool message and at the
+    user turns joined (an instruction split over several turns)."""
+
+    def __init__(self, scorer: NgramScorer | None = None, threshold: float = 0.5, use_rules: bool = True):
+        self.scorer = scorer
+        self.threshold = threshold
+        self.use_rules = use_rules
+
+    @classmethod
+    def trained(cls, threshold: float = 0.5, seed: int = 0) -> InputGuard:
+        """A guard whose scorer is trained on :func:`dodai.safety.redteam.guard_training_set`."""
+        from dodai.safety.redteam import guard_training_set
+
+        data = guard_training_set(seed)
+        scorer = NgramScorer().fit([t for t, _ in data], [y for _, y in data])
+        return cls(scorer, threshold)
+
+    def check(self, text: str) -> Verdict:
+        if not isinstance(text, str):
+            raise DodaiError("the input guard checks text")
+        reasons = rule_hits(text) if self.use_rules else []
+        score = 0.0
+        if self.scorer is not None:
+            # the scorer also reads decoded payloads: base64 noise says nothing, its plaintext does
+            score = float(max(self.scorer.score([text] + decode_runs(text))))
+            if score >= self.threshold:
+                reasons.append(f"scorer={score:.2f}")
+        return Verdict(bool(reasons), score, reasons)
+
+    def check_messages(self, messages: list[dict]) -> Verdict:
+        texts = [m["content"] for m in messages if m.get("role") not in ("system", "assistant")]
+        users = [m["content"] for m in messages if m.get("role") == "user"]
+        if len(users) > 1:
+            texts.append("\n".join(users))
+        best = Verdict(False)
+        for t in texts:
+            v = self.check(t)
+            best = Verdict(best.blocked or v.blocked, max(best.score, v.score),
+                           best.reasons + [r for r in v.reasons if r not in best.reasons])
+        return best
+
+
+# ---- 3. output guard ----------------------------------------------------------------------------
+
+def _alnum(text: str) -> str:
+    return re.sub(r"[^0-9a-z]", "", unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).lower())
+
+
+class OutputGuard:
+    """Blocks replies that leak ``secrets`` (in any of the forms :meth:`leaks` knows), copy ``min_copy``
+    or more consecutive words of ``protected`` text (the system prompt), or contain a ``forbidden`` marker.
+
+    ``fragment``: a run of at least this fraction of a secret's letters and digits (and ≥ 6 of them) also
+    counts as a leak (a model that prints "ZEBRA-4417" has leaked most of "QX7-ZEBRA-4417")."""
+
+    def __init__(self, secrets: Sequence[str] = (), forbidden: Sequence[str] = (), protected: str = "",
+                 min_copy: int = 8, fragment: float = 0.6):
+        self.secrets = [s for s in secrets if _alnum(s)]
+        self.forbidden = [s for s in forbidden if _alnum(s)]
+        self.protected_words = re.findall(r"\w+", protected.lower())
+        self.min_copy = min_copy
+        self.fragment = fragment
+
+    def _views(self, reply: str) -> list[tuple[str, str]]:
+        views = [("text", _alnum(reply)), ("reversed", _alnum(reply)[::-1]),
+                 ("rot13", _alnum(codecs.decode(reply, "rot13")))]
+        views += [(f"decoded{k}", _alnum(s)) for k, s in enumerate(decode_runs(reply))]
+        return views
+
+    def leaks(self, reply: str) -> list[str]:
+        reasons = []
+        views = self._views(reply)
+        for kind, targets in (("secret", self.secrets), ("forbidden", self.forbidden)):
+            for s in targets:
+                a = _alnum(s)
+                hit = next((name for name, v in views if a in v), None)
+                if hit is None and kind == "secret":
+                    n = max(6, int(np.ceil(self.fragment * len(a))))
+                    frags = {a[i:i + n] for i in range(len(a) - n + 1)} if len(a) > n else set()
+                    hit = next((f"{name}-fragment" for name, v in views if any(f in v for f in frags)), None)
+                if hit is not None:
+                    reasons.append(f"{kind}@{hit}")
+        if self.protected_words and len(self.protected_words) >= self.min_copy:
+            k = self.min_copy
+            grams = {tuple(self.protected_words[i:i + k]) for i in range(len(self.protected_words) - k + 1)}
+            words = re.findall(r"\w+", reply.lower())
+            if any(tuple(words[i:i + k]) in grams for i in range(len(words) - k + 1)):
+                reasons.append(f"copies {k}+ words of the system prompt")
+        return reasons
+
+    def check(self, reply: str) -> Verdict:
+        if not isinstance(reply, str):
+            raise DodaiError("the output guard checks text")
+        reasons = self.leaks(reply)
+        return Verdict(bool(reasons), 1.0 if reasons else 0.0, reasons)
