@@ -35,6 +35,9 @@ def add_arguments(p) -> None:
                    help="tokens of conversation kept (KV cache size; capped by the model's window; default 2048)")
     p.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32",
                    help="weights and compute dtype (default float32)")
+    p.add_argument("--memory", default=None, metavar="DIR",
+                   help="long-term memory folder (created if absent): relevant memories join the prompt, personal "
+                        "statements are stored, overflowing turns are summarised (see `dodai memory`)")
     from dodai.quant import OFFERED_FORMATS
 
     p.add_argument("--format", choices=OFFERED_FORMATS, default=None,
@@ -180,8 +183,13 @@ def run(args) -> int:
         from dodai.quant.int8 import quantize_model
 
         quantize_model(model, args.format)
-    session = ChatSession(model, tok, system=args.system, context=args.context, temperature=args.temperature,
-                          top_k=args.top_k, top_p=args.top_p, seed=args.seed, max_new_tokens=args.max_new_tokens)
+    if getattr(args, "memory", None):  # R7.4: buffer + rolling summary + long-term vector memory
+        from dodai.memory.agent import MemoryChat
+
+        session = MemoryChat.from_args(model, tok, args)
+    else:
+        session = ChatSession(model, tok, system=args.system, context=args.context, temperature=args.temperature,
+                              top_k=args.top_k, top_p=args.top_p, seed=args.seed, max_new_tokens=args.max_new_tokens)
     tty = sys.stdin.isatty()
     err, out = sys.stderr, sys.stdout
     if tty:

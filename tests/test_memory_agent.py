@@ -1,0 +1,147 @@
+"""MemoryChat (buffer + summary + vector memory around SmolLM2), `dodai memory`, `dodai chat --memory`,
+and the R7.4 experiment in quick mode."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+import pytest
+
+from dodai.errors import DodaiError
+from dodai.memory.agent import MemoryChat, is_personal_statement
+from dodai.memory.summary import extractive_summariser
+from dodai.memory.vector import VectorMemory
+
+
+@pytest.fixture(scope="module")
+def smol(smollm2_gguf):
+    from _smollm2_once import smollm2
+
+    return smollm2(str(smollm2_gguf))
+
+
+@pytest.fixture(scope="module")
+def minilm(minilm_dir):
+    from dodai.models.bert import load_sentence_encoder
+
+    return load_sentence_encoder(minilm_dir)
+
+
+FILLER = ("Please explain in some detail how rainbows form after the rain, with the physics of light.",
+          "Sunlight bends as it enters raindrops, reflects inside them and bends again on the way out, so the "
+          "colours spread into a band across the sky.")
+
+
+def test_is_personal_statement():
+    assert is_personal_statement("My cat is called Miso.")
+    assert is_personal_statement("I'm allergic to nuts")
+    assert not is_personal_statement("What is my name?")
+    assert not is_personal_statement("Tell me a joke.")
+    assert not is_personal_statement("   ")
+
+
+def test_memory_chat_remembers_beyond_the_buffer(smol, minilm, tmp_path):
+    model, tok = smol
+    mem = VectorMemory(tmp_path / "mem", encoder=minilm)
+    chat = MemoryChat(model, tok, memory=mem, summariser=extractive_summariser, context=256, max_new_tokens=8,
+                      max_summary_chars=60)
+    chat.observe("My favourite number is 37.", "Noted.")
+    chat.observe("I live in Lisbon.", "Nice.")
+    for _ in range(5):
+        chat.observe(*FILLER)
+    # only personal statements were stored (the filler request is not one), each once
+    assert [it.text for it in mem.items] == ["My favourite number is 37.", "I live in Lisbon."]
+    assert chat.dropped_turns >= 2  # the fact turns left the buffer
+    assert all(m["content"] != "I live in Lisbon." for m in chat.state.buffer.history)
+    budget = chat.state.buffer.max_tokens
+    snapshot = (chat.state.buffer.history, chat.state.summary, chat.state.buffer.system)
+    ids, hits = chat.build_prompt("What is my favourite number?")
+    assert (chat.state.buffer.history, chat.state.summary, chat.state.buffer.system) == snapshot  # unchanged
+    assert hits[0].item.text == "My favourite number is 37."
+    prompt = tok.decode(ids)
+    assert 'The user said: "My favourite number is 37."' in prompt and len(ids) <= budget
+    assert prompt.rstrip().endswith("assistant")
+    # a real reply: streamed pieces make up the returned text, the exchange lands in the buffer
+    pieces: list[str] = []
+    text = chat.reply("What is my favourite number?", on_text=pieces.append)
+    assert "".join(pieces) == text
+    assert chat.state.buffer.history[-2:] == [{"role": "user", "content": "What is my favourite number?"},
+                                              {"role": "assistant", "content": text}]
+    assert chat.last_prompt_tokens == len(ids) and chat.counter(chat.state.messages()) <= budget
+    assert len(mem) == 2  # a question is not stored
+    # the memory persists for the next session
+    again = MemoryChat(model, tok, memory=VectorMemory(tmp_path / "mem", encoder=minilm), context=256,
+                       max_new_tokens=8)
+    assert again.build_prompt("Where do I live?")[1][0].item.text == "I live in Lisbon."
+    with pytest.raises(DodaiError):
+        again.build_prompt("  ")
+    with pytest.raises(DodaiError):
+        MemoryChat(model, tok, context=40, max_new_tokens=30)
+
+
+def test_buffer_only_chat_forgets(smol):
+    model, tok = smol
+    chat = MemoryChat(model, tok, context=200, max_new_tokens=8)
+    chat.observe("My favourite number is 37.", "Noted.")
+    for _ in range(4):
+        chat.observe(*FILLER)
+    ids, hits = chat.build_prompt("What is my favourite number?")
+    assert hits == [] and "37" not in tok.decode(ids)
+    chat.reset()
+    assert chat.state.buffer.history == []
+
+
+def _cli(monkeypatch, capsys, *argv):
+    from dodai.cli import main
+
+    monkeypatch.setattr(sys, "argv", ["dodai", *argv])
+    try:
+        rc = main(list(argv))
+    except SystemExit as e:
+        rc = e.code
+    out = capsys.readouterr()
+    return rc, out.out, out.err
+
+
+def test_memory_command(tmp_path, monkeypatch, capsys, minilm_dir):
+    d = str(tmp_path / "mem")
+    rc, out, _ = _cli(monkeypatch, capsys, "memory", "add", "--dir", d, "My name is Aiko.", "I live in Lisbon.",
+                      "my name is aiko!")
+    assert rc in (0, None)
+    lines = out.strip().splitlines()
+    assert len(lines) == 3 and "added" in lines[0] and "duplicate" in lines[2]
+    rc, out, _ = _cli(monkeypatch, capsys, "memory", "search", "--dir", d, "--json", "--k", "1", "Where", "do", "I",
+                      "live?")
+    hit = json.loads(out)
+    assert hit["text"] == "I live in Lisbon." and 0 < hit["score"] <= 1
+    rc, out, err = _cli(monkeypatch, capsys, "memory", "list", "--dir", d, "--json")
+    items = [json.loads(x) for x in out.splitlines()]
+    assert [x["text"] for x in items] == ["My name is Aiko.", "I live in Lisbon."] and "2 memories" in err
+    rc, out, err = _cli(monkeypatch, capsys, "memory", "forget", "--dir", d, items[0]["id"][:8])
+    assert rc in (0, None) and [it.text for it in VectorMemory(d).items] == ["I live in Lisbon."]
+    rc, out, err = _cli(monkeypatch, capsys, "memory", "forget", "--dir", d, "nosuchid")
+    assert rc == 2 and "no memory with id" in err and len(err.strip().splitlines()) == 1
+    rc, out, err = _cli(monkeypatch, capsys, "memory", "list", "--dir", str(tmp_path / "absent"))
+    assert rc == 2 and "no memory" in err
+
+
+def test_chat_memory_flag_is_offered():
+    import argparse
+
+    from dodai.commands import chat
+
+    p = argparse.ArgumentParser()
+    chat.add_arguments(p)
+    assert p.parse_args(["--model", "m", "--memory", "/tmp/x"]).memory == "/tmp/x"
+
+
+def test_r7_4_quick(tmp_path):
+    from dodai.experiments.r7_4 import run
+
+    res = run(tmp_path, quick=True)  # asserts: vector memory recalls the facts, the buffer alone does not
+    c = res["conditions"]
+    assert c["buffer + vector memory"]["in_prompt"] > c["buffer only"]["in_prompt"]
+    assert c["everything in context"]["in_prompt"] == 1.0 and c["everything in context"]["evicted_turns"] == 0
+    assert c["buffer + summary"]["summaries"] >= 1
+    assert (tmp_path / "report.md").is_file() and (tmp_path / "r7_4_memory.png").is_file()
