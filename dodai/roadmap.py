@@ -102,7 +102,7 @@ ITEMS: list[Item] = [
     Item("R7.2", "Prompt Engineering", "Prompt engineering, constrained decoding",
          "dodai.prompting", WORKING, _run("R7.2")),
     Item("R7.3", "Agent", "Agents: a ReAct / function-calling loop", "dodai.agents", WORKING, _run("R7.3")),
-    Item("R7.4", "Memory機構", "Memory: buffer, summaries, vector memory", "dodai.apps.memory", PLANNED,
+    Item("R7.4", "Memory機構", "Memory: buffer, summaries, vector memory", "dodai.memory", WORKING,
          _run("R7.4")),
     Item("R7.5", "Tool Use", "Tool use: calculator, sandboxed Python, SQL, search", "dodai.tools",
          WORKING, _run("R7.5")),
