@@ -149,3 +149,26 @@ def test_kl_estimate_batched_equals_reference_and_lora_copies_share_the_base():
     full = r5_3._trainable_copy(start, {"lora_rank": 0})
     assert all(p.requires_grad for p in full.parameters())
     assert not any(p is q for p in full.parameters() for q in base.values())
+
+
+def test_r5_3_arms_are_cached_and_reused_only_for_the_same_config(tmp_path):
+    import json
+
+    from dodai.experiments import r5_3
+
+    out = r5_3.run(tmp_path, quick=True, arms=("DPO",))
+    f = tmp_path / "arm_DPO.json"
+    assert set(out["results"]) == {"start", "DPO"} and f.is_file() and (tmp_path / "arm_start.json").is_file()
+    assert not (tmp_path / "report.md").exists()  # a partial run only caches
+    saved = json.loads(f.read_text())
+    assert saved["result"]["held_out_margin_after"] == out["results"]["DPO"]["held_out_margin_after"]
+    saved["result"]["accuracy"] = -1.0  # a marker: reused, not recomputed
+    f.write_text(json.dumps(saved))
+    assert r5_3.run(tmp_path, quick=True, arms=("DPO",))["results"]["DPO"]["accuracy"] == -1.0
+    saved["config"] = "another configuration"
+    f.write_text(json.dumps(saved))
+    again = r5_3.run(tmp_path, quick=True, arms=("DPO",))["results"]["DPO"]
+    assert again["accuracy"] != -1.0
+    assert again["held_out_margin_after"] == pytest.approx(out["results"]["DPO"]["held_out_margin_after"], rel=1e-4)
+    f.write_text("{not json")
+    assert r5_3.run(tmp_path, quick=True, arms=("DPO",))["results"]["DPO"]["accuracy"] != -1.0
