@@ -111,7 +111,7 @@ ITEMS: list[Item] = [
          "dodai.safety.hallucination", WORKING, _run("R8.1")),
     Item("R8.2", "Jailbreak", "Jailbreak: guards and an offline red-team suite", "dodai.safety.guard",
          PLANNED, _run("R8.2")),
-    Item("R8.3", "データバイアス", "Data bias: WEAT, counterfactual tests", "dodai.safety.bias", PLANNED,
+    Item("R8.3", "データバイアス", "Data bias: WEAT/SEAT, counterfactual tests, BBQ", "dodai.safety.bias", WORKING,
          _run("R8.3")),
     # おすすめ深堀り順 / ロードマップ
     Item("R9.1", "Self-Attentionを式レベルで理解", "Self-attention at the level of equations",
