@@ -81,7 +81,7 @@ ITEMS: list[Item] = [
     Item("R5.2", "Fine-tuning", "Fine-tuning: full and LoRA SFT, classifier fine-tuning",
          "dodai.finetune.sft", WORKING, _run("R5.2")),
     Item("R5.3", "RLHF", "RLHF: reward model, PPO, DPO, GRPO",
-         "dodai.finetune.ppo", PLANNED, _run("R5.3")),
+         "dodai.finetune.ppo", WORKING, _run("R5.3")),
     Item("R5.4", "推論（greedy / sampling / beam search）", "Inference: greedy, sampling, beam search",
          "dodai.generate.sampling", WORKING, _run("R5.4")),
     Item("R5.5", "KV Cache", "KV cache: the key to fast inference",

@@ -15,6 +15,30 @@ prompts: exact accuracy (greedy), mean judge score, judge win-rate against the s
 count ½), KL(π ‖ π_start) estimated on sampled completions (mean over prompts of Σ_t log π − log π_start),
 and wall time; plus reward and KL curves of PPO and GRPO. Quick mode (the test): a tiny Llama first
 SFT-warmed on the task so that it emits JSON-like replies. Full mode: SmolLM2-135M-Instruct with LoRA.
+
+Fast paths (tested equal to the per-prompt references in tests/test_r5_3_batched.py): rollouts, greedy
+evaluation and the KL samples are decoded as left-padded batches with one KV cache
+(:func:`dodai.finetune.policy.sample_batch` / ``greedy_batch``); LoRA arms share the frozen start weights.
+Each arm is cached to ``arm_<name>.json`` when done, so arms can run in separate processes
+(``python -m dodai.experiments.r5_3 OUT --arm GRPO``) and ``run`` assembles them.
+
+Measured full mode (2026-11-28, 2-core AMD EPYC shared by 8 helpers, load 11–20; 20 steps per arm — 30 were
+planned, cut for the busy machine; 240 train prompts, 213 pairs, 40 held-out prompts; benchmarks/results/r5_3.md):
+
+========  ========  =====  ===========  ==========  ======================  =========
+arm       accuracy  judge  win vs start  KL (nats)  wall s (train + eval)   CPU s
+========  ========  =====  ===========  ==========  ======================  =========
+start     0.075     0.262  0.500        0.00        –                       –
+SFT       0.950     0.970  1.000        10.49       606 + 234               106
+RM+PPO    0.000     0.000  0.000        11.29       2013 + 202              606
+DPO       0.100     0.252  0.600        6.21        1923 + 271              336
+GRPO      0.700     0.804  0.925        7.46        1141 + 247              211
+========  ========  =====  ===========  ==========  ======================  =========
+
+GRPO's rollout reward rose 0.13 → 0.79; DPO's held-out margin 0 → 2.37 (83 % of pairs right) without
+reaching the ISO format; the reward model got 0.686 held-out pairwise accuracy and PPO **reward-hacked** it
+(RM score up, KL up to 10–14 nats, replies turned into prose about JSON: accuracy 0). Every arm costs
+≤ 10.1 CPU-minutes; the wall times are those of the oversubscribed machine.
 """
 
 from __future__ import annotations
@@ -271,7 +295,8 @@ def run(out_dir: Path, quick: bool = False, arms: tuple[str, ...] | None = None)
     rep = Report(out_dir, "R5.3 SFT vs RM+PPO vs DPO vs GRPO")
     rep.text(f"Model: {'tiny Llama, SFT-warmed (quick mode)' if quick else 'SmolLM2-135M-Instruct + LoRA r=8'}; "
              f"{len(train)} training prompts, {len(pairs_train)} judge-labelled pairs, {len(test)} held-out prompts; "
-             f"each arm {s['sft'].steps} optimizer steps from the same start. Judge win-rate: ties count 1/2. "
+             f"each arm {s['sft'].steps} steps from the same start (PPO: {s['ppo'].steps} rollout batches x "
+             f"{s['ppo'].ppo_epochs} epochs). Judge win-rate: ties count 1/2. "
              f"KL: nats per reply, sampled from the policy.")
     rep.table(rows)
     rep.text(f"Reward model pairwise accuracy on held-out pairs: {rm_acc:.3f} (before training "
