@@ -17,10 +17,23 @@ Measured per set-up: answer accuracy (the reply contains the fact's value, case-
 prompt (the value appears in the prompt before the question — what the memory could offer the model),
 and prompt tokens per question.
 
-Full run (15 facts, 30 filler exchanges, budget 512 tokens incl. 32 reply tokens, seed 0, 2026-11-28,
-shared 2-core CPU, ~FULL_TIME): see the table below.
+Full run (15 facts, 30 filler exchanges, budget 512 tokens incl. 32 reply tokens, seed 0, 2026-11-28;
+`dodai roadmap run R7.4`; 2,765 s wall on the shared 2-core machine at load average 11–18, 16.5 CPU-minutes,
+so roughly 8–9 min on two free cores — an estimate, not measured):
 
-FULL_RESULTS
+    set-up                   answer accuracy   fact in prompt   prompt tokens / question   summaries
+    buffer only                    0%                0%                 453                     0
+    buffer + summary (LM)          0%                0%                 285                     8
+    buffer + vector memory         0%              100%                 435                     0
+    everything in context          0%              100%               1,814                     0
+
+Retrieval works (every fact is retrieved into the prompt, top-1, for every question), but at this
+scale SmolLM2-135M does not *use* it: with ~400 tokens of trivia in the buffer it answers from the
+trivia (e.g. "The violin." for the trumpet) even when the fact sits in the system message or, in (d),
+in the conversation itself. SmolLM2's own summaries keep the trivia and drop the personal facts (the
+final summary is about earthquakes). In quick mode (shorter buffer, 4 facts) the retrieved fact does
+lift answers: buffer only 0/4, vector memory 1/4 (2/8 → 5/8 in a probe with 8 facts after the
+"The user said: …" wording was adopted).
 """
 
 from __future__ import annotations
