@@ -18,7 +18,24 @@ Quick mode (the test): a scripted fake model drives both loops through a call, a
 budget deterministically (exact checks of the stop reasons and traces), plus one real SmolLM2 episode per agent
 on one arithmetic question that must run and record a trace.
 
-Full run: see the figures below (filled in after the run).
+Full run (2026-11-28, ``run(out, n_arith=4, n_sql=2)`` — 6 tasks instead of the default 9 because the shared
+2-core machine ran at load average 10–20 and decoded SmolLM2 at ~1 token/s; 858 s in all; max_steps 3,
+48 tokens/step, 144 tokens/episode):
+
+============  =======  ==========  ===========  ======  ===================
+condition     success  mean steps  tokens/task  s/task  stop reasons
+============  =======  ==========  ===========  ======  ===================
+direct        0/6      1.00        16           15.7    (16-token answers)
+ReAct         4/6      2.00        60           63.2    final 6
+fn calling    3/6      2.00        43           61.7    final 6
+============  =======  ==========  ===========  ======  ===================
+
+Alone, the model starts explaining ("To calculate 3201 * 682, we need to…") and never gets a number right. With
+tools it solves every arithmetic task in ReAct (4/4) and the sums in function calling (2/4: it called ``sql``
+for one product and answered "NULL" for another). SQL is where a 135M model fails: ReAct copied the last
+demonstration's call (``{"expression": "120 + 45 + 3006 + 7"}``, to ``sql`` and to the calculator) — recency
+bias — 0/2; function calling got 1/2 (the constrained JSON always parsed and named a real tool, but the query
+or the reading of the result was wrong). Every episode ended with a final answer in 2 steps.
 """
 
 from __future__ import annotations
@@ -157,10 +174,11 @@ def scripted_checks(tools: dict) -> dict:
     return out
 
 
-def run(out_dir: Path, quick: bool = False) -> dict:
+def run(out_dir: Path, quick: bool = False, n_arith: int = 6, n_sql: int = 3) -> dict:
     from dodai.agents import make_policy
     from dodai.agents.lm import ModelLM
     from dodai.agents.loop import Limits, format_trace, run_agent, save_traces
+    from dodai.io import atomic_write_json
     from dodai.models import load_model
     from dodai.report import Report
     from dodai.tools.calculator import calculator_tool
@@ -184,7 +202,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                  "fncall": Limits(max_steps=1, max_step_tokens=40, max_total_tokens=40, max_seconds=300)}
         direct = False
     else:
-        tasks = make_tasks(db, 6, 3, seed=1)
+        tasks = make_tasks(db, n_arith, n_sql, seed=1)
         lim = Limits(max_steps=3, max_step_tokens=48, max_total_tokens=144, max_seconds=240)
         conds = {"react": lim, "fncall": lim}
         direct = True
@@ -204,6 +222,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                                "new_tokens": res.new_tokens, "seconds": res.seconds,
                                "stop_reason": res.stop_reason})
         save_traces(traces, out_dir / "traces.jsonl")  # after every task: a long run leaves its traces
+        atomic_write_json(out_dir / "rows_so_far.json", rows)
     summary = {c: summarize(r) for c, r in rows.items()}
 
     rep.text(f"SmolLM2-135M-Instruct (greedy) on {len(tasks)} generated tasks "
