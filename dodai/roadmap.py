@@ -109,8 +109,8 @@ ITEMS: list[Item] = [
     # 8. セキュリティ・倫理
     Item("R8.1", "Hallucination", "Hallucination: grounding checks, uncertainty, abstention",
          "dodai.safety.hallucination", WORKING, _run("R8.1")),
-    Item("R8.2", "Jailbreak", "Jailbreak: guards and an offline red-team suite", "dodai.safety.guard",
-         PLANNED, _run("R8.2")),
+    Item("R8.2", "Jailbreak", "Jailbreak: guards and an offline red-team suite", "dodai.safety.guards",
+         WORKING, _run("R8.2")),
     Item("R8.3", "データバイアス", "Data bias: WEAT/SEAT, counterfactual tests, BBQ", "dodai.safety.bias", WORKING,
          _run("R8.3")),
     # おすすめ深堀り順 / ロードマップ
