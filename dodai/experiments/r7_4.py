@@ -33,7 +33,10 @@ trivia (e.g. "The violin." for the trumpet) even when the fact sits in the syste
 in the conversation itself. SmolLM2's own summaries keep the trivia and drop the personal facts (the
 final summary is about earthquakes). In quick mode (shorter buffer, 4 facts) the retrieved fact does
 lift answers: buffer only 0/4, vector memory 1/4 (2/8 → 5/8 in a probe with 8 facts after the
-"The user said: …" wording was adopted).
+"The user said: …" wording was adopted). A probe on the same full-size conversation with the retrieved
+memories quoted in the *user turn*, right before the question, instead of the system message, answered
+5 of the first 6 questions — placement, not retrieval, is what the 135M model needs (not yet an option
+of MemoryChat).
 """
 
 from __future__ import annotations
