@@ -190,3 +190,14 @@ class MemoryChat:
         self._store(user_text)
         self.turns += 1
         return text
+
+    @classmethod
+    def from_args(cls, model, tokenizer, args) -> MemoryChat:
+        """The session ``dodai chat --memory DIR`` uses: the folder's vector memory, summaries written by the
+        chat model itself (greedy), and the chat command's sampling flags."""
+        from dodai.memory.summary import LMSummariser
+
+        return cls(model, tokenizer, memory=VectorMemory(args.memory), summariser=LMSummariser(model, tokenizer),
+                   context=args.context, max_new_tokens=args.max_new_tokens,
+                   system=args.system if args.system is not None else DEFAULT_SYSTEM,
+                   temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed)
