@@ -145,3 +145,16 @@ def test_r7_4_quick(tmp_path):
     assert c["everything in context"]["in_prompt"] == 1.0 and c["everything in context"]["evicted_turns"] == 0
     assert c["buffer + summary"]["summaries"] >= 1
     assert (tmp_path / "report.md").is_file() and (tmp_path / "r7_4_memory.png").is_file()
+
+
+def test_chat_with_memory_end_to_end(tmp_path, monkeypatch, capsys, smollm2_gguf, minilm_dir):
+    """`dodai chat --memory DIR`: a personal statement typed in the chat is in the folder afterwards."""
+    import io
+
+    d = tmp_path / "mem"
+    monkeypatch.setattr(sys, "stdin", io.StringIO("My name is Aiko.\n/exit\n"))
+    rc, out, err = _cli(monkeypatch, capsys, "chat", "--model", str(smollm2_gguf), "--memory", str(d),
+                        "--temperature", "0", "--max-new-tokens", "4", "--context", "256")
+    assert rc in (0, None), err
+    assert out.strip()  # the reply was printed
+    assert [it.text for it in VectorMemory(d).items] == ["My name is Aiko."]
