@@ -18,8 +18,8 @@ prompt (the value appears in the prompt before the question — what the memory 
 and prompt tokens per question.
 
 Full run (15 facts, 30 filler exchanges, budget 512 tokens incl. 32 reply tokens, seed 0, 2026-11-28;
-`dodai roadmap run R7.4`; 2,765 s wall on the shared 2-core machine at load average 11–18, 16.5 CPU-minutes,
-so roughly 8–9 min on two free cores — an estimate, not measured):
+`dodai roadmap run R7.4`: 14 min 49 s wall on the shared 2-core machine at load average ~4, 14.3 CPU-minutes;
+a first run at load 11–18 took 46 min and gave the same figures):
 
     set-up                   answer accuracy   fact in prompt   prompt tokens / question   summaries
     buffer only                    0%                0%                 453                     0
