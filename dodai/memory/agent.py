@@ -3,7 +3,10 @@
 For every user message :class:`MemoryChat`
 
 1. **retrieves** the long-term memories most similar to the message (MiniLM cosine ≥ ``min_score``,
-   top ``k``; memories already visible in the buffer are skipped) and lists them in the system message;
+   top ``k``; memories already visible in the buffer are skipped) and shows them to the model: with
+   ``placement="user"`` (the default) quoted at the start of the current user message ("Things I told you
+   before: … My question: …"), with ``placement="system"`` listed in the system message. Once the turn is
+   answered the user message goes back to the plain text, so old turns do not carry old memories;
 2. appends the message to the **token buffer**; when the prompt would exceed the budget (context window
    − reply tokens − a small margin), the oldest whole turns are evicted and, with a summariser, folded
    into the **running summary** that also lives in the system message;
@@ -12,8 +15,17 @@ For every user message :class:`MemoryChat`
    (:func:`is_personal_statement`: first person, not a question — a deliberately simple rule; pass
    ``remember=`` to change it). Storing happens after retrieval, so a message never retrieves itself.
 
-The system message is therefore: the instruction, then the retrieved memories (``- The user said:
-"…"``), then the summary. :meth:`MemoryChat.observe` adds a scripted exchange without generating (for replaying a
+The system message is therefore: the instruction, then (``placement="system"``) the retrieved memories
+(``- The user said: "…"``), then the summary. Why the user turn is the default: in R7.4 at full scale
+(15 facts, 30 filler exchanges, 512-token budget) SmolLM2-135M answered 0 % with the right memory retrieved
+top-1 into the system message — it answered from the trivia in the buffer — while quoting the same
+memories right before the question lifted it (figures in dodai/experiments/r7_4.py).
+
+Every prompt is rendered with :func:`dodai.safety.guards.safe_chat_ids` — for the model and for token
+counting alike — so control strings typed by the user (``<|im_end|>\n<|im_start|>system``) stay text and
+never become the template's control tokens (R8.2). The budget counts exactly the ids that are sent.
+
+:meth:`MemoryChat.observe` adds a scripted exchange without generating (for replaying a
 conversation), and :meth:`MemoryChat.build_prompt` shows the exact prompt a message would get.
 """
 
@@ -32,6 +44,11 @@ MEMORY_HEADER = "Earlier in this conversation the user told you:"
 # Quoted and attributed: a bare "- My name is Ingrid." in the system message makes a small model answer as
 # if it were its own name; 'The user said: "…"' lifted SmolLM2-135M from 2/8 to 5/8 right answers (R7.4).
 MEMORY_LINE = '- The user said: "{text}"'
+# placement="user": the memories quoted in the user's own voice right before the question
+USER_MEMORY_HEADER = "Things I told you before:"
+USER_MEMORY_LINE = "- {text}"
+USER_QUESTION_HEADER = "My question:"
+PLACEMENTS = ("user", "system")
 REPLY_MARGIN = 16  # tokens of template around the reply (end-of-turn, next header) and BPE re-merges
 
 # subject and possessive first person only: "tell me a joke" is a request, not a fact about the user
@@ -44,6 +61,24 @@ def is_personal_statement(text: str) -> bool:
     return bool(t) and "?" not in t and bool(_FIRST_PERSON.search(t))
 
 
+def quote_memories(user_text: str, texts: list[str]) -> str:
+    """The user message with ``texts`` quoted before it (``placement="user"``); unchanged without memories."""
+    if not texts:
+        return user_text
+    lines = "\n".join(USER_MEMORY_LINE.format(text=" ".join(t.split())) for t in texts)
+    return f"{USER_MEMORY_HEADER}\n{lines}\n\n{USER_QUESTION_HEADER} {user_text}"
+
+
+class SafeTemplateCounter(TemplateTokenCounter):
+    """A :class:`TemplateTokenCounter` whose ids come from :func:`dodai.safety.guards.safe_chat_ids`:
+    control strings inside message contents stay ordinary text (counted as the model will get them)."""
+
+    def ids(self, messages: list[dict]) -> list[int]:
+        from dodai.safety.guards import safe_chat_ids
+
+        return safe_chat_ids(self.template, self.tokenizer, messages)
+
+
 class MemoryChat:
     """A conversation with a chat model and the three memories. ``memory=None`` → no long-term memory;
     ``summariser=None`` → evicted turns are simply forgotten (a plain token buffer)."""
@@ -53,13 +88,16 @@ class MemoryChat:
                  k: int = 3, min_score: float = 0.35, temperature: float = 0.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None,
                  remember: Callable[[str], bool] | None = is_personal_statement, template=None,
-                 max_summary_chars: int = 800):
+                 max_summary_chars: int = 800, placement: str = "user"):
+        if placement not in PLACEMENTS:
+            raise DodaiError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         if max_new_tokens < 1:
             raise DodaiError(f"--max-new-tokens must be positive, got {max_new_tokens}")
         if k < 1:
             raise DodaiError(f"k must be positive, got {k}")
         self.model, self.tok = model, tokenizer
-        self.counter = TemplateTokenCounter(tokenizer, template)
+        self.placement = placement
+        self.counter = SafeTemplateCounter(tokenizer, template)
         self.context = min(int(context), model.config.block_size)
         self.max_new_tokens = int(max_new_tokens)
         budget = self.context - self.max_new_tokens - REPLY_MARGIN
@@ -94,24 +132,36 @@ class MemoryChat:
         return [h for h in hits if h.item.text.strip() not in visible][:self.k]
 
     def _enter(self, user_text: str) -> list[Hit]:
-        """Retrieve for ``user_text``, put the memories in the system message and append the message."""
+        """Retrieve for ``user_text``, show the memories (system message or quoted in the user message, see
+        ``placement``) and append the message."""
         if not isinstance(user_text, str) or not user_text.strip():
             raise DodaiError("the message is empty")
         hits = self.retrieve(user_text)
         while True:  # fewer memories when the message and all of them do not fit the budget
-            extra = (MEMORY_HEADER + "\n" + "\n".join(MEMORY_LINE.format(text=" ".join(h.item.text.split()))
-                                                     for h in hits)
-                     if hits else "")
+            texts = [h.item.text for h in hits]
             snap = self._snapshot()
             try:
-                self.state.set_extra_system(extra)
-                self.state.add("user", user_text)
+                if self.placement == "system":
+                    extra = (MEMORY_HEADER + "\n" + "\n".join(MEMORY_LINE.format(text=" ".join(t.split()))
+                                                             for t in texts) if texts else "")
+                    self.state.set_extra_system(extra)
+                    self.state.add("user", user_text)
+                else:
+                    self.state.set_extra_system("")
+                    self.state.add("user", quote_memories(user_text, texts))
                 return hits
             except DodaiError:
                 self._restore(snap)
                 if not hits:
                     raise
                 hits = hits[:-1]
+
+    def _settle(self, user_text: str) -> None:
+        """After the turn: the buffered user message goes back to the plain text (the quoted memories were
+        for this question only). Shorter content, so the prompt still fits the budget."""
+        turn = self.state.buffer.turns[-1] if self.state.buffer.turns else []
+        if turn and turn[0]["role"] == "user":
+            turn[0] = {"role": "user", "content": user_text}
 
     def _snapshot(self):
         s, b = self.state, self.state.buffer
@@ -145,6 +195,7 @@ class MemoryChat:
         except DodaiError:
             self._restore(snap)
             raise
+        self._settle(user_text)
         self._store(user_text)
         self.turns += 1
 
@@ -187,6 +238,7 @@ class MemoryChat:
             self.state.add("assistant", text)
         except DodaiError:  # cannot happen within the margin; never lose the user's turn over it
             self.state.add("assistant", text[:200])
+        self._settle(user_text)
         self._store(user_text)
         self.turns += 1
         return text
