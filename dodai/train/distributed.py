@@ -93,4 +93,8 @@ def shutdown(info: DistInfo) -> None:
         import torch.distributed as dist
 
         if dist.is_initialized():
+            # every rank reaches this point before any tears the group down: a rank destroying its gloo
+            # context while its peer still talks to it can abort the peer ("terminate called without an
+            # active exception", seen once in CI on a loaded machine)
+            dist.barrier()
             dist.destroy_process_group()
