@@ -35,8 +35,9 @@ final summary is about earthquakes). In quick mode (shorter buffer, 4 facts) the
 lift answers: buffer only 0/4, vector memory 1/4 (2/8 → 5/8 in a probe with 8 facts after the
 "The user said: …" wording was adopted). A probe on the same full-size conversation with the retrieved
 memories quoted in the *user turn*, right before the question, instead of the system message, answered
-5 of the first 6 questions — placement, not retrieval, is what the 135M model needs (not yet an option
-of MemoryChat).
+5 of the first 6 questions — placement, not retrieval, is what the 135M model needs. MemoryChat now
+offers it (``placement="user"``, the default) and the experiment compares both placements; the full run
+with that comparison has not been re-measured yet (the figures above are the system-message placement).
 """
 
 from __future__ import annotations
