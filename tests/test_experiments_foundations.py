@@ -92,9 +92,13 @@ def test_r1_2_linalg_pca_and_low_rank_gpt(tmp_path):
     assert r["pca"]["max abs diff of variance vs numpy"] < 1e-12
     comp = r["compression"]
     full = comp[-1]["val loss"]
-    by_rank = [row["val loss"] for row in comp[:-1]]
-    ranks = [row["rank"] for row in comp[:-1]]
-    # a full-rank SVD reproduces the trained model; ranks 1-2 lose much of it; rank 16 of 64 keeps nearly all
-    assert by_rank[-1] == pytest.approx(full, abs=1e-4)
-    assert min(by_rank[:2]) > full + 0.3
-    assert by_rank[ranks.index(16)] < full + 0.05
+    by_rank = {row["rank"]: row for row in comp[:-1]}
+    # a full-rank SVD reproduces the trained model
+    assert by_rank[64]["val loss"] == pytest.approx(full, abs=1e-4)
+    # the trained blocks matter (rank 0 = blocks zeroed is clearly worse), ranks 1-2 recover under half of what
+    # they add, rank 16 of 64 nearly all. Relative to each run's own floor: measured 0.56-0.68 nats of gain, rank
+    # 1-2 shares -0.5..0.2 and rank 16 shares >= 0.97 over four seeds on AMD EPYC (seeds stand in for the float
+    # differences between machines, which move when training leaves the unigram plateau).
+    assert by_rank[0]["val loss"] > full + 0.25
+    assert max(by_rank[1]["share of the blocks' gain"], by_rank[2]["share of the blocks' gain"]) < 0.5
+    assert by_rank[16]["share of the blocks' gain"] > 0.9

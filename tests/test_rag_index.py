@@ -93,9 +93,12 @@ def test_index_round_trip_and_methods(tmp_path):
     back = RagIndex.load(tmp_path / "ix", encoder=BagEncoder())
     assert back.chunks == ix.chunks and back.titles == ix.titles
     for m in ("bm25", "dense", "hybrid", "weighted"):
-        a = [(h.chunk, h.score) for h in ix.search("parse JSON text", k=4, method=m)]
-        b = [(h.chunk, h.score) for h in back.search("parse JSON text", k=4, method=m)]
-        assert a == b and len(a) > 0
+        a = ix.search("parse JSON text", k=4, method=m)
+        b = back.search("parse JSON text", k=4, method=m)
+        # the same chunks in the same order; scores equal up to float summation order (the loaded embeddings
+        # may take another GEMM kernel than the freshly built ones: 0.5012517 vs 0.5012518 seen on a Xeon)
+        assert [h.chunk for h in a] == [h.chunk for h in b] and len(a) > 0
+        assert [h.score for h in a] == pytest.approx([h.score for h in b], rel=1e-5, abs=1e-6)
         assert doc_ranking(ix.search("parse JSON text", k=4, method=m))[0] == 0
     hits = ix.search("JSON", k=3, method="hybrid")
     assert all(h.dense_score is not None for h in hits)
