@@ -136,6 +136,19 @@ def find_checkpoint(run_dir: str | Path) -> Path | None:
     return None
 
 
+def read_checkpoint(run_dir: str | Path, weights: bool = True) -> tuple[dict, dict]:
+    """(weights, trainer state) of the run's last complete checkpoint, without a model to load them into
+    (FSDP loads the full weights into its shards itself); ``weights=False`` reads the state only."""
+    d = find_checkpoint(run_dir)
+    if d is None:
+        raise DodaiError(f"{run_dir}: no complete checkpoint to resume from (expected ckpt/{MARKER})")
+    try:
+        state = torch.load(d / "trainer_state.pt", map_location="cpu", weights_only=True)
+    except Exception as e:  # corrupt/truncated file
+        raise DodaiError(f"{d}/trainer_state.pt: unreadable ({type(e).__name__})") from None
+    return (load_file(d / "model.safetensors") if weights else {}), state
+
+
 def load_checkpoint(run_dir: str | Path, model, optimizer=None, map_location="cpu") -> dict:
     """Load weights (and optimizer state) from the run's last complete checkpoint; returns trainer state."""
     d = find_checkpoint(run_dir)
@@ -160,5 +173,9 @@ def load_checkpoint(run_dir: str | Path, model, optimizer=None, map_location="cp
     except Exception as e:  # corrupt/truncated file
         raise DodaiError(f"{d}/trainer_state.pt: unreadable ({type(e).__name__})") from None
     if optimizer is not None and "optimizer" in state:
-        optimizer.load_state_dict(state["optimizer"])
+        try:
+            optimizer.load_state_dict(state["optimizer"])
+        except (ValueError, KeyError, RuntimeError) as e:  # other trainable parameters than when it was written
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise DodaiError(f"{d}: the optimizer state does not fit the trainable parameters ({first})") from None
     return state

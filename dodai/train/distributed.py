@@ -5,7 +5,8 @@ entry point then trains with :class:`torch.nn.parallel.DistributedDataParallel` 
 "PyTorch Distributed"): every rank holds a replica, processes its slice of the global batch (see
 :mod:`dodai.data.batching`) and DDP averages the gradients with an all-reduce, so the update equals
 the single-process one on the whole batch. Backend: nccl on GPU, gloo on CPU. Only rank 0 writes
-files and shows progress.
+files and shows progress. :func:`dodai.train.fit.fit` also offers FSDP2 (``parallel="fsdp"``) on the same
+process group.
 """
 
 from __future__ import annotations
@@ -58,13 +59,13 @@ def init(device: str) -> tuple[DistInfo, str]:
     return info, device
 
 
-def wrap(model: torch.nn.Module, info: DistInfo, device: str) -> torch.nn.Module:
+def wrap(model: torch.nn.Module, info: DistInfo, device: str, find_unused_parameters: bool = False) -> torch.nn.Module:
     if not info.enabled:
         return model
     from torch.nn.parallel import DistributedDataParallel as DDP
 
     ids = [torch.device(device).index] if device.startswith("cuda") else None
-    return DDP(model, device_ids=ids)
+    return DDP(model, device_ids=ids, find_unused_parameters=find_unused_parameters)
 
 
 def all_reduce_mean(x: torch.Tensor, info: DistInfo) -> torch.Tensor:

@@ -1,34 +1,32 @@
-"""The language-model training loop (R5.1 pre-training; the trainer side of R2.4).
+"""Pre-training a causal LM on a token stream (R5.1; the trainer side of R2.4), on :func:`dodai.train.fit.fit`.
 
-One optimizer step at iteration ``it`` (0-based):
+This module is the language-model *recipe*; the loop itself (accumulation, clipping, bf16 autocast,
+DDP/FSDP, checkpoints, bitwise resume, NaN stop, metrics, progress, ``torch.compile``) is
+:func:`dodai.train.fit.fit`. What the recipe adds:
 
-1. ``lr = lr_at(it)`` — linear warmup then cosine decay (:mod:`dodai.train.schedule`);
-2. for each of ``gradient_accumulation_steps`` micro-batches: draw a random-window batch with the
-   batch generator, ``loss = model(x, y)[1] / accum``, ``loss.backward()`` (under bf16 autocast when
-   asked; under DDP gradients are all-reduced on the last micro-batch only);
-3. a non-finite loss stops the run (``DodaiError`` naming the step; the last good checkpoint is kept
-   because nothing is written after the bad step);
-4. clip the global gradient norm to ``grad_clip`` (Pascanu et al. 2013); AdamW step (Loshchilov &
-   Hutter 2019) with decoupled weight decay on matrices only.
+- **batches**: random windows of the stream (:class:`RandomWindows`, nanoGPT's sampler) drawn with an
+  explicit generator whose state is the data position; under DDP every rank draws the same global
+  offsets and keeps its slice (:func:`dodai.data.batching.get_batch`);
+- **loss**: ``model(x, y)[1]``, the mean next-token cross-entropy;
+- **optimizer and schedule**: AdamW (Loshchilov & Hutter 2019; decoupled weight decay on matrices only,
+  or the model's own ``optimizer_param_groups``), linear warmup then cosine decay
+  (:func:`dodai.train.schedule.lr_at`), or, with ``budget_minutes``, the same shape over the fraction of a
+  wall-clock budget (``warmup_frac``; evaluations at every 1/``evals`` of it; training ends within about a
+  step of the budget);
+- **evaluation**: the mean loss over ``eval_iters`` batches of train and val (drawn from a generator
+  re-seeded at every evaluation, so every evaluation sees the same batches and evaluation never moves the
+  training data position), perplexity ``exp(val_loss)``, bits per byte ``val_loss / ln 2 / (bytes per
+  token)``; one JSON line per evaluation in ``metrics.jsonl`` and a checkpoint;
+- the final model folder (``model.safetensors``, ``config.json``, ``tokenizer.json``) and ``loss.png``.
 
-Every ``eval_interval`` steps (and at the end): the mean loss over ``eval_iters`` batches of train
-and val (drawn from a generator re-seeded at every evaluation, so every evaluation sees the same
-batches and evaluation never moves the training data position), perplexity ``exp(val_loss)``,
-bits per byte ``val_loss / ln 2 / (bytes per token)``; one JSON line appended to ``metrics.jsonl``
-(flush + fsync) and a checkpoint (:mod:`dodai.train.checkpoint`).
-
-Resume: weights, optimizer state, step, elapsed time and every RNG state (torch, numpy, python,
-batch generator) come back from the checkpoint, so on CPU the resumed losses equal an
-uninterrupted run's bit for bit. ``max_minutes`` stops cleanly with a final evaluation and checkpoint.
+Resume: weights, optimizer state, step, elapsed time and every RNG state (torch, numpy, python, batch
+generator) come back from the checkpoint, so on CPU the resumed losses equal an uninterrupted run's bit
+for bit. ``max_minutes`` stops a step-driven run cleanly with a final evaluation and checkpoint.
 """
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import time
-from contextlib import nullcontext
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -37,9 +35,8 @@ import torch
 from dodai.data.batching import get_batch, make_generator
 from dodai.errors import DodaiError
 from dodai.io import atomic_write_json
-from dodai.train import checkpoint as ckpt_io
 from dodai.train import distributed as dist_mod
-from dodai.train.schedule import lr_at
+from dodai.train.fit import FitConfig, default_param_groups, fit, read_metrics  # noqa: F401 (re-exported)
 
 EVAL_SEED_OFFSET = 1_000_003  # evaluation batches come from their own stream, never the training one
 
@@ -65,13 +62,18 @@ class TrainConfig:
     # --- evaluation, logging, checkpoints ---
     eval_interval: int = 250  # evaluate (and checkpoint) every this many steps
     eval_iters: int = 20  # batches per split per evaluation
-    log_interval: int = 1  # progress-bar refresh every this many steps
     checkpoint: bool = True  # write ckpt/ at every evaluation
     # --- runtime ---
     seed: int = 1337
     device: str = "cpu"
     dtype: str = "float32"  # float32 | bfloat16 (autocast)
-    max_minutes: float | None = None  # wall-clock budget; stops cleanly with a final eval + checkpoint
+    max_minutes: float | None = None  # wall-clock limit; stops cleanly with a final eval + checkpoint
+    budget_minutes: float | None = None  # time-driven run: schedule and evaluations follow the fraction of this
+    #   wall-clock budget (warmup_frac, evals), max_iters becomes an upper bound, training ends with the budget
+    warmup_frac: float = 0.05  # with budget_minutes: warmup as a fraction of the budget
+    evals: int = 10  # with budget_minutes: evaluations per budget
+    compile: bool = False  # torch.compile the model for the training step
+    parallel: str = "ddp"  # under torchrun: ddp (replicas) or fsdp (sharded parameters, FSDP2)
     quiet: bool = False  # no progress bar
 
     def validate(self) -> None:
@@ -84,42 +86,26 @@ class TrainConfig:
             raise DodaiError(f"learning-rate must be > 0, got {self.learning_rate}")
         if self.dtype not in ("float32", "bfloat16"):
             raise DodaiError(f"dtype must be float32 or bfloat16, got {self.dtype}")
+        if self.budget_minutes is not None and not self.budget_minutes > 0:
+            raise DodaiError(f"budget-minutes must be > 0, got {self.budget_minutes}")
+        if not 0 <= self.warmup_frac < 1:
+            raise DodaiError(f"warmup fraction must be in [0, 1), got {self.warmup_frac}")
 
-
-def default_param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict]:
-    """Decay 2-D+ tensors (matmul weights, embeddings), not biases and norm gains (nanoGPT's rule)."""
-    params = [p for p in model.parameters() if p.requires_grad]
-    decay = [p for p in params if p.dim() >= 2]
-    no_decay = [p for p in params if p.dim() < 2]
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-
-
-def make_optimizer(model: torch.nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    if hasattr(model, "optimizer_param_groups"):
-        groups = model.optimizer_param_groups(cfg.weight_decay)
-    else:
-        groups = default_param_groups(model, cfg.weight_decay)
-    kw = dict(lr=cfg.learning_rate, betas=(cfg.beta1, cfg.beta2))
-    if cfg.fused_adamw:
-        try:
-            return torch.optim.AdamW(groups, fused=True, **kw)
-        except (RuntimeError, TypeError, ValueError):
-            pass  # fused kernel unavailable for this device/dtype: the plain loop computes the same update
-    return torch.optim.AdamW(groups, **kw)
-
-
-def _append_jsonl(path: Path, row: dict) -> None:
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(row) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    p = Path(run_dir) / "metrics.jsonl"
-    if not p.is_file():
-        return []
-    return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
+    def fit_config(self) -> FitConfig:
+        """The loop's settings for this recipe."""
+        by_time = self.budget_minutes is not None
+        return FitConfig(
+            steps=None if by_time and self.max_iters == 0 else self.max_iters,
+            time_budget_s=self.budget_minutes * 60 if by_time else None,
+            max_seconds=self.max_minutes * 60 if self.max_minutes is not None and not by_time else None,
+            optimizer="adamw", lr=self.learning_rate, betas=(self.beta1, self.beta2),
+            weight_decay=self.weight_decay, decay_matrices_only=True, fused=self.fused_adamw,
+            schedule="cosine" if self.decay_lr else "constant", min_lr=self.min_lr,
+            warmup=self.warmup_frac if by_time else self.warmup_iters, decay_steps=self.lr_decay_iters,
+            grad_accum=self.gradient_accumulation_steps, grad_clip=self.grad_clip, dtype=self.dtype,
+            device=self.device, compile=self.compile, parallel=self.parallel, eval_every=self.eval_interval,
+            evals=self.evals, eval_at_start=True, checkpoint=self.checkpoint, save_model=True, seed=self.seed,
+            quiet=self.quiet, desc="train")
 
 
 def plot_losses(rows: list[dict], path: Path, title: str = "loss") -> Path | None:
@@ -148,19 +134,45 @@ def plot_losses(rows: list[dict], path: Path, title: str = "loss") -> Path | Non
     return path
 
 
+class RandomWindows:
+    """Micro-batches of random windows of a token stream: ``(x, y)`` (B/W, T) for this rank.
+
+    The generator's state is the data position (``state_dict``); ``sharded``: each rank slices itself."""
+
+    sharded = True
+
+    def __init__(self, data: torch.Tensor, block_size: int, batch_size: int, seed: int,
+                 info: dist_mod.DistInfo | None = None, device: str = "cpu"):
+        self.data, self.block_size, self.batch_size, self.device = data, block_size, batch_size, device
+        self.info = info or dist_mod.DistInfo()
+        self.generator = make_generator(seed)
+
+    def __call__(self, i: int):
+        return get_batch(self.data, self.block_size, self.batch_size, self.generator, self.info.rank,
+                         self.info.world_size, self.device)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.get_state()}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.generator.set_state(st["generator"])
+
+
+def lm_loss(model, batch):
+    """Mean next-token cross-entropy of a ``model(x, y) -> (logits, loss)`` causal LM."""
+    x, y = batch
+    return model(x, y)[1]
+
+
 @torch.no_grad()
-def evaluate(model, data: torch.Tensor, cfg: TrainConfig, info, autocast) -> float:
+def evaluate(model, data: torch.Tensor, cfg: TrainConfig, info) -> float:
     """Mean loss over ``eval_iters`` global batches (each rank its slice, then averaged)."""
     g = make_generator(cfg.seed + EVAL_SEED_OFFSET)
-    was_training = model.training
-    model.eval()
     total = torch.zeros((), dtype=torch.float64, device=cfg.device)
     for _ in range(cfg.eval_iters):
         x, y = get_batch(data, cfg.block_size, cfg.batch_size, g, info.rank, info.world_size, cfg.device)
-        with autocast:
-            _, loss = model(x, y)
+        _, loss = model(x, y)
         total += loss.double()
-    model.train(was_training)
     mean = total / cfg.eval_iters
     return float(dist_mod.all_reduce_mean(mean, info).item())
 
@@ -192,163 +204,26 @@ def train(
             raise DodaiError(f"{name} split has {ids.numel()} tokens, fewer than block size + 1 = {cfg.block_size + 1}")
     if cfg.batch_size % info.world_size:
         raise DodaiError(f"batch size {cfg.batch_size} is not divisible by {info.world_size} processes")
-
-    torch.manual_seed(cfg.seed)
-    model.to(cfg.device)
-    raw = model
-    optimizer = make_optimizer(raw, cfg)
-    batch_gen = make_generator(cfg.seed)
-    step, best_val, prior_elapsed = 0, float("inf"), 0.0
-    metrics_path = out / "metrics.jsonl"
-
-    if resume:
-        state = ckpt_io.load_checkpoint(out, raw, optimizer)
-        step = int(state["step"])
-        best_val = float(state.get("best_val_loss", float("inf")))
-        prior_elapsed = float(state.get("elapsed_s", 0.0))
-        batch_gen.set_state(state["batch_generator"])
-        ckpt_io.set_rng_state(state["rng"])
-        if info.is_main:  # rows logged after the checkpoint (the run died in between) are dropped
-            rows = [r for r in read_metrics(out) if r["step"] <= step]
-            tmp = metrics_path.with_suffix(".jsonl.tmp")
-            tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-            os.replace(tmp, metrics_path)
-    elif info.is_main and metrics_path.exists():
-        metrics_path.unlink()  # a fresh run starts a fresh log
     if info.is_main:
         atomic_write_json(out / "train_config.json", asdict(cfg) | {"world_size": info.world_size})
 
-    ddp_model = dist_mod.wrap(raw, info, cfg.device)
-    dev_type = torch.device(cfg.device).type
-    autocast = (
-        torch.autocast(device_type=dev_type, dtype=torch.bfloat16) if cfg.dtype == "bfloat16" else nullcontext()
-    )
-    tokens_per_step = cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps
-    bar = None
-    if info.is_main and not cfg.quiet:
-        from tqdm import tqdm
-
-        bar = tqdm(total=cfg.max_iters, initial=step, unit="step", dynamic_ncols=True, desc="train")
-
-    t0 = time.time()
-    tok_t0, tok_step0 = t0, step
-    last = {}
-    last_loss = float("nan")
-    step_times: list[float] = []  # seconds per optimizer step since the last evaluation (no eval/ckpt time)
-    train_time = 0.0  # cumulative seconds spent in optimizer steps in this process
-    resumed_at = step if resume else None
-
-    def elapsed() -> float:
-        return prior_elapsed + (time.time() - t0)
-
-    def do_eval(at: int) -> dict:
-        nonlocal best_val
-        tr = evaluate(raw, train_ids, cfg, info, autocast)
-        va = evaluate(raw, val_ids, cfg, info, autocast)
-        best_val = min(best_val, va)
-        now = time.time()
-        row = {
-            "step": at,
-            "elapsed_s": round(elapsed(), 3),
-            "train_loss": tr,
-            "val_loss": va,
-            "val_ppl": math.exp(va) if va < 700 else float("inf"),
-            "lr": lr_at(max(at - 1, 0), cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters,
-                        cfg.decay_lr),
-            "tokens": at * tokens_per_step,
-            "tokens_per_s": round((at - tok_step0) * tokens_per_step / max(now - tok_t0, 1e-9), 1),
-        }
-        if step_times:
-            row["ms_per_iter"] = round(1000 * sorted(step_times)[len(step_times) // 2], 3)  # median
-            row["train_time_s"] = round(train_time, 3)
-            step_times.clear()
+    def run_eval(m) -> dict:
+        tr = evaluate(m, train_ids, cfg, info)
+        va = evaluate(m, val_ids, cfg, info)
+        row = {"train_loss": tr, "val_loss": va, "val_ppl": math.exp(va) if va < 700 else float("inf")}
         if bytes_per_token:
             row["val_bpb"] = va / math.log(2) / bytes_per_token
-        if info.is_main:
-            _append_jsonl(metrics_path, row)
-            if cfg.checkpoint:
-                state = {
-                    "step": at,
-                    "best_val_loss": best_val,
-                    "elapsed_s": elapsed(),
-                    "optimizer": optimizer.state_dict(),
-                    "batch_generator": batch_gen.get_state(),
-                    "rng": ckpt_io.rng_state(),
-                    "train_config": json.dumps(asdict(cfg)),
-                }
-                ckpt_io.save_checkpoint(out, raw, state, tokenizer)
-            if bar is not None:
-                bar.write(f"step {at}: train {tr:.4f}, val {va:.4f}" + (f", {row['val_bpb']:.3f} bpb" if
-                                                                           bytes_per_token else ""))
         return row
 
-    ddp_model.train()
-    try:
-        while True:
-            over_time = cfg.max_minutes is not None and elapsed() > cfg.max_minutes * 60
-            over_time = dist_mod.any_flag(over_time, info, cfg.device) if cfg.max_minutes is not None else False
-            finished = step >= cfg.max_iters or over_time
-            if (step % cfg.eval_interval == 0 or finished) and step != resumed_at:
-                last = do_eval(step)
-            if finished:
-                break
-            ts = time.perf_counter()
-            lr = lr_at(step, cfg.learning_rate, cfg.min_lr, cfg.warmup_iters, cfg.lr_decay_iters, cfg.decay_lr)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
-            loss_sum = 0.0
-            for micro in range(cfg.gradient_accumulation_steps):
-                x, y = get_batch(train_ids, cfg.block_size, cfg.batch_size, batch_gen, info.rank,
-                                 info.world_size, cfg.device)
-                sync = micro == cfg.gradient_accumulation_steps - 1
-                ctx = ddp_model.no_sync() if (info.enabled and not sync) else nullcontext()
-                with ctx:
-                    with autocast:
-                        _, loss = ddp_model(x, y)
-                    (loss / cfg.gradient_accumulation_steps).backward()
-                loss_sum += loss.item()
-            last_loss = loss_sum / cfg.gradient_accumulation_steps
-            bad = not math.isfinite(last_loss)
-            if dist_mod.any_flag(bad, info, cfg.device) if info.enabled else bad:
-                good = ckpt_io.find_checkpoint(out)
-                raise DodaiError(
-                    f"loss became {last_loss} at step {step}; stopped"
-                    + (f"; the last good checkpoint (step {_ckpt_step(good)}) is kept in {good}" if good else "")
-                )
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(raw.parameters(), cfg.grad_clip)
-            optimizer.step()
-            optimizer.zero_grad(set_to_none=True)
-            step += 1
-            dt = time.perf_counter() - ts
-            step_times.append(dt)
-            train_time += dt
-            if bar is not None:
-                bar.update(1)
-                if step % cfg.log_interval == 0:
-                    el = time.time() - tok_t0
-                    bar.set_postfix(loss=f"{last_loss:.4f}", lr=f"{lr:.2e}",
-                                    tok_s=f"{(step - tok_step0) * tokens_per_step / max(el, 1e-9):.0f}")
-    finally:
-        if bar is not None:
-            bar.close()
-
+    source = RandomWindows(train_ids, cfg.block_size, cfg.batch_size, cfg.seed, info, cfg.device)
+    res = fit(model, source, lm_loss, cfg.fit_config(), out_dir=out, evaluate=run_eval, resume=resume, info=info,
+              tokenizer=tokenizer, tokens_per_step=cfg.batch_size * cfg.block_size * cfg.gradient_accumulation_steps)
+    rows = read_metrics(out) if info.is_main else res.evals
     if info.is_main:
-        ckpt_io.save_model_folder(raw, out)
-        if tokenizer is not None:
-            ckpt_io.save_tokenizer(tokenizer, out / "tokenizer.json")
-        plot_losses(read_metrics(out), out / "loss.png")
-    if not last and info.is_main:  # resumed a run that had already finished
-        rows = read_metrics(out)
-        last = rows[-1] if rows else {}
-    result = dict(last)
-    result.update({"best_val_loss": best_val, "steps": step, "total_s": round(elapsed(), 3),
-                   "last_train_batch_loss": last_loss, "stopped_by_time": step < cfg.max_iters})
-    return result
-
-
-def _ckpt_step(d: Path) -> int | str:
-    try:
-        return json.loads((d / ckpt_io.MARKER).read_text())["step"]
-    except (OSError, ValueError, KeyError):
-        return "?"
+        plot_losses(rows, out / "loss.png")
+    last = dict(res.evals[-1]) if res.evals else (dict(rows[-1]) if rows else {})
+    vals = [r["val_loss"] for r in rows if "val_loss" in r]
+    last.update({"best_val_loss": min(vals) if vals else float("inf"), "steps": res.steps,
+                 "total_s": round(res.elapsed_s, 3), "last_train_batch_loss": res.last_loss,
+                 "stopped_by_time": res.stopped_by == "time", "stopped_by": res.stopped_by})
+    return last
