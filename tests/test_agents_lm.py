@@ -66,7 +66,8 @@ def test_prefix_reuse_equals_full_prefill():
             # continue the prompt with its own output: the cache already holds all of it
             a2, b2 = fast.generate(p + a.text, 6), ref.generate(p + b.text, 6)
             assert a2 == b2
-        assert fast._cache is not None and 0 < len(fast._held) <= fast._cache.max_len
+        session = fast._session  # the session backend kept the cache and the ids it holds
+        assert session.cache is not None and 0 < len(session.held) <= session.cache.max_len
 
 
 def test_prefix_reuse_equals_reference_when_sampling_with_a_seed():

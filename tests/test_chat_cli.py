@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from dodai.cli import main
-from dodai.commands.chat import CHATML, ChatSession
+from dodai.generate.session import CHATML, ChatSession
 from dodai.models.llama import Llama, LlamaConfig
 from dodai.tokenizers.bpe import ByteLevelBPE
 
@@ -98,6 +98,9 @@ def test_session_uses_chatml_without_template_and_stops_on_im_end(tiny_folder):
             logits, loss = self.inner(idx, targets, cache, last_only)
             logits[..., im_end] = 1e4
             return logits, loss
+
+        def new_cache(self, batch, max_len, dtype=None):
+            return self.inner.new_cache(batch, max_len, dtype)
 
     s.model = ForceImEnd()
     assert s.reply("hello") == ""  # stopped at once: <|im_end|> is not part of the reply

@@ -166,7 +166,7 @@ def test_bf16_compute_on_real_weights(dodai_smollm2):
 
 def test_chat_session_prefix_reuse_equals_fresh_prefill(dodai_smollm2):
     """Cache reuse across turns gives the same reply as re-prefilling the whole conversation."""
-    from dodai.commands.chat import ChatSession
+    from dodai.generate.session import ChatSession
 
     model, tok = dodai_smollm2
     kw = dict(temperature=0.0, max_new_tokens=24, context=512)
@@ -187,7 +187,7 @@ def test_chat_session_prefix_reuse_equals_fresh_prefill(dodai_smollm2):
 
 
 def test_chat_session_drops_oldest_turns(dodai_smollm2):
-    from dodai.commands.chat import ChatSession
+    from dodai.generate.session import ChatSession
     from dodai.errors import DodaiError
 
     model, tok = dodai_smollm2

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dodai.chat_template import ChatTemplate
-from dodai.commands.chat import CHATML
+from dodai.generate.session import CHATML
 from dodai.errors import DodaiError
 from dodai.prompting import (
     COT_MARKER,

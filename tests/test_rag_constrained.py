@@ -80,10 +80,28 @@ class RandomLM(torch.nn.Module):
         torch.nn.init.normal_(self.emb.weight, std=3.0, generator=torch.Generator().manual_seed(seed))
 
     def new_cache(self, batch, max_len, dtype=None):
-        return None
+        return PosCache(max_len)
 
-    def forward(self, idx, targets=None, cache=None):
-        return self.emb(idx).cumsum(1), None
+    def forward(self, idx, targets=None, cache=None, last_only=False, attention_mask=None, position_ids=None):
+        if attention_mask is not None:
+            raise ValueError("RandomLM takes no padded batches")
+        if cache is not None:
+            cache.advance(idx.shape[1])
+        out = self.emb(idx)  # (B, T, V): random logits that depend on the last token (a Markov chain)
+        return (out[:, -1:] if last_only else out), None
+
+
+class PosCache:
+    """The cache protocol for RandomLM, which needs no keys or values: only the position is kept."""
+
+    def __init__(self, max_len):
+        self.pos, self.key_mask, self.max_len = 0, None, max_len
+
+    def advance(self, t):
+        self.pos += t
+
+    def reset(self):
+        self.pos, self.key_mask = 0, None
 
 
 def test_sampled_outputs_always_match_regex():

@@ -118,7 +118,7 @@ def test_neutralise_and_encode_plain(smol_tok):
 
 def test_chat_session_regression(smol_tok):
     """dodai chat used to encode the rendered conversation, so a typed <|im_start|>system forged a turn."""
-    from dodai.commands.chat import ChatSession
+    from dodai.generate.session import ChatSession
 
     model = SimpleNamespace(config=SimpleNamespace(block_size=2048), new_cache=lambda b, n: None)
     s = ChatSession(model, smol_tok, system="Be brief.")

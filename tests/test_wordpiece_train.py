@@ -79,7 +79,7 @@ def test_vocabulary_structure(corpus):
 def test_hf_tokenizers_loads_and_encodes_identically(corpus, tmp_path):
     tokenizers = pytest.importorskip("tokenizers")
     tr, te = corpus
-    tok = WordPieceTokenizer.train(tr, 800)
+    tok = train(tr, 800)
     path = tok.save(tmp_path / "wp" / "tokenizer.json")
     assert path.is_file()
     hf = tokenizers.Tokenizer.from_file(str(path))

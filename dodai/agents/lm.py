@@ -15,8 +15,7 @@ token generated, including the one that completed a stop string.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from dodai.errors import DodaiError
@@ -37,33 +36,26 @@ def _first_stop(text: str, stops: Sequence[str]) -> int:
 class ModelLM:
     """A dodai causal LM and its tokenizer behind the agent protocol.
 
-    ``temperature=0`` is greedy. End-of-turn tokens are the tokenizer's EOS plus ChatML's ``<|im_end|>`` /
-    ``<|endoftext|>`` when the vocabulary has them. Constraints (one compiled token automaton per pattern) are
-    cached, so the allowed-token masks computed in one episode are reused by the next.
+    ``temperature=0`` is greedy. End-of-turn tokens are :func:`dodai.generate.session.stop_ids_for` (the EOS
+    plus ChatML's ``<|im_end|>`` and the like). Constraints (one compiled token automaton per pattern) are
+    cached, so the allowed-token masks computed in one episode are reused by the next. With ``reuse_prefix``
+    the KV cache of the previous call is kept (a session backend of the one decode loop): an agent's prompts
+    grow by appending (the scratchpad, the observation, the next message), and episodes share the system
+    prompt and the demonstrations, so only the new tail is prefilled. Greedy outputs equal a fresh cache's
+    (tested).
     """
 
     def __init__(self, model, tokenizer, temperature: float = 0.0, seed: int | None = None,
                  reuse_prefix: bool = True):
-        from dodai.chat_template import ChatTemplate
-        from dodai.commands.chat import CHATML, STOP_TOKENS
+        from dodai.generate.session import chat_template_for, stop_ids_for
 
         self.model, self.tok = model, tokenizer
         self.temperature, self.seed = float(temperature), seed
-        specials = dict(getattr(tokenizer, "special_tokens", {}) or {})
-        by_id = {i: s for s, i in specials.items()}
-        names = {"bos_token": by_id.get(getattr(tokenizer, "bos_id", None), ""),
-                 "eos_token": by_id.get(getattr(tokenizer, "eos_id", None), "")}
-        self.template = ChatTemplate(getattr(tokenizer, "chat_template", None) or CHATML, names)
-        self.end_ids = {specials[s] for s in STOP_TOKENS if s in specials}
-        if getattr(tokenizer, "eos_id", None) is not None:
-            self.end_ids.add(tokenizer.eos_id)
+        self.template = chat_template_for(tokenizer)
+        self.end_ids = stop_ids_for(tokenizer)
         self._constraints: dict[str, object] = {}
         self.reuse_prefix = reuse_prefix
-        self._cache, self._held = None, []  # the KV cache of the last call and the token ids it holds
-        import inspect
-
-        takes = inspect.signature(model.forward).parameters
-        self._last_only = {"last_only": True} if "last_only" in takes else {}
+        self._session = None  # the session backend (KV cache + the ids it holds) when reusing prefixes
 
     def render(self, messages: list[dict]) -> str:
         return self.template.render(messages, add_generation_prompt=True)
@@ -73,81 +65,15 @@ class ModelLM:
 
     def _run(self, prompt: str, max_new_tokens: int, stops: Sequence[str], pipeline,
              deadline: float | None) -> Generation:
-        ids = self.tok.encode(prompt)
-        out: list[int] = []
-        finish = "length"
-        steps = self._steps_cached(ids, max_new_tokens, pipeline) if self.reuse_prefix else \
-            self._steps_plain(ids, max_new_tokens, pipeline)
-        for tok in steps:
-            if tok in self.end_ids:
-                finish = "eos"
-                break
-            out.append(tok)
-            if stops and _first_stop(self.tok.decode(out), stops) >= 0:
-                finish = "stop"
-                break
-            if deadline is not None and time.monotonic() > deadline:
-                finish = "deadline"
-                break
-        n = len(out) + (finish == "eos")
-        text = self.tok.decode(out)
-        cut = _first_stop(text, stops) if stops else -1
-        return Generation(text[:cut] if cut >= 0 else text, n, finish)
+        from dodai.generate.engine import DenseBackend, Request, run_requests
 
-    def _steps_plain(self, ids: list[int], max_new_tokens: int, pipeline) -> Iterator[int]:
-        """The reference: dodai's engine, a fresh KV cache per call (the whole prompt is prefilled)."""
-        from dodai.generate.engine import stream_steps
-
-        for st in stream_steps(self.model, ids, max_new_tokens, pipeline, seed=self.seed,
-                               stop_tokens=sorted(self.end_ids)):
-            yield st.tokens[0]
-
-    def _steps_cached(self, ids: list[int], max_new_tokens: int, pipeline) -> Iterator[int]:
-        """Like :meth:`_steps_plain`, but the KV cache of the previous call is kept and its longest common
-        token prefix with ``ids`` is reused: an agent's prompts grow by appending (the scratchpad, the
-        observation, the next message), and episodes share the system prompt and the demonstrations, so only
-        the new tail is prefilled. Greedy outputs equal the reference's (tested)."""
-        import torch
-
-        from dodai.generate.engine import _pick
-        from dodai.generate.sampling import _check, _device, _generator
-
-        ids = _check(self.model, ids, max_new_tokens, pipeline.temperature, pipeline.top_k, pipeline.top_p)
-        need = len(ids) + max_new_tokens
-        cache, held = self._cache, self._held
-        if cache is None or cache.max_len < need:
-            cap = min(max(need, 2 * (cache.max_len if cache is not None else 1024)), self.model.config.block_size)
-            cache, held = self.model.new_cache(1, cap), []
-            if cache is None:  # a model without a KV cache: nothing to reuse
-                yield from self._steps_plain(ids, max_new_tokens, pipeline)
-                return
-        common = 0
-        for a, b in zip(held, ids[:-1]):  # keep at least one prompt token to feed: its logits start decoding
-            if a != b:
-                break
-            common += 1
-        cache.reset()
-        cache.pos = common
-        self._cache, self._held = cache, ids[:common]  # what the cache holds if we stop early
-        device = _device(self.model)
-        gen = _generator(self.seed, device)
-        seq = list(ids)
-        x = ids[common:]
-        was_training = self.model.training
-        self.model.eval()
-        try:
-            for _ in range(max_new_tokens):
-                with torch.inference_mode():
-                    logits, _ = self.model(torch.tensor([x], device=device), cache=cache, **self._last_only)
-                    self._held = seq[:cache.pos]
-                    raw = logits[:, -1, :].float()  # (1, V)
-                    nxt = int(_pick(pipeline(torch.tensor([seq], device=device), raw, len(ids)),
-                                    pipeline.greedy, gen)[0])
-                yield nxt
-                seq.append(nxt)
-                x = [nxt]
-        finally:
-            self.model.train(was_training)
+        if self.reuse_prefix and self._session is None:
+            self._session = DenseBackend(self.model, keep=True)
+        backend = self._session if self.reuse_prefix else DenseBackend(self.model)
+        req = Request(self.tok.encode(prompt), max_new_tokens, pipeline, seed=self.seed, stop_ids=self.end_ids,
+                      stop_strings=list(stops), tokenizer=self.tok, deadline=deadline)
+        out = run_requests(self.model, [req], backend)[0]
+        return Generation(out.text, len(out.ids), out.finish_reason)
 
     def generate(self, prompt: str, max_new_tokens: int, stop: Sequence[str] = (),
                  deadline: float | None = None) -> Generation:
@@ -185,7 +111,7 @@ class ScriptedLM:
 
     def __init__(self, script: Sequence[Script], honor_stops: bool = True):
         from dodai.chat_template import ChatTemplate
-        from dodai.commands.chat import CHATML
+        from dodai.generate.session import CHATML
 
         self.script = list(script)
         self.honor_stops = honor_stops

@@ -42,13 +42,12 @@ def _train_unigram(text: str, args):
 
 def _train_wordpiece(text: str, args):
     from dodai.errors import DodaiError
-    from dodai.tokenizers.wordpiece import WordPieceTokenizer
-    from dodai.tokenizers.wordpiece_trainer import SPECIALS
+    from dodai.tokenizers.wordpiece_trainer import SPECIALS, train
 
     if args.vocab_size is None:
         raise DodaiError("--algo wordpiece needs --vocab-size N (e.g. 30000)")
     specials = list(SPECIALS) + [s for s in (args.special or []) if s not in SPECIALS]
-    return WordPieceTokenizer.train(text, args.vocab_size, special_tokens=specials, progress=not args.quiet)
+    return train(text, args.vocab_size, special_tokens=specials, progress=not args.quiet)
 
 
 # --algo name -> trainer(text, args) -> tokenizer with .save(); new algorithms add one line here.

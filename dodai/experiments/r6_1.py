@@ -179,12 +179,12 @@ def pretrain_small_bert(docs: list[str], s: dict, progress: bool = False):
     (a copy), info)."""
     from dodai.models.bert import BertConfig
     from dodai.models.bert_heads import BertForMaskedLM
-    from dodai.tokenizers.wordpiece import WordPieceTokenizer
+    from dodai.tokenizers.wordpiece_trainer import train as train_wordpiece
     from dodai.train.mlm import pack_blocks, pretrain_mlm
 
     t0 = time.perf_counter()
     vocab_docs = docs if s["vocab_docs"] is None else docs[:s["vocab_docs"]]
-    tok = WordPieceTokenizer.train(vocab_docs, s["vocab_size"])
+    tok = train_wordpiece(vocab_docs, s["vocab_size"])
     tok_s = time.perf_counter() - t0
     ids = [tok.encode(d, add_special_tokens=False) for d in docs]
     blocks = pack_blocks(ids, s["block"], tok.cls_id, tok.sep_id)

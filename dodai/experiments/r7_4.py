@@ -160,14 +160,13 @@ def evaluate(model, tok, facts, exchanges, budget: int, max_new_tokens: int, sum
     """Replay the conversation into each set-up, then ask every question. Per condition: accuracy (None
     for a condition not in ``answer``: prompts only, no generation), fact-in-prompt rate, mean prompt
     tokens, and the rows."""
-    from dodai.commands.chat import STOP_TOKENS
     from dodai.generate.engine import complete
     from dodai.generate.processors import LogitsPipeline
+    from dodai.generate.session import stop_ids_for
     from dodai.memory.agent import MemoryChat
     from dodai.memory.vector import VectorMemory
 
-    specials = getattr(tok, "special_tokens", {}) or {}
-    stops = [specials[s] for s in STOP_TOKENS if s in specials]
+    stops = sorted(stop_ids_for(tok))
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for cond in CONDITIONS:

@@ -403,6 +403,14 @@ class ConstrainedPipeline(LogitsPipeline):
 
     constraint: TokenConstraint | None = field(default=None)
 
+    @property
+    def reads_ids(self) -> bool:
+        return self.constraint is not None or super().reads_ids
+
+    @property
+    def is_plain_greedy(self) -> bool:
+        return self.constraint is None and super().is_plain_greedy
+
     def process(self, input_ids: torch.Tensor, logits: torch.Tensor, n_prompt: int | None = None) -> torch.Tensor:
         logits = super().process(input_ids, logits, n_prompt)
         if self.constraint is None:

@@ -20,14 +20,63 @@ warpers temperature, top-k, top-p, min-p.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 
 import torch
 
 from dodai.errors import DodaiError
-from dodai.generate.sampling import apply_temperature, top_k_filter, top_p_filter
 
 NEG_INF = float("-inf")
+
+
+def apply_temperature(logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """logits / T (T > 0). T = 0 means greedy and is handled by the caller (argmax)."""
+    if temperature <= 0:
+        raise DodaiError(f"temperature must be > 0 here (0 means greedy), got {temperature}")
+    return logits / temperature
+
+
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """logits (..., V) with everything below the k-th largest logit set to -inf. **Ties at the boundary are
+    all kept** (so more than k tokens may survive), exactly as HF's TopKLogitsWarper does."""
+    if k <= 0:
+        raise DodaiError(f"top-k must be a positive integer, got {k}")
+    if k >= logits.shape[-1]:
+        return logits
+    kth = torch.topk(logits, k, dim=-1).values[..., -1:]  # (..., 1) the k-th largest value
+    return logits.masked_fill(logits < kth, NEG_INF)
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus sampling (Holtzman et al. 2020): logits (..., V) outside the smallest set of most likely tokens
+    whose mass reaches p set to -inf; at least one token always kept. As HF's TopPLogitsWarper: sort
+    ascending, drop tokens whose cumulative mass is <= 1 - p; among tied logits the sort is stable, so the
+    tokens with the lower ids count as "less likely" and are dropped first."""
+    if not 0.0 < p <= 1.0:
+        raise DodaiError(f"top-p must be in (0, 1], got {p}")
+    if p >= 1.0:
+        return logits
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=False, stable=True)  # ascending
+    cum = sorted_logits.softmax(dim=-1).cumsum(dim=-1)  # mass of this token and all less likely ones
+    remove_sorted = cum <= (1.0 - p)
+    remove_sorted[..., -1:] = False  # the most likely token always stays
+    remove = remove_sorted.scatter(-1, order, remove_sorted)  # back to vocabulary order
+    return logits.masked_fill(remove, NEG_INF)
+
+
+def sample_next(logits: torch.Tensor, temperature: float = 1.0, top_k: int | None = None,
+                top_p: float | None = None, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Pick the next token from logits (B, V) -> ids (B,). temperature 0 = greedy argmax."""
+    if temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = apply_temperature(logits.float(), temperature)
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None:
+        logits = top_p_filter(logits, top_p)
+    probs = torch.softmax(logits, dim=-1)
+    return torch.multinomial(probs, 1, generator=generator).squeeze(-1)
 
 
 def min_p_filter(logits: torch.Tensor, min_p: float) -> torch.Tensor:
@@ -116,6 +165,19 @@ class LogitsPipeline:
     logit_bias: dict[int, float] = field(default_factory=dict)
 
     def __post_init__(self):
+        # NaN compares false with everything, so it would slip through every range check below: refuse
+        # non-finite values first (inf temperature or penalties would turn every logit into NaN as well)
+        for name in ("temperature", "top_p", "min_p", "repetition_penalty", "presence_penalty", "frequency_penalty"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)):
+                raise DodaiError(f"{name.replace('_', ' ')} must be a finite number, got {v!r}")
+        for name in ("top_k", "no_repeat_ngram_size"):
+            v = getattr(self, name)
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int)):
+                raise DodaiError(f"{name.replace('_', ' ')} must be an integer, got {v!r}")
+        for tok, b in (self.logit_bias or {}).items():
+            if isinstance(b, bool) or not isinstance(b, (int, float)) or not math.isfinite(b):
+                raise DodaiError(f"logit bias for token {tok} must be a finite number, got {b!r}")
         if self.temperature < 0:
             raise DodaiError(f"temperature must be >= 0, got {self.temperature}")
         if self.top_k is not None and self.top_k <= 0:
@@ -132,6 +194,17 @@ class LogitsPipeline:
     @property
     def greedy(self) -> bool:
         return self.temperature == 0
+
+    @property
+    def reads_ids(self) -> bool:
+        """True when a processor looks at the token history (then each row is processed with its own ids)."""
+        return bool((self.repetition_penalty is not None and self.repetition_penalty != 1.0)
+                    or self.presence_penalty or self.frequency_penalty or self.no_repeat_ngram_size)
+
+    @property
+    def is_plain_greedy(self) -> bool:
+        """Greedy with nothing that changes the logits: the choice is the raw argmax."""
+        return self.greedy and not self.reads_ids and not self.logit_bias
 
     def process(self, input_ids: torch.Tensor, logits: torch.Tensor, n_prompt: int | None = None) -> torch.Tensor:
         """The penalties (no warpers): input_ids (B, T), logits (B, V) -> (B, V) float32.

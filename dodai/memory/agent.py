@@ -201,10 +201,9 @@ class MemoryChat:
 
     def reply(self, user_text: str, on_text=None) -> str:
         """Answer ``user_text`` (streamed to ``on_text``), updating all three memories."""
-        from dodai.commands.chat import STOP_TOKENS
-        from dodai.generate.engine import stream_steps
+        from dodai.generate.engine import Request, run_requests
         from dodai.generate.processors import LogitsPipeline
-        from dodai.generate.stream import StreamDecoder
+        from dodai.generate.session import stop_ids_for
 
         snap = self._snapshot()
         try:
@@ -214,26 +213,17 @@ class MemoryChat:
             raise
         ids = self.counter.ids(self.state.messages())
         self.last_hits, self.last_prompt_tokens = hits, len(ids)
-        specials = getattr(self.tok, "special_tokens", {}) or {}
-        stops = {specials[s] for s in STOP_TOKENS if s in specials}
-        if getattr(self.tok, "eos_id", None) is not None:
-            stops.add(self.tok.eos_id)
         pipe = LogitsPipeline(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
         seed = None if self.seed is None else self.seed + self.turns
-        dec = StreamDecoder(self.tok)
-        out: list[int] = []
-        for step in stream_steps(self.model, ids, self.max_new_tokens, pipe, seed=seed, stop_tokens=sorted(stops)):
-            t = step.tokens[0]
-            if t is None or t in stops:
-                break
-            out.append(t)
-            piece = dec.push(t)
-            if piece and on_text:
+        req = Request(ids, self.max_new_tokens, pipe, seed=seed, stop_ids=stop_ids_for(self.tok), tokenizer=self.tok,
+                      stream_text=on_text is not None)
+
+        def stream() -> None:
+            piece = req.take_text()
+            if piece:
                 on_text(piece)
-        rest = dec.flush()
-        if rest and on_text:
-            on_text(rest)
-        text = self.tok.decode(out)
+
+        text = run_requests(self.model, [req], on_step=stream if on_text is not None else None)[0].text
         try:
             self.state.add("assistant", text)
         except DodaiError:  # cannot happen within the margin; never lose the user's turn over it

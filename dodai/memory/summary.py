@@ -58,20 +58,17 @@ class LMSummariser:
         self.calls = 0
 
     def __call__(self, previous: str, evicted: list[Message]) -> str:
-        from dodai.commands.chat import STOP_TOKENS
         from dodai.generate.engine import complete
         from dodai.generate.processors import LogitsPipeline
+        from dodai.generate.session import stop_ids_for
 
         ids = self.tokenizer.encode(self.template.render(summary_messages(previous, evicted),
                                                         add_generation_prompt=True))
         window = self.model.config.block_size
         if len(ids) + self.max_new_tokens > window:
             raise DodaiError(f"the summary prompt ({len(ids)} tokens) does not fit the model's window of {window}")
-        specials = getattr(self.tokenizer, "special_tokens", {}) or {}
-        stops = [specials[s] for s in STOP_TOKENS if s in specials]
         out = complete(self.model, ids, self.max_new_tokens, LogitsPipeline(temperature=0.0),
-                       eos_id=getattr(self.tokenizer, "eos_id", None), stop_tokens=stops,
-                       tokenizer=self.tokenizer)[0]
+                       stop_tokens=sorted(stop_ids_for(self.tokenizer)), tokenizer=self.tokenizer)[0]
         self.calls += 1
         return out.text.strip()
 

@@ -199,8 +199,11 @@ class GPT(nn.Module):
 
     # ----------------------------------------------------------------------------------------- forward
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
-                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None):
-        """idx: (B, T) token ids -> logits (B, T, V), loss (scalar or None).
+                last_only: bool = False, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None):
+        """idx: (B, T) token ids -> logits (B, T, V), loss (scalar or None) (dodai.models.protocol).
+
+        ``last_only`` (without targets): logits of the last position only, (B, 1, V).
 
         Left-padded batches (see :mod:`dodai.nn.padding`): ``attention_mask`` (B, T) or (B, past + T),
         True/1 for real tokens; padded keys are masked out of attention and positions restart at 0 on
@@ -244,6 +247,8 @@ class GPT(nn.Module):
         if cache is not None:
             cache.advance(t)
         x = self.transformer.ln_f(x)
+        if last_only and targets is None:
+            x = x[:, -1:, :]
         logits = self.lm_head(x)  # (B, T, V)
         loss = None
         if targets is not None:

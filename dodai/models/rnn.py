@@ -457,11 +457,16 @@ class RecurrentLM(nn.Module):
         self.drop = nn.Dropout(c.dropout)
         self.head = nn.Linear(c.hidden, c.vocab_size)
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None):
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache=None, last_only: bool = False,
+                attention_mask: torch.Tensor | None = None, position_ids: torch.Tensor | None = None):
         """idx (B, T) -> logits (B, T, V), loss (mean cross-entropy) if targets (B, T) given."""
         if cache is not None:
             raise DodaiError("RecurrentLM has no KV cache; its state is the recurrence itself")
+        if attention_mask is not None or position_ids is not None:
+            raise DodaiError("RecurrentLM does not take padded batches")
         out, _ = self.rnn(self.emb(idx))  # (B, T, H)
+        if last_only and targets is None:
+            out = out[:, -1:]
         logits = self.head(self.drop(out))
         loss = None
         if targets is not None:

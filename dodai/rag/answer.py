@@ -81,14 +81,9 @@ def build_messages(question: str, hits: list, max_chars: int = 700, title=None) 
 
 
 def _template(tokenizer):
-    from dodai.chat_template import ChatTemplate
-    from dodai.commands.chat import CHATML
+    from dodai.generate.session import chat_template_for
 
-    specials = getattr(tokenizer, "special_tokens", {}) or {}
-    by_id = {i: s for s, i in specials.items()}
-    names = {"bos_token": by_id.get(getattr(tokenizer, "bos_id", None), ""),
-             "eos_token": by_id.get(getattr(tokenizer, "eos_id", None), "")}
-    return ChatTemplate(getattr(tokenizer, "chat_template", None) or CHATML, names)
+    return chat_template_for(tokenizer)
 
 
 def generate_answer(model, tokenizer, question: str, hits: list, max_new_tokens: int = 96,
@@ -98,9 +93,9 @@ def generate_answer(model, tokenizer, question: str, hits: list, max_new_tokens:
     ``prefix`` starts the assistant's reply (part of the answer text): the default "According to
     source [" makes the model choose a source number first — a 135M model left alone rarely cites.
     """
-    from dodai.commands.chat import STOP_TOKENS
     from dodai.generate.engine import complete
     from dodai.generate.processors import LogitsPipeline
+    from dodai.generate.session import stop_ids_for
     from dodai.safety.guards import encode_plain, safe_chat_ids
 
     if not hits:
@@ -112,10 +107,8 @@ def generate_answer(model, tokenizer, question: str, hits: list, max_new_tokens:
     if len(ids) + max_new_tokens > window:
         raise DodaiError(f"the prompt ({len(ids)} tokens) + {max_new_tokens} new tokens exceed the model's "
                          f"context of {window}; retrieve fewer chunks")
-    specials = getattr(tokenizer, "special_tokens", {}) or {}
-    stops = [specials[s] for s in STOP_TOKENS if s in specials]
     out = complete(model, ids, max_new_tokens, LogitsPipeline(temperature=0.0),
-                   eos_id=getattr(tokenizer, "eos_id", None), stop_tokens=stops, tokenizer=tokenizer)[0]
+                   stop_tokens=sorted(stop_ids_for(tokenizer)), tokenizer=tokenizer)[0]
     text = (prefix + out.text).strip()
     valid, invalid = parse_citations(text, len(hits))
     return Answer(question, text, list(hits), valid, invalid, abstained=bool(_IDK.search(text)),

@@ -28,9 +28,9 @@ def _from_tokenizer_json(path: Path):
     kind = model_kind(d)
     try:
         if kind == "byte-bpe":
-            from dodai.tokenizers.hf_json import bpe_from_dict
+            from dodai.tokenizers.bpe import ByteLevelBPE
 
-            return bpe_from_dict(d)
+            return ByteLevelBPE.from_hf_dict(d)
         if kind == "char":
             from dodai.tokenizers.char import CharTokenizer
             from dodai.tokenizers.hf_json import char_from_dict
@@ -72,7 +72,7 @@ def load_tokenizer(spec: str | os.PathLike):
     if s in registry.MODELS:
         kind = registry.MODELS[s].kind
         p = registry.resolve(s)
-        if kind == "llama-gguf":
+        if kind.endswith("-gguf"):  # a causal LM in one GGUF file (its tokenizer inside)
             return _from_gguf(p)
         return _from_tokenizer_json(p if p.is_file() else p / "tokenizer.json")
     p = Path(s).expanduser()

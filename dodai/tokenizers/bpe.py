@@ -523,13 +523,21 @@ class ByteLevelBPE:
         return write_tokenizer_json(path, self.to_hf_dict())
 
     @classmethod
+    def from_hf_dict(cls, d: dict) -> ByteLevelBPE:
+        """The tokenizer.json object of a byte-level BPE -> a tokenizer."""
+        from dodai.tokenizers.hf_json import bpe_parts
+
+        p = bpe_parts(d)
+        return cls.from_vocab_merges(p.pop("vocab"), p.pop("merges"), p.pop("pre"), p.pop("specials"), **p)
+
+    @classmethod
     def load(cls, path: str | os.PathLike) -> ByteLevelBPE:
         """Read a byte-level BPE ``tokenizer.json`` (dodai's or one written by HF tokenizers)."""
-        from dodai.tokenizers.hf_json import bpe_from_dict, read_tokenizer_json
+        from dodai.tokenizers.hf_json import read_tokenizer_json
 
         d = read_tokenizer_json(path)
         try:
-            return bpe_from_dict(d)
+            return cls.from_hf_dict(d)
         except (KeyError, TypeError, ValueError, AttributeError, IndexError) as e:
             raise DodaiError(f"{path}: malformed tokenizer.json ({type(e).__name__}: {e})") from None
 

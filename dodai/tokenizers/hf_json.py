@@ -222,10 +222,9 @@ def _added(d: dict) -> tuple[dict[str, int], list[str]]:
     return specials, nonspecial
 
 
-def bpe_from_dict(d: dict):
-    """The tokenizer.json object of a byte-level BPE -> :class:`ByteLevelBPE`."""
-    from dodai.tokenizers.bpe import ByteLevelBPE
-
+def bpe_parts(d: dict) -> dict:
+    """The tokenizer.json object of a byte-level BPE -> the keyword arguments of
+    :meth:`dodai.tokenizers.bpe.ByteLevelBPE.from_vocab_merges` (which builds the tokenizer)."""
     kind = model_kind(d)
     if kind != "byte-bpe":
         raise DodaiError(f"not a byte-level BPE tokenizer.json (model kind {kind!r})")
@@ -244,9 +243,9 @@ def bpe_from_dict(d: dict):
     pre = PreTokenizer(steps)
     specials, nonspecial = _added(d)
     # allow_missing_bytes: HF loads vocabularies without all 256 byte tokens and drops those bytes.
-    return ByteLevelBPE.from_vocab_merges(vocab, merges, pre, specials, ignore_merges=bool(model.get("ignore_merges")),
-                                          normalizer=_normalizer_name(d.get("normalizer")),
-                                          nonspecial_added=nonspecial, allow_missing_bytes=True)
+    return dict(vocab=vocab, merges=merges, pre=pre, specials=specials, ignore_merges=bool(model.get("ignore_merges")),
+                normalizer=_normalizer_name(d.get("normalizer")), nonspecial_added=nonspecial,
+                allow_missing_bytes=True)
 
 
 # ------------------------------------------------------------------- char level

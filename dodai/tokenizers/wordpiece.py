@@ -28,7 +28,7 @@ are control characters and are dropped, while U+2028 becomes a space); unassigne
 ``_U8_*`` below), while NFD and lower-casing use Python's ``unicodedata``.
 
 The tokenizer is pure Python (no torch). ``encode_batch`` pads and returns the attention mask.
-Training a vocabulary: ``WordPieceTokenizer.train`` (see :mod:`dodai.tokenizers.wordpiece_trainer`).
+Training a vocabulary: :func:`dodai.tokenizers.wordpiece_trainer.train`.
 """
 
 from __future__ import annotations
@@ -522,13 +522,6 @@ class WordPieceTokenizer:
         if isinstance(pad, str) and pad in vocab:
             kw["pad_token"] = pad
         return cls(vocab, extra_special_tokens=tuple(extra), **kw)
-
-    @classmethod
-    def train(cls, texts, vocab_size: int, **kw) -> WordPieceTokenizer:
-        """Learn a vocabulary from text (see :mod:`dodai.tokenizers.wordpiece_trainer` for the options)."""
-        from dodai.tokenizers.wordpiece_trainer import train
-
-        return train(texts, vocab_size, **kw)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> WordPieceTokenizer:
