@@ -1,5 +1,6 @@
 """The python sandbox: every red-team attack refused or bounded with the host unharmed, benign code runs,
-and the kernel limits hold on their own (with the audit hook switched off)."""
+and the kernel limits hold on their own (with the audit hook switched off). The OS sandbox's own escapes
+are in ``test_tools_python_osbox.py``."""
 
 from __future__ import annotations
 
@@ -9,10 +10,21 @@ import time
 import pytest
 
 from dodai.tools.base import ToolError
+from dodai.tools.osbox import WORKDIR
 from dodai.tools.python_sandbox import MARKER, python_tool, run_python
 from dodai.tools.redteam import PYTHON, PYTHON_OK, Harness
 
 IS_ROOT = hasattr(os, "geteuid") and os.geteuid() == 0
+
+
+@pytest.fixture(scope="module", autouse=True)
+def sandbox():
+    from dodai.tools.osbox import SandboxUnavailable, find_sandbox
+
+    try:
+        return find_sandbox()
+    except SandboxUnavailable as e:
+        pytest.skip(str(e))
 
 
 @pytest.fixture(scope="module")
@@ -28,12 +40,10 @@ def test_redteam_case(harness, case):
     assert not (harness.outside / "pwned").exists()
 
 
-def test_temp_dir_is_fresh_and_deleted():
+def test_work_dir_is_fresh():
     first = run_python("import os\nopen('left.txt', 'w').write('x')\nprint(os.getcwd())", 2.0, 128)
     second = run_python("import os\nprint(os.getcwd(), os.listdir('.'))", 2.0, 128)
-    cwd = first.output.strip()
-    assert cwd and not os.path.exists(cwd)  # deleted, with what the program left in it
-    assert second.output.split()[0] != cwd and second.output.strip().endswith("[]")
+    assert first.output.strip() == WORKDIR and second.output.split() == [WORKDIR, "[]"]  # a new tmpfs each time
 
 
 def test_environment_is_empty_and_isolated():
@@ -65,12 +75,12 @@ def test_bad_arguments(args, msg):
         python_tool().call(args)
 
 
-# ---- the kernel limits alone (audit hook off): the real boundary ------------------------------------
+# ---- the OS sandbox and kernel limits alone (audit hook off): the real boundary --------------------------
 def test_no_new_processes_without_the_hook():
     code = ("import os\nn = 0\nfor _ in range(20):\n    try:\n        pid = os.fork()\n    except OSError:\n"
             "        break\n    if pid == 0:\n        os._exit(0)\n    n += 1\nprint('forked', n)")
     r = run_python(code, 2.0, 128, audit_hook=False)
-    assert r.output.strip() == "forked 0", r.output  # RLIMIT_NPROC = 1 (as root: after the uid drop)
+    assert r.output.strip() == "forked 0", r.output  # seccomp refuses fork/clone; RLIMIT_NPROC = 1 behind it
 
 
 def test_memory_limit_without_the_hook():
@@ -85,11 +95,12 @@ def test_cpu_limit_without_the_hook():
 
 
 @pytest.mark.skipif(not IS_ROOT, reason="the uid drop happens only when the host runs as root")
-def test_unprivileged_uid_cannot_write_outside_without_the_hook(tmp_path):
+def test_unsafe_mode_keeps_the_uid_drop_without_the_hook(tmp_path):
+    """Without the OS sandbox (``unsafe_no_sandbox``), as root, the child still drops to an unprivileged uid."""
     canary = tmp_path / "canary.txt"
     canary.write_text("alive")
     r = run_python(f"import os\nprint(os.getuid())\nopen({str(canary)!r}, 'w').write('pwned')", 2.0, 128,
-                   audit_hook=False)
+                   audit_hook=False, unsafe_no_sandbox=True)
     assert r.output.split()[0] != "0" and "PermissionError" in r.output
     assert canary.read_text() == "alive"
 
@@ -101,7 +112,8 @@ def test_hook_refuses_with_the_marker():
     assert MARKER not in r.output  # the switch really switches the hook off
 
 
-# ---- the audit hook as the only file-system/network layer (no uid drop: what a non-root user gets) ------
+# ---- the audit hook as the only file-system/network layer (no OS sandbox, no uid drop) ----------------------
+# A friendly first line, not the boundary: test_tools_python_osbox.py shows programs that get past it.
 HOOK_ONLY = ["os_system", "read_passwd", "read_traversal", "write_canary", "write_outside", "remove_canary",
              "symlink_escape", "list_root", "socket_connect", "ctypes", "kill_parent", "builtins_reimport"]
 
@@ -114,7 +126,8 @@ def test_hook_alone_refuses_without_uid_drop(harness, name):
     case = next(c for c in PYTHON if c.name == name)
     plain = harness.tools["python"]
     no_drop = Tool(plain.name, plain.description, plain.parameters,
-                   lambda a: _format(run_python(a["code"], 1.0, 128, drop_privileges=False), 1.0, 128),
+                   lambda a: _format(run_python(a["code"], 1.0, 128, drop_privileges=False,
+                                                unsafe_no_sandbox=True), 1.0, 128),
                    plain.max_output_chars)
     harness.tools["python"] = no_drop
     try:

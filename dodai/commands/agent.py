@@ -22,6 +22,8 @@ def add_arguments(p) -> None:
     p.add_argument("--db", default=None, help="SQLite database for the sql tool (default: the built-in demo)")
     p.add_argument("--trace", default=None, help="write the episode as JSONL to this file")
     p.add_argument("--verbose", action="store_true", help="print a readable trace to stderr")
+    p.add_argument("--unsafe-no-sandbox", action="store_true",
+                   help="let the python tool run without the OS sandbox (bubblewrap) when it is missing: UNSAFE")
 
 
 def _make_lm(args):
@@ -48,6 +50,17 @@ def run(args) -> int:
     tools = default_tools(args.tools, db_path=args.db)
     if not tools:
         raise DodaiError("--tools names no tool")
+    if "python" in tools:  # refuse up front, in one line, rather than in every python call of the episode
+        from dodai.tools.osbox import SandboxUnavailable, find_sandbox
+        from dodai.tools.python_sandbox import python_tool
+
+        if args.unsafe_no_sandbox:
+            tools["python"] = python_tool(unsafe_no_sandbox=True)
+        else:
+            try:
+                find_sandbox()
+            except SandboxUnavailable as e:
+                raise DodaiError(str(e)) from None
     policy = make_policy(args.mode, tools)
     lm = _make_lm(args)
     res = run_agent(policy, lm, tools, args.question, limits)

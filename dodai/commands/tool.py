@@ -25,6 +25,8 @@ def add_arguments(p) -> None:
                                                    "(default: BM25 over python-docs)")
     run.add_argument("--timeout", type=float, default=5.0, help="python tool: wall/CPU seconds (default 5)")
     run.add_argument("--memory-mb", type=int, default=256, help="python tool: address-space limit (default 256)")
+    run.add_argument("--unsafe-no-sandbox", action="store_true",
+                     help="python tool: run without the OS sandbox (bubblewrap) when it is missing: UNSAFE")
 
 
 def run(args) -> int:
@@ -65,6 +67,10 @@ def run(args) -> int:
         index = RagIndex.load(args.index)
     tool = default_tools([args.name], db_path=args.db, index=index, timeout_s=args.timeout,
                          memory_mb=args.memory_mb)[args.name]
+    if args.name == "python" and args.unsafe_no_sandbox:
+        from dodai.tools.python_sandbox import python_tool
+
+        tool = python_tool(args.timeout, args.memory_mb, unsafe_no_sandbox=True)
     from dodai.tools.base import ToolError
 
     try:

@@ -1,55 +1,60 @@
-"""A ``python`` tool: run model-written code in a separate, resource-limited, audited process.
+"""A ``python`` tool: run model-written code inside an operating-system sandbox, with rlimits and an audit hook.
 
-What one call does (:func:`run_python`):
+**The security boundary is the operating system**, set up by :mod:`dodai.tools.osbox`: the child runs
+under bubblewrap (``bwrap``) in its own user, pid, network, IPC, UTS and mount namespaces, with all
+capabilities dropped, a seccomp filter, kernel rlimits, a wall clock and output caps. What the child can
+see is a read-only root holding only the interpreter, its stdlib and the shared libraries they load, four
+harmless device nodes, and a private, size-limited tmpfs work dir (:data:`~dodai.tools.osbox.WORKDIR`,
+its cwd and ``TMPDIR``). In particular:
 
-1. makes a fresh temporary directory (the child's cwd; deleted afterwards, whatever the child left);
-2. starts ``python -I -S -B -u -c BOOTSTRAP`` — isolated mode (no ``PYTHON*`` variables, no user site,
-   no script directory on ``sys.path``), no ``site`` (no third-party packages: stdlib only), no
-   bytecode writes, unbuffered output — with an **empty environment**, stdin from ``/dev/null``,
-   stdout+stderr into one pipe, in a **new session** (its own process group);
-3. the bootstrap, before it runs a line of user code: compiles the code; pre-imports a set of useful
-   stdlib modules (:data:`PREIMPORT`); sets POSIX rlimits — ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_AS``
-   (address space, ``memory_mb``), ``RLIMIT_FSIZE`` (largest file written), ``RLIMIT_NOFILE`` (open
-   files; the hook also refuses more than :data:`MAX_WRITE_OPENS` opens for writing, so disk use stays
-   under ``MAX_WRITE_OPENS × FILE_SIZE_MB``), ``RLIMIT_NPROC`` = 1 (no new processes *or threads*) and
-   ``RLIMIT_CORE`` = 0, soft = hard so they cannot be raised again; **when the host runs as root** it
-   drops to a fresh unprivileged uid/gid (random in 20000–59999, no supplementary groups), which owns
-   only the temp dir — so the OS itself refuses writes anywhere else and signals to other processes, and
-   RLIMIT_NPROC is enforced (the kernel does not enforce it for root); then it installs a
-   ``sys.addaudithook`` hook (PEP 578) that raises ``PermissionError("... blocked by the sandbox")``
-   for: process creation (``os.system``, ``os.exec*``, ``os.posix_spawn``, ``os.spawn*``, ``os.fork``,
-   ``os.forkpty``, ``subprocess.Popen``), signals (``os.kill``, ``os.killpg``), every ``socket.*`` and
-   ``ctypes.*`` event, importing :data:`BLOCKED_MODULES` (``socket``, ``ctypes``, ``_posixsubprocess``,
-   ``multiprocessing`` …), ``resource.setrlimit``, opening any path outside the temp dir (reading is
-   allowed only inside it and in the stdlib directories, for imports; paths are resolved with
-   ``realpath``, so symlinks and ``..`` do not escape), and listing, creating, removing, renaming,
-   linking, chmod/chown-ing or ``chdir``-ing outside it. ``importlib.import_module`` skips the C-level
-   ``import`` event, so the blocked names are also refused by a first meta-path finder and poisoned in
-   ``sys.modules``; ``pidfd_open``/``pidfd_send_signal``, which raise no audit event, are deleted;
-4. the host reads the output with a **wall-clock timeout** and an output-size cap, and kills the whole
-   process group (``SIGKILL``) on either; the result is the *tail* of stdout+stderr. The timeout (and
-   the CPU allowance) start when the bootstrap signals, through a one-byte pipe, that the user code
-   starts — start-up on a busy machine has its own bound (:data:`STARTUP_S`) and does not eat the
-   program's time.
+- **no host files**: no ``/etc`` (so no ``passwd`` through NSS), ``/home``, project, host ``/tmp``,
+  ``/dev/shm``, ``/proc`` or ``/sys``; everything outside the work dir is read-only; nothing it writes
+  reaches the host's disk, and the work dir disappears with its mount namespace — the host never cleans
+  up (never follows) anything the child made;
+- **no network and no host IPC**: a network namespace with only a down loopback; a private IPC namespace;
+  the seccomp filter refuses sockets of every family but ``AF_UNIX`` (which can reach nothing outside);
+- **no new processes or threads, no signals to the host**: ``fork``/``vfork``/``clone``/``clone3`` fail
+  (seccomp), ``RLIMIT_NPROC`` = 1 as a second layer; the pid namespace holds only the child and bwrap's
+  reaper; ``--die-with-parent`` and a killed process group end it with the host's call;
+- **bounded resources**: ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_AS`` (address space, ``memory_mb``),
+  ``RLIMIT_FSIZE`` (largest file), ``RLIMIT_NOFILE``, ``RLIMIT_CORE`` = 0, soft = hard; the work dir's
+  tmpfs holds at most ``disk_mb``; ``memfd_create`` and SysV/POSIX shared memory and queues are refused,
+  so memory outside the address-space limit is at most the work dir; the wall clock starts when the user
+  code starts (start-up has its own bound, :data:`STARTUP_S`) and output past ``max_output_bytes`` kills
+  the child; the result is the *tail* of stdout+stderr;
+- **the host's uid drop** (host running as root, interpreter readable by anyone): bwrap starts as a fresh
+  unprivileged host uid, so the sandbox user is a nobody outside too (see :mod:`dodai.tools.osbox`).
 
-What this guarantees, and what it does not:
+What one call does (:func:`run_python`): the code goes to the child through an anonymous memfd (no file
+on the host), bwrap starts ``python -I -S -B -u -c BOOTSTRAP`` (isolated mode, no ``site``, no bytecode
+writes, unbuffered) with an empty environment and stdin from ``/dev/null``; the bootstrap compiles the
+code, pre-imports :data:`PREIMPORT`, sets the rlimits, installs the audit hook, tells the host through a
+one-byte pipe that the user code starts, and runs it in a fresh globals dict.
 
-- The **real limits are the separate process, the rlimits, the wall timeout and (as root) the
-  unprivileged uid**: CPU, memory, file size, open files, process/thread count and wall time are
-  bounded by the kernel and the host whatever the code does, and as root the OS refuses writes outside
-  the temp dir. Without root (no uid drop), file-system protection is only the audit hook and the
-  user's own permissions.
-- **The audit hook is not a security boundary** against a determined attacker in-process: PEP 578
-  says so itself. Code that finds a memory-corruption bug in CPython, or an un-audited primitive
-  (e.g. a C extension that opens files without raising ``open``), can bypass it; there is a check-then-
-  open race on symlinks (mitigated because no second thread can start). It stops the obvious attacks
-  a model might write — ``os.system``, ``open('/etc/passwd')``, sockets, ``ctypes`` — with a clear
-  message, and the tests in ``tests/test_tools_python.py`` check each one.
-- There is **no network namespace, seccomp filter, chroot or container**: the process can still
-  make any system call not covered above (e.g. ``os.stat`` on host paths, reading ``/proc`` through an
-  un-audited route). For untrusted code from the internet, run this inside a container/VM as well.
-- Threads are impossible (RLIMIT_NPROC = 1) and only stdlib modules are importable; as root, only the
-  pre-imported modules (the stdlib usually lives under a directory the dropped uid cannot read).
+**What is not the boundary: the audit hook.** A ``sys.addaudithook`` hook (PEP 578) still refuses, with
+a clear ``... blocked by the sandbox`` message, the things a model commonly tries — ``os.system``,
+``subprocess``, ``open('/etc/passwd')``, sockets, ``ctypes``, paths outside the work dir, importing
+:data:`BLOCKED_MODULES` — because a refusal the model can read is more useful than ``FileNotFoundError``.
+It lives inside the attacker's process: its closures are reachable through the garbage collector,
+extension modules load under other names, ``dir_fd=`` paths and NSS do not raise the events it checks.
+Every guarantee above holds with it switched off (``audit_hook=False``; the tests check that).
+
+**Residual risks**, what this does not stop: a bug in the Linux kernel reachable through the system calls
+the filter allows (namespaces and seccomp shrink that surface, they do not remove it); CPU, memory and
+wall time *within* the limits of one call (the host pays up to ``timeout_s`` CPU seconds, ``memory_mb`` +
+``disk_mb`` of RAM); reading what is bound read-only (the interpreter, the stdlib, the shared libraries —
+public files); a bwrap or kernel configured differently (bwrap without ``--size`` leaves the work dir's
+size bounded only by ``RLIMIT_FSIZE`` per file and the wall clock; an architecture other than x86-64 or
+AArch64 runs without the seccomp filter — :attr:`~dodai.tools.osbox.Sandbox.seccomp` is then ``None``).
+As root with an interpreter only root can read (e.g. under ``/root``) there is no host uid drop: the
+sandbox's uid 65534 maps to root outside, without any capability.
+
+**When no OS sandbox is available** (no ``bwrap``, or it cannot create namespaces here) the tool refuses
+to run with a one-line :class:`~dodai.tools.osbox.SandboxUnavailable` that says how to install
+bubblewrap — unless the caller opts in with ``unsafe_no_sandbox=True`` (CLI: ``--unsafe-no-sandbox``).
+Then the child is a plain process in a host temp dir with the rlimits, the audit hook and (as root) a
+uid drop — the old design, which the issue tracker showed an attacker can get around; the temp dir is
+removed descriptor-relative (``O_NOFOLLOW``, no recursion, no ``chmod`` through links).
 """
 
 from __future__ import annotations
@@ -57,22 +62,25 @@ from __future__ import annotations
 import os
 import secrets
 import selectors
-import shutil
 import signal
+import stat
 import subprocess
 import sys
 import tempfile
 import time
 from dataclasses import dataclass
 
+from dodai.tools import osbox
 from dodai.tools.base import Tool, ToolError
+from dodai.tools.osbox import SandboxUnavailable  # noqa: F401 (re-exported for callers)
 
 MAX_CODE_CHARS = 100_000
 MAX_OUTPUT_BYTES = 1_000_000  # kill the child once it has written this much (enormous-output attacks)
 TAIL_CHARS = 2000  # what comes back to the model: the last characters of the output
 FILE_SIZE_MB = 8  # RLIMIT_FSIZE: largest file the child may write
+DISK_MB = 64  # size of the sandbox's tmpfs work dir (all files together)
 OPEN_FILES = 64  # RLIMIT_NOFILE
-MAX_WRITE_OPENS = 64  # the hook refuses more opens for writing: disk use ≤ MAX_WRITE_OPENS × FILE_SIZE_MB
+MAX_WRITE_OPENS = 64  # the hook refuses more opens for writing (a friendly message before the tmpfs fills)
 MARKER = "blocked by the sandbox"
 STARTUP_S = 20.0  # the most the interpreter start-up and pre-imports may take (a busy machine is slow)
 
@@ -91,15 +99,15 @@ BLOCKED_MODULES = ("socket", "_socket", "ssl", "_ssl", "select", "selectors", "s
                    "_xxinterpchannels", "_testcapi", "_testinternalcapi", "_testmultiphase", "_testbuffer",
                    "faulthandler", "resource", "termios", "fcntl", "_posixshmem", "mmap")
 
-# The child's bootstrap (run with -c). argv: code file, sandbox dir, uid (-1 = keep), CPU s, AS bytes,
-# FSIZE bytes, NOFILE, ready-pipe fd. Stdlib only; the user code runs in a fresh globals dict.
+# The child's bootstrap (run with -c). argv: code fd, work dir, uid (-1 = keep), CPU s, AS bytes, FSIZE bytes,
+# NOFILE, ready-pipe fd, run id (unused: it names the process for the host). Stdlib only; the user code runs in a
+# fresh globals dict.
 BOOTSTRAP = r'''
 import sys, os, resource, builtins
-_code_path, _root = sys.argv[1], sys.argv[2]
+_code_fd, _root = int(sys.argv[1]), sys.argv[2]
 _uid, _cpu, _mem, _fsize, _nofile, _ready = map(int, sys.argv[3:9])
-with open(_code_path, encoding="utf-8") as f:
-    _src = f.read()
-os.remove(_code_path)
+with open(_code_fd, "rb") as f:  # an anonymous memfd from the host; closed here
+    _src = f.read().decode("utf-8")
 import linecache
 linecache.cache["<code>"] = (len(_src), None, _src.splitlines(True), "<code>")
 try:
@@ -260,59 +268,162 @@ def _bootstrap_source() -> str:
 @dataclass
 class RunResult:
     output: str  # the tail of stdout+stderr (decoded, replacement characters for bad UTF-8)
-    returncode: int | None  # the child's exit status (negative: killed by that signal)
+    returncode: int | None  # the exit status the host saw (negative: killed by that signal)
     seconds: float
     timed_out: bool = False
     output_limited: bool = False
     total_bytes: int = 0
+    signal: int | None = None  # the signal that ended the program, if one did (also through bwrap)
+    sandboxed: bool = True  # False: ran with unsafe_no_sandbox (no OS sandbox)
+    run_id: str = ""  # a random id on the child's command line: lets tests look for stray processes
 
 
-def _rmtree(path: str) -> None:
-    """Delete the sandbox dir even if the child chmod-ed things unreadable."""
-    def fix(func, p, _exc):
+def _open_dir(name: str, dir_fd: int) -> int:
+    """Open directory ``name`` under ``dir_fd`` without following a symlink; if it is unreadable, make it
+    readable through an ``O_PATH`` descriptor of that very directory (never through a path)."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        return os.open(name, flags, dir_fd=dir_fd)
+    except PermissionError:
+        path_fd = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=dir_fd)
         try:
-            os.chmod(os.path.dirname(p), 0o700)
-            os.chmod(p, 0o700)
-            func(p)
-        except OSError:
-            pass
-    shutil.rmtree(path, onerror=fix)
-    if os.path.exists(path):  # one more pass, in case a subdir needed fixing first
-        shutil.rmtree(path, ignore_errors=True)
+            os.chmod(f"/proc/self/fd/{path_fd}", 0o700)  # the magic link names the opened inode itself
+            return os.open(f"/proc/self/fd/{path_fd}", flags & ~os.O_NOFOLLOW)
+        finally:
+            os.close(path_fd)
 
 
-def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, drop_privileges: bool | None = None,
-               max_output_bytes: int = MAX_OUTPUT_BYTES, tail_chars: int = TAIL_CHARS,
-               audit_hook: bool = True) -> RunResult:
-    """Run ``code`` in the sandbox described in the module docstring; never raises for what the code does.
+def _remove_tree(path: str) -> None:
+    """Delete the directory ``path`` and everything in it, whatever the child left there: no symlink is
+    followed (every step is relative to an open directory descriptor, with ``O_NOFOLLOW``), unreadable
+    directories are made readable only through a descriptor of themselves, and depth costs no recursion
+    (one directory descriptor open at a time; the way up is ``..`` checked against the recorded inode).
+    Used only without the OS sandbox: the sandbox's work dir is a tmpfs that vanishes with its namespace."""
+    flags = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
+    try:
+        fd = os.open(path, flags)
+    except FileNotFoundError:
+        return
+    top = os.fstat(fd)
+    # One frame per directory level: (its name in the parent, the parent's (dev, ino), names left in it).
+    stack: list[tuple[str, tuple[int, int], list[str]]] = []
+    names = os.listdir(fd)
+    try:
+        while True:
+            descended = False
+            while names:
+                name = names.pop()
+                try:
+                    st = os.stat(name, dir_fd=fd, follow_symlinks=False)
+                except FileNotFoundError:
+                    continue
+                if not stat.S_ISDIR(st.st_mode):
+                    os.unlink(name, dir_fd=fd)
+                    continue
+                try:
+                    os.rmdir(name, dir_fd=fd)
+                    continue
+                except OSError:
+                    pass
+                child = _open_dir(name, fd)
+                cst = os.fstat(child)
+                if (cst.st_dev, cst.st_ino) != (st.st_dev, st.st_ino):  # swapped under us: leave it
+                    os.close(child)
+                    continue
+                me = os.fstat(fd)
+                stack.append((name, (me.st_dev, me.st_ino), names))
+                os.close(fd)
+                fd, names, descended = child, os.listdir(child), True
+                break
+            if descended:
+                continue
+            if not stack:
+                break
+            name, parent_id, names = stack.pop()
+            parent = os.open("..", flags, dir_fd=fd)
+            pst = os.fstat(parent)
+            os.close(fd)
+            fd = parent
+            if (pst.st_dev, pst.st_ino) != parent_id:
+                raise OSError(f"directory moved while removing {path}")
+            os.rmdir(name, dir_fd=fd)
+    finally:
+        os.close(fd)
+    st = os.stat(path, follow_symlinks=False)
+    if (st.st_dev, st.st_ino) == (top.st_dev, top.st_ino):
+        os.rmdir(path)
 
-    ``drop_privileges`` defaults to "when running as root". ``audit_hook=False`` leaves the hook out —
-    only for tests that check the kernel limits hold on their own.
+
+def _signal_of(returncode: int | None, sandboxed: bool) -> int | None:
+    if returncode is None:
+        return None
+    if returncode < 0:
+        return -returncode
+    # bwrap reports a child killed by signal N as exit status 128 + N (a program may also exit with such
+    # a status itself; then the message names a signal that did not happen — only the wording suffers).
+    if sandboxed and 128 < returncode < 128 + signal.NSIG:
+        return returncode - 128
+    return None
+
+
+def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, disk_mb: int = DISK_MB,
+               drop_privileges: bool | None = None, max_output_bytes: int = MAX_OUTPUT_BYTES,
+               tail_chars: int = TAIL_CHARS, audit_hook: bool = True, unsafe_no_sandbox: bool = False,
+               bwrap: str | None = None, python: str | None = None) -> RunResult:
+    """Run ``code`` as described in the module docstring; never raises for what the code does.
+
+    Raises :class:`~dodai.tools.osbox.SandboxUnavailable` (a one-line :class:`ToolError`) when there is no
+    working OS sandbox, unless ``unsafe_no_sandbox``. ``bwrap``/``python``: the bubblewrap binary and the
+    interpreter to use (default: ``bwrap`` on ``PATH``, this interpreter's base installation).
+    ``drop_privileges``: with the sandbox, whether bwrap starts as an unprivileged host uid (default: when
+    the host is root and the interpreter is readable by anyone); without it, whether the child drops to
+    one (default: when root). ``audit_hook=False`` leaves the hook out — for tests and the ablation that
+    check the OS limits hold on their own.
     """
-    if drop_privileges is None:
-        drop_privileges = hasattr(os, "geteuid") and os.geteuid() == 0
-    uid = 20000 + secrets.randbelow(40000) if drop_privileges else -1
+    sb = None if unsafe_no_sandbox else osbox.find_sandbox(bwrap, python, host_uid_drop=drop_privileges)
     cpu = max(1, int(-(-timeout_s // 1)))  # whole seconds, rounded up
-    tmp = tempfile.mkdtemp(prefix="dodai-py-")
+    run_id = secrets.token_hex(8)
+    boot = _bootstrap_source()
+    if not audit_hook:
+        boot = boot.replace("\n_install(os.path.realpath", "\n(lambda *a: None)(os.path.realpath")
+    fds: list[int] = []
+    tmp = None
     t0 = time.perf_counter()
     try:
-        code_path = os.path.join(tmp, ".code.py")
-        with open(code_path, "w", encoding="utf-8") as f:
-            f.write(code)
-        if uid >= 0:
-            os.chown(tmp, uid, uid)
-        boot = _bootstrap_source()
-        if not audit_hook:
-            boot = boot.replace("\n_install(os.path.realpath", "\n(lambda *a: None)(os.path.realpath")
+        code_fd = osbox.data_fd(code.encode("utf-8", "surrogatepass"))
+        fds.append(code_fd)
         ready_r, ready_w = os.pipe()  # the child writes one byte here when the user code starts
-        argv = [sys.executable, "-I", "-S", "-B", "-u", "-c", boot, code_path, tmp, str(uid), str(cpu),
-                str(memory_mb * 2**20), str(FILE_SIZE_MB * 2**20), str(OPEN_FILES), str(ready_w)]
+        fds.append(ready_w)
+        os.set_inheritable(ready_w, True)
+        if sb is not None:
+            root, uid, popen_extra = osbox.WORKDIR, -1, sb.popen_kwargs()
+            exe = sb.python
+        else:
+            if drop_privileges is None:
+                drop_privileges = hasattr(os, "geteuid") and os.geteuid() == 0
+            uid = 20000 + secrets.randbelow(40000) if drop_privileges else -1
+            tmp = tempfile.mkdtemp(prefix="dodai-py-")
+            if uid >= 0:
+                os.chown(tmp, uid, uid)
+            root, popen_extra, exe = tmp, {}, sys.executable
+        inner = [exe, "-I", "-S", "-B", "-u", "-c", boot, str(code_fd), root, str(uid), str(cpu),
+                 str(memory_mb * 2**20), str(FILE_SIZE_MB * 2**20), str(OPEN_FILES), str(ready_w),
+                 f"dodai-sandbox-run-{run_id}"]
+        if sb is not None:
+            sfd = osbox.seccomp_fd(sb.seccomp) if sb.seccomp is not None else None
+            if sfd is not None:
+                fds.append(sfd)
+            argv, cwd = sb.argv(inner, work_bytes=disk_mb * 2**20, seccomp_fd=sfd), "/"
+        else:
+            argv, cwd = inner, tmp
         try:
-            proc = subprocess.Popen(argv, cwd=tmp, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            proc = subprocess.Popen(argv, cwd=cwd, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
-                                    pass_fds=(ready_w,))
+                                    pass_fds=tuple(fds), **popen_extra)
         finally:
-            os.close(ready_w)
+            for fd in fds:
+                os.close(fd)
+            fds.clear()
         buf, total, timed_out, limited = bytearray(), 0, False, False
         keep = tail_chars * 4 + 16  # bytes: enough for tail_chars UTF-8 characters
         # The wall-clock timeout covers the user code; start-up has its own, generous bound.
@@ -349,7 +460,9 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, drop_
                 except subprocess.TimeoutExpired:
                     timed_out = True
         finally:
-            for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):  # the group, and the child
+            # The group (bwrap, or the child without the sandbox), then the process itself; bwrap's
+            # --die-with-parent and its pid namespace take everything inside down with it.
+            for kill in (lambda: os.killpg(proc.pid, signal.SIGKILL), proc.kill):
                 try:
                     kill()
                 except (ProcessLookupError, PermissionError):
@@ -361,13 +474,18 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, drop_
         if len(text) > tail_chars or total > len(buf):
             text = f"… [{total} bytes of output; the last {min(len(text), tail_chars)} characters]\n" \
                    + text[-tail_chars:]
-        return RunResult(text, proc.returncode, time.perf_counter() - t0, timed_out, limited, total)
+        return RunResult(text, proc.returncode, time.perf_counter() - t0, timed_out, limited, total,
+                         _signal_of(proc.returncode, sb is not None), sb is not None, run_id)
     finally:
-        _rmtree(tmp)
+        for fd in fds:
+            os.close(fd)
+        if tmp is not None:
+            _remove_tree(tmp)
 
 
 _SIGNALS = {signal.SIGXCPU: "CPU time limit", signal.SIGKILL: "killed", signal.SIGXFSZ: "file size limit",
-            signal.SIGSEGV: "segmentation fault (stack overflow?)", signal.SIGABRT: "aborted"}
+            signal.SIGSEGV: "segmentation fault (stack overflow?)", signal.SIGABRT: "aborted",
+            signal.SIGSYS: "forbidden system call"}
 
 
 def _format(r: RunResult, timeout_s: float, memory_mb: int) -> str:
@@ -378,9 +496,9 @@ def _format(r: RunResult, timeout_s: float, memory_mb: int) -> str:
     rc = r.returncode
     if rc == 97 and "dodai-sandbox: cannot drop privileges" in r.output:
         raise ToolError("python: the sandbox could not drop privileges; refusing to run")
-    if rc is not None and rc < 0:
-        why = _SIGNALS.get(-rc, f"signal {-rc}")
-        if -rc == signal.SIGXCPU or -rc == signal.SIGKILL:
+    if r.signal is not None:
+        why = _SIGNALS.get(r.signal, f"signal {r.signal}")
+        if r.signal in (signal.SIGXCPU, signal.SIGKILL):
             why = f"CPU time limit ({max(1, int(-(-timeout_s // 1)))} s)"
         raise ToolError(f"python: process killed: {why}")
     out = r.output.rstrip("\n") or "(no output)"
@@ -389,12 +507,16 @@ def _format(r: RunResult, timeout_s: float, memory_mb: int) -> str:
     return out
 
 
-def python_tool(timeout_s: float = 5.0, memory_mb: int = 256, *, audit_hook: bool = True) -> Tool:
+def python_tool(timeout_s: float = 5.0, memory_mb: int = 256, *, audit_hook: bool = True,
+                unsafe_no_sandbox: bool = False, bwrap: str | None = None, disk_mb: int = DISK_MB) -> Tool:
     """The ``python`` tool: ``{"code": "print(2**100)"}`` → the printed output (its last part).
 
-    ``audit_hook=False`` is for the R7.5 ablation only (what the kernel limits stop on their own)."""
-    if timeout_s <= 0 or memory_mb < 32:
-        raise ValueError("timeout_s must be positive and memory_mb at least 32")
+    Each call raises :class:`~dodai.tools.osbox.SandboxUnavailable` (a one-line :class:`ToolError` with
+    the install hint) when there is no working OS sandbox, unless ``unsafe_no_sandbox``.
+    ``audit_hook=False`` is for the R7.5 ablation only (what the OS sandbox and kernel limits stop on
+    their own)."""
+    if timeout_s <= 0 or memory_mb < 32 or disk_mb < 1:
+        raise ValueError("timeout_s must be positive, memory_mb at least 32 and disk_mb at least 1")
 
     def fn(args: dict) -> str:
         code = args["code"]
@@ -404,7 +526,8 @@ def python_tool(timeout_s: float = 5.0, memory_mb: int = 256, *, audit_hook: boo
             raise ToolError("python: code contains a NUL character")
         if not code.strip():
             raise ToolError("python: empty code")
-        return _format(run_python(code, timeout_s, memory_mb, audit_hook=audit_hook), timeout_s, memory_mb)
+        return _format(run_python(code, timeout_s, memory_mb, disk_mb=disk_mb, audit_hook=audit_hook,
+                                  unsafe_no_sandbox=unsafe_no_sandbox, bwrap=bwrap), timeout_s, memory_mb)
 
     return Tool(
         name="python",
@@ -415,5 +538,6 @@ def python_tool(timeout_s: float = 5.0, memory_mb: int = 256, *, audit_hook: boo
                     "properties": {"code": {"type": "string", "description": "the program; print the answer"}},
                     "required": ["code"]},
         fn=fn, max_output_chars=TAIL_CHARS + 200,
-        meta={"timeout_s": timeout_s, "memory_mb": memory_mb, "audit_hook": audit_hook},
+        meta={"timeout_s": timeout_s, "memory_mb": memory_mb, "disk_mb": disk_mb, "audit_hook": audit_hook,
+              "sandbox": "none (unsafe)" if unsafe_no_sandbox else "bubblewrap"},
     )

