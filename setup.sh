@@ -19,4 +19,13 @@ if [ "${1:-}" = "--test" ]; then
 else
   .venv/bin/python -m pip install -q -e .
 fi
+# The python tool runs model-written code under bubblewrap (an OS sandbox); without it the tool refuses to run.
+if ! command -v bwrap >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bubblewrap) >/dev/null 2>&1 \
+      || echo "could not install bubblewrap; the python tool needs it (apt-get install bubblewrap)" >&2
+  else
+    echo "note: the python tool needs bubblewrap: apt-get install bubblewrap (or dnf/pacman install bubblewrap)" >&2
+  fi
+fi
 echo "dodai is installed in .venv/ (try: .venv/bin/dodai --help)" >&2

@@ -1,13 +1,21 @@
-"""Experiment R7.5 in quick mode: every red-team attack blocked, every benign call succeeds."""
+"""Experiment R7.5 in quick mode: every red-team attack blocked, every benign call succeeds (the python
+tool under its OS sandbox)."""
 
 from __future__ import annotations
 
 import json
 
+import pytest
+
 from dodai.experiments import EXPERIMENTS
+from dodai.tools.osbox import SandboxUnavailable, find_sandbox
 
 
 def test_r7_5_quick(tmp_path):
+    try:
+        find_sandbox()
+    except SandboxUnavailable as e:  # without it the python tool refuses every call, benign ones too
+        pytest.skip(str(e))
     assert EXPERIMENTS["R7.5"] == "dodai.experiments.r7_5:run"
     from dodai.experiments.r7_5 import run
 
