@@ -197,15 +197,21 @@ def test_hostile_inputs():
     assert generate_batch(m, [[1], [2, 3]], 0, pipe)[1].ids == []
 
 
-def test_mistral_rejects_padding_clearly():
+def test_mistral_padded_batch_equals_one_by_one():
+    """Sliding windows count positions, so left padding does not shift them (prompts longer than W)."""
     from dodai.models.mistral import Mistral, MistralConfig
 
-    m = Mistral(MistralConfig(vocab_size=26, block_size=32, n_layer=1, n_embd=16, n_head=2, n_kv_head=1,
+    torch.manual_seed(0)
+    m = Mistral(MistralConfig(vocab_size=26, block_size=32, n_layer=2, n_embd=16, n_head=2, n_kv_head=1,
                               ffn_hidden=16, sliding_window=4)).eval()
-    with pytest.raises(DodaiError, match="padded"):
-        generate_batch(m, [[1, 2], [3]], 2, LogitsPipeline(temperature=0.0))
-    # equal lengths need no padding and work
-    assert len(generate_batch(m, [[1, 2], [3, 4]], 3, LogitsPipeline(temperature=0.0))[0].ids) == 3
+    with torch.no_grad():
+        for p in m.parameters():
+            p.mul_(20)  # sharper distributions, so a wrong window changes the greedy tokens
+    prompts = [[1, 2, 3, 4, 5, 6, 7], [3], [8, 9, 10, 11, 12]]
+    pipe = LogitsPipeline(temperature=0.0)
+    batched = [c.ids for c in generate_batch(m, prompts, 8, pipe, pad_id=0)]
+    alone = [generate_batch(m, [p], 8, pipe)[0].ids for p in prompts]
+    assert batched == alone and len(batched[0]) == 8
 
 
 def test_hf_generate_left_padded_batch_parity():

@@ -112,8 +112,8 @@ def test_hf_mistral_parity():
     torch.testing.assert_close(mine, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(mine_eager, ref, atol=1e-5, rtol=1e-5)
     # the window matters: a dense-causal model with the same weights differs from HF
-    from dodai.models.llama import Llama
-    dense = Llama.from_hf_state_dict(cfg, hf.state_dict())
+    from dodai.models.llama import Llama, LlamaConfig
+    dense = Llama.from_hf_state_dict(LlamaConfig.from_hf_config(hf_cfg.to_dict()), hf.state_dict())
     with torch.no_grad():
         assert (dense(ids)[0] - ref).abs().max() > 1e-3
 
@@ -143,10 +143,17 @@ def test_sparse_gradients_equal_dense():
             torch.testing.assert_close(a, b)
 
 
-def test_mistral_rejects_plain_cache():
+def test_mistral_with_a_plain_cache_equals_its_rolling_cache():
+    """Any cache serves a windowed model: the window comes from positions, not from the cache type."""
     from dodai.nn.kv_cache import KVCache
-    model = _tiny_mistral()
+    model = _tiny_mistral(window=4)
     c = model.config
-    with pytest.raises(DodaiError):
-        model(torch.zeros(1, 3, dtype=torch.long), cache=KVCache(c.n_layer, 1, c.n_kv_head, 8, c.head_dim,
-                                                                torch.float32, None))
+    ids = torch.randint(0, 61, (1, 13), generator=torch.Generator().manual_seed(5))
+    outs = []
+    with torch.no_grad():
+        full, _ = model(ids)
+        for cache in (KVCache(c.n_layer, 1, c.n_kv_head, 16, c.head_dim, torch.float32, None), model.new_cache(1, 16)):
+            parts = [model(ids[:, :6], cache=cache)[0]] + [model(ids[:, t:t + 1], cache=cache)[0] for t in range(6, 13)]
+            outs.append(torch.cat(parts, 1))
+    torch.testing.assert_close(outs[0], full, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(outs[1], full, atol=1e-5, rtol=1e-5)

@@ -4,12 +4,20 @@ Shapes: x is (..., C); statistics are taken over the last dimension C only.
 
 - LayerNorm: y = (x - mean) / sqrt(var + eps) * weight + bias, with the *biased* variance
   (divide by C), as torch and GPT-2 do.
-- RMSNorm:   y = x / sqrt(mean(x^2) + eps) * weight. No centring, no bias. Computed in float32 and
-  cast back before the weight multiply, the way HF Llama does it, so bf16/fp16 models match HF.
+- RMSNorm:   y = x / sqrt(mean(x^2) + eps) * (offset + weight). No centring, no bias. The statistics are
+  always taken in float32. Two placements of the cast back to the input dtype exist in the wild and both
+  are kept, because they differ in bf16:
 
-The modules use torch's fused kernels (F.layer_norm, F.rms_norm is not used so that the fp32 upcast is
-explicit); the ``*_reference`` functions spell the formulas out and the tests check both against
-``torch.nn.LayerNorm`` / ``torch.nn.RMSNorm``.
+  * Llama (HF ``LlamaRMSNorm``, offset 0): ``weight * x_hat.to(dtype)``: normalise in fp32, cast, then scale;
+  * Gemma (HF ``Gemma3RMSNorm``, offset 1, ``scale_in_fp32=True``): ``(x_hat * (1 + weight)).to(dtype)``:
+    the scale is applied in fp32 too. Gemma stores ``weight`` around 0 and scales by ``1 + weight``
+    (a zero-initialised weight is the identity).
+
+:class:`RMSNorm` is the one RMSNorm of the decoder family (GPT's rmsnorm option, Llama, Mistral, Gemma 3);
+T5's differs in where it casts and stays in :mod:`dodai.models.t5`. In fp32 it runs PyTorch's fused
+``F.rms_norm`` kernel, bit-identical to the formula written out in :meth:`RMSNorm.reference` (asserted in
+tests/test_llama_fast.py); other dtypes take the written-out formula. The ``*_reference`` functions spell
+the formulas out and the tests check both against ``torch.nn.LayerNorm`` / ``torch.nn.RMSNorm``.
 """
 
 from __future__ import annotations
@@ -51,14 +59,31 @@ class LayerNorm(nn.Module):
 
 
 class RMSNorm(nn.Module):
-    """RMSNorm (Zhang & Sennrich 2019): y = x * rsqrt(mean(x^2) + eps) * weight, stats in float32."""
+    """RMSNorm (Zhang & Sennrich 2019): y = x * rsqrt(mean(x^2) + eps) * (offset + weight), stats in float32.
 
-    def __init__(self, n_embd: int, eps: float = 1e-6):
+    ``offset`` 0 with the weight initialised to ones is Llama's; ``offset=1.0, scale_in_fp32=True`` with the
+    weight initialised to zeros is Gemma's (see the module docstring for where each casts).
+    """
+
+    def __init__(self, n_embd: int, eps: float = 1e-6, offset: float = 0.0, scale_in_fp32: bool = False):
         super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(n_embd))
+        self.eps, self.offset, self.scale_in_fp32 = eps, float(offset), scale_in_fp32
+        self.weight = nn.Parameter(torch.zeros(n_embd) if offset else torch.ones(n_embd))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        xf = x.float()
-        xf = xf * torch.rsqrt(xf.pow(2).mean(dim=-1, keepdim=True) + self.eps)
-        return self.weight * xf.to(x.dtype)
+        if x.dtype == torch.float32 and self.weight.dtype == torch.float32:
+            # one fused kernel instead of six ops; in fp32 both placements of the cast coincide, and the
+            # kernel is bit-identical to the formula below (tests/test_llama_fast.py)
+            w = self.weight + self.offset if self.offset else self.weight
+            return F.rms_norm(x, self.weight.shape, w, self.eps)
+        return self.reference(x)
+
+    def reference(self, x: torch.Tensor) -> torch.Tensor:
+        """The formula written out (HF's LlamaRMSNorm / Gemma3RMSNorm): the oracle, and the path for bf16."""
+        dtype = x.dtype
+        x32 = x.float()
+        x32 = x32 * torch.rsqrt(x32.pow(2).mean(-1, keepdim=True) + self.eps)
+        if self.scale_in_fp32:
+            return (x32 * (self.offset + self.weight.float())).to(dtype)
+        w = self.weight + self.offset if self.offset else self.weight
+        return w * x32.to(dtype)

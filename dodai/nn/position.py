@@ -44,18 +44,30 @@ def sinusoidal_table(t: int, c: int, base: float = 10000.0, dtype=torch.float32,
     return pe.to(dtype)
 
 
-def rope_cos_sin(t: int, d: int, theta: float = 10000.0, offset: int = 0, dtype=torch.float32,
-                 device=None) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos, sin tables for positions offset..offset+T-1, each (T, D), half-split layout.
+def rope_cos_sin(t: int = 0, d: int = 0, theta: float = 10000.0, offset: int = 0, dtype=torch.float32,
+                 device=None, positions: torch.Tensor | None = None, compute_dtype=torch.float64,
+                 scaling: float = 1.0) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos, sin tables, half-split layout: (T, D) for positions offset..offset+T-1, or (..., D) for the
+    given ``positions`` tensor (any shape, e.g. (B, T) per-row positions).
 
-    Angles are computed in float64 and then cast, so long contexts keep their precision.
+    ``compute_dtype`` is the precision of the angles: float64 (the default) keeps long contexts precise;
+    float32 reproduces HF's tables bit for bit (``inv_freq = 1 / θ^(2i/D)`` and ``pos · inv_freq`` in fp32),
+    which is what makes dodai's Llama logits equal HF's exactly. ``scaling`` > 1 is *linear* RoPE scaling
+    (Chen et al. 2023, "Extending Context Window of Large Language Models via Positional Interpolation"):
+    every frequency is divided by the factor, i.e. position p is rotated as if it were p / factor.
     """
     if d % 2:
         raise ValueError(f"RoPE needs an even head dim, got {d}")
-    inv_freq = theta ** (-torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)  # (D/2,)
-    pos = torch.arange(offset, offset + t, dtype=torch.float64, device=device)  # (T,)
-    freqs = torch.outer(pos, inv_freq)  # (T, D/2)
-    emb = torch.cat([freqs, freqs], dim=-1)  # (T, D): feature i and i + D/2 share an angle
+    if compute_dtype == torch.float64:
+        inv_freq = theta ** (-torch.arange(0, d, 2, dtype=torch.float64, device=device) / d)  # (D/2,)
+    else:  # HF's formula and operation order, in compute_dtype
+        inv_freq = 1.0 / (theta ** (torch.arange(0, d, 2, dtype=compute_dtype, device=device) / d))
+    if scaling != 1.0:
+        inv_freq = inv_freq / scaling
+    if positions is None:
+        positions = torch.arange(offset, offset + t, device=device)  # (T,)
+    freqs = positions.to(compute_dtype)[..., None] * inv_freq  # (..., D/2)
+    emb = torch.cat([freqs, freqs], dim=-1)  # (..., D): feature i and i + D/2 share an angle
     return emb.cos().to(dtype), emb.sin().to(dtype)
 
 

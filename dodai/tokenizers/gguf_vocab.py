@@ -17,8 +17,12 @@ What a GGUF file of a byte-level BPE model (``tokenizer.ggml.model = "gpt2"``) c
   ``ByteLevel(use_regex=true)``).
 - ``tokenizer.chat_template``: the Jinja chat template (see dodai/chat_template.py).
 
-The returned :class:`~dodai.tokenizers.bpe.ByteLevelBPE` gets three extra attributes: ``bos_id``,
-``pad_id`` (int or None) and ``chat_template`` (str or None).
+The returned :class:`~dodai.tokenizers.bpe.ByteLevelBPE` gets five extra attributes: ``bos_id``,
+``pad_id`` (int or None), ``add_bos`` / ``add_eos`` (bool: whether a raw prompt should start with BOS / end
+with EOS; ``encode`` never adds them) and ``chat_template`` (str or None).
+
+SentencePiece vocabularies (``tokenizer.ggml.model = "llama"``: Gemma, Llama 2, …) become a
+:class:`dodai.tokenizers.gguf_spm.GGUFSentencePiece` with the same attributes.
 """
 
 from __future__ import annotations
@@ -67,8 +71,11 @@ def tokenizer_from_metadata(md: dict):
     model = md.get("tokenizer.ggml.model")
     if model is None:
         raise DodaiError("GGUF file has no tokenizer (tokenizer.ggml.model is absent)")
+    if model == "llama":
+        return sentencepiece_from_metadata(md)
     if model != "gpt2":
-        raise DodaiError(f"GGUF tokenizer model {model!r} is not supported yet (dodai reads byte-level BPE, 'gpt2')")
+        raise DodaiError(f"GGUF tokenizer model {model!r} is not supported yet (dodai reads byte-level BPE, "
+                         f"'gpt2', and SentencePiece, 'llama')")
     pre_name = md.get("tokenizer.ggml.pre", "default")
     if pre_name not in PRE_TOKENIZERS:
         raise DodaiError(f"GGUF pre-tokenizer {pre_name!r} is not supported yet "
@@ -97,9 +104,50 @@ def tokenizer_from_metadata(md: dict):
                                          allow_missing_bytes=True)
     tok.bos_id = _token_id(md, "tokenizer.ggml.bos_token_id", n)
     tok.pad_id = _token_id(md, "tokenizer.ggml.padding_token_id", n)
-    tmpl = md.get("tokenizer.chat_template")
-    tok.chat_template = tmpl if isinstance(tmpl, str) and tmpl.strip() else None
+    tok.add_bos = _flag(md, "tokenizer.ggml.add_bos_token", False)
+    tok.add_eos = _flag(md, "tokenizer.ggml.add_eos_token", False)
+    tok.chat_template = _template(md)
     return tok
+
+
+def _flag(md: dict, key: str, default: bool) -> bool:
+    v = md.get(key, default)
+    if not isinstance(v, bool):
+        raise DodaiError(f"GGUF metadata {key} must be a bool, got {type(v).__name__}")
+    return v
+
+
+def _template(md: dict) -> str | None:
+    tmpl = md.get("tokenizer.chat_template")
+    return tmpl if isinstance(tmpl, str) and tmpl.strip() else None
+
+
+def sentencepiece_from_metadata(md: dict):
+    """GGUF metadata of a SentencePiece vocabulary -> GGUFSentencePiece (ids equal to HF's GGUF tokenizer)."""
+    from dodai.tokenizers.gguf_spm import GEMMA_ARCHS, GGUFSentencePiece
+
+    tokens = _list_of(md, "tokenizer.ggml.tokens", str)
+    n = len(tokens)
+    types = md.get("tokenizer.ggml.token_type")
+    types = _list_of(md, "tokenizer.ggml.token_type", int, n) if types is not None else [TOKEN_NORMAL] * n
+    arch = md.get("general.architecture")
+    gemma = arch in GEMMA_ARCHS
+    scores = None
+    if not gemma:  # Gemma's ranks are positions; other vocabularies rank by their scores
+        scores = md.get("tokenizer.ggml.scores")
+        if not isinstance(scores, list) or len(scores) != n or not all(
+                isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores):
+            raise DodaiError(f"GGUF metadata tokenizer.ggml.scores is missing or not {n} numbers")
+    unk = _token_id(md, "tokenizer.ggml.unknown_token_id", n)
+    return GGUFSentencePiece(
+        tokens, scores, types, rank_by_position=gemma, respell_spaces=gemma,
+        # llama.cpp prepends a space to SentencePiece text unless the file says otherwise; Gemma's never does
+        add_space_prefix=False if gemma else _flag(md, "tokenizer.ggml.add_space_prefix", True),
+        bos_id=_token_id(md, "tokenizer.ggml.bos_token_id", n), eos_id=_token_id(md, "tokenizer.ggml.eos_token_id", n),
+        unk_id=unk, pad_id=_token_id(md, "tokenizer.ggml.padding_token_id", n),
+        add_bos=_flag(md, "tokenizer.ggml.add_bos_token", True),
+        add_eos=_flag(md, "tokenizer.ggml.add_eos_token", False),
+        chat_template=_template(md))
 
 
 def tokenizer_from_gguf(path: str | os.PathLike, gguf=None):
