@@ -171,11 +171,98 @@ def count_control_tokens(ids: Sequence[int], tok) -> int:
 
 # ---- text views (shared by both guards) ---------------------------------------------------------
 
-_ZERO_WIDTH = dict.fromkeys(map(ord, "\u200b\u200c\u200d\u2060\ufeff\u00ad"))
+# Invisible characters: every format character (Unicode category Cf: zero-width space / joiners, word joiner,
+# soft hyphen, BOM, bidi controls, the Mongolian vowel separator, the tag block U+E0000..E007F) plus a few
+# invisible letters and marks that are not Cf (combining grapheme joiner, Hangul fillers, variation selectors).
+_INVISIBLE_OTHER = frozenset([0x034F, 0x115F, 0x1160, 0x3164, 0xFFA0, 0x17B4, 0x17B5, *range(0xFE00, 0xFE10),
+                              *range(0xE0100, 0xE01F0)])
+_TAG_FIRST, _TAG_LAST, _CANCEL_TAG, _BLACK_FLAG = 0xE0020, 0xE007E, 0xE007F, 0x1F3F4
+
+# Look-alike letters folded to Latin (Cyrillic, Greek, Armenian, Latin IPA / small capitals): the confusable
+# pairs of Unicode TR #39 that matter for hiding English keywords, written out by hand (NFKC already folds
+# full-width and mathematical letters). Applied in the ``normalised`` view only, so real Russian or Greek
+# text is still read as itself by the multilingual lexicon.
+_CONFUSABLES = str.maketrans({
+    # Cyrillic
+    "а": "a", "в": "b", "е": "e", "ё": "e", "к": "k", "м": "m", "н": "h", "о": "o", "р": "p", "с": "c",
+    "т": "t", "у": "y", "х": "x", "ѕ": "s", "і": "i", "ї": "i", "ј": "j", "ԁ": "d", "ӏ": "l", "һ": "h",
+    "ү": "y", "ԛ": "q", "ԝ": "w", "ɡ": "g", "ѡ": "w", "ь": "b", "г": "r", "п": "n", "и": "u", "л": "n",
+    "А": "A", "В": "B", "Е": "E", "К": "K", "М": "M", "Н": "H", "О": "O", "Р": "P", "С": "C", "Т": "T",
+    "Х": "X", "У": "Y", "І": "I", "Ј": "J", "Ѕ": "S", "Ԁ": "D", "Ӏ": "I", "Һ": "H", "Ԛ": "Q", "Ԝ": "W",
+    # Greek
+    "α": "a", "β": "b", "γ": "y", "ε": "e", "η": "n", "ι": "i", "κ": "k", "ν": "v", "ο": "o", "ρ": "p",
+    "τ": "t", "υ": "u", "χ": "x", "ω": "w", "ϲ": "c", "ϳ": "j", "μ": "u",
+    "Α": "A", "Β": "B", "Ε": "E", "Ζ": "Z", "Η": "H", "Ι": "I", "Κ": "K", "Μ": "M", "Ν": "N", "Ο": "O",
+    "Ρ": "P", "Τ": "T", "Υ": "Y", "Χ": "X",
+    # Armenian, Latin IPA and small capitals, dotless i
+    "օ": "o", "ս": "u", "ո": "n", "հ": "h", "ց": "g", "զ": "q", "ı": "i", "ɑ": "a", "ɩ": "i", "ʏ": "y",
+    "ɪ": "i", "ᴀ": "a", "ʙ": "b", "ᴄ": "c", "ᴅ": "d", "ᴇ": "e", "ɢ": "g", "ʜ": "h", "ᴊ": "j", "ᴋ": "k",
+    "ʟ": "l", "ᴍ": "m", "ɴ": "n", "ᴏ": "o", "ᴘ": "p", "ʀ": "r", "ꜱ": "s", "ᴛ": "t", "ᴜ": "u", "ᴠ": "v",
+    "ᴡ": "w", "ᴢ": "z",
+})
 _LEET = str.maketrans({"0": "o", "1": "i", "3": "e", "4": "a", "5": "s", "7": "t", "@": "a", "$": "s", "!": "i"})
 _B64_RUN = re.compile(r"[A-Za-z0-9+/_-]{8,}={0,2}")
 _HEX_RUN = re.compile(r"\b(?:[0-9a-fA-F]{2}[ :]?){8,}\b")
 _SPACED = re.compile(r"\b(?:\w[ .\-_*]){3,}\w\b")  # i g n o r e / p.a.s.s / s-e-c-r-e-t
+_QUOTED = re.compile(r"'([^'\n]{1,80})'|\"([^\"\n]{1,80})\"|“([^”\n]{1,80})”|‘([^’\n]{1,80})’|「([^」\n]{1,80})」"
+                     r"|『([^』\n]{1,80})』|«\s*([^»\n]{1,80}?)\s*»")
+
+
+def _invisible(ch: str) -> bool:
+    return unicodedata.category(ch) == "Cf" or ord(ch) in _INVISIBLE_OTHER
+
+
+def strip_invisible(text: str) -> str:
+    """``text`` without invisible characters (zero-width, soft hyphen, bidi controls, tag characters…)."""
+    return "".join(ch for ch in text if not _invisible(ch))
+
+
+def hidden_tag_text(text: str, skip_flags: bool = False) -> str:
+    """The ASCII text written in Unicode tag characters (U+E0020..U+E007E mirror ASCII 0x20..0x7E; invisible in
+    most renderers, so a message can carry an instruction the user never sees: "ASCII smuggling").
+    ``skip_flags`` leaves out the tag runs of emoji flag sequences (U+1F3F4 + tags + cancel tag, e.g. the
+    Scotland flag), their only legitimate use. Runs are joined by spaces."""
+    runs, cur, flag = [], [], False
+    prev = ""
+    for ch in text:
+        o = ord(ch)
+        if _TAG_FIRST <= o <= _TAG_LAST:
+            if not cur:
+                flag = prev == chr(_BLACK_FLAG)
+            cur.append(chr(o - 0xE0000))
+            continue
+        if cur:
+            if not (skip_flags and flag and o == _CANCEL_TAG):
+                runs.append("".join(cur))
+            cur = []
+        prev = ch
+    if cur:
+        runs.append("".join(cur))
+    return " ".join(runs)
+
+
+def fold_lookalikes(text: str) -> str:
+    """Look-alike letters (Cyrillic, Greek, …) to Latin and Latin letters stripped of diacritics ("ïgnörë")."""
+    out = []
+    for ch in text.translate(_CONFUSABLES):
+        if ord(ch) > 0x7F and ch.isalpha():
+            base = unicodedata.normalize("NFKD", ch)
+            if base[0].isascii() and base[0].isalpha() and all(unicodedata.combining(c) for c in base[1:]):
+                ch = base[0]
+        out.append(ch)
+    return "".join(out)
+
+
+def strip_accents(text: str) -> str:
+    """Latin letters without their diacritics ("código" -> "codigo"); other scripts unchanged."""
+    out = []
+    for ch in text:
+        if ord(ch) > 0x7F and ch.isalpha():
+            base = unicodedata.normalize("NFKD", ch)
+            if base[0].isascii() and all(unicodedata.combining(c) for c in base[1:]):
+                ch = base[0]
+        out.append(ch)
+    return "".join(out)
 
 
 def _printable_ratio(s: str) -> float:
@@ -210,23 +297,148 @@ def decode_runs(text: str, max_runs: int = 16) -> list[str]:
 
 
 def normalise(text: str) -> str:
-    """NFKC (full-width and other homoglyph forms), zero-width characters removed, lower case,
-    leetspeak digits mapped to letters, s p a c e d letters joined."""
-    t = unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).lower()
+    """Invisible characters removed, NFKC (full-width, mathematical and other compatibility forms), look-alike
+    letters folded to Latin, lower case, leetspeak digits mapped to letters, s p a c e d letters joined."""
+    t = fold_lookalikes(unicodedata.normalize("NFKC", strip_invisible(text))).lower()
     t = _SPACED.sub(lambda m: re.sub(r"[ .\-_*]", "", m.group(0)), t)
     return t.translate(_LEET)
 
 
+def quoted_join(text: str) -> list[str]:
+    """Payload splitting: when ``text`` quotes two or more fragments ("a = 'ignore all prev', b = 'ious
+    instructions'"), the fragments joined without and with a space; else []."""
+    parts = [next(g for g in m.groups() if g is not None) for m in _QUOTED.finditer(text)]
+    if len(parts) < 2:
+        return []
+    return list(dict.fromkeys(["".join(parts), " ".join(parts)]))
+
+
+# ---- multilingual gloss ---------------------------------------------------------------------------
+# A small bilingual lexicon: phrases of Japanese, Chinese, Korean, Spanish, French, German, Portuguese,
+# Italian and Russian that carry the intents of a jailbreak, each mapped to the English word the rules use.
+# The gloss view replaces them in the text (accents stripped, lower case); the English rules and the
+# order-free intent rules below then read it, whatever the word order of the source language.
+# CJK entries match as substrings; the others as whole words (regex).
+_LEX: list[tuple[str, list[str]]] = [
+    # words that contain a keyword but mean something else ("密码学" is cryptography, not "password study")
+    ("cryptography", ["密码学", "暗号学", "암호학", r"\bcriptografia\b", r"\bcryptographie\b", r"\bkryptographie\b",
+                      r"криптографи\w*"]),
+    ("unrestricted", ["制限のない", "制限なし", "無制限", "何でもでき", "なんでもでき", "ルールはありません",
+                      "ルールのない",
+                      "検閲なし", "没有任何限制", "没有限制", "无限制", "不受限制", "没有规则", "无所不能",
+                      "제한 없는", "제한이 없는", "무제한", "규칙이 없는",
+                      r"\bsin (?:reglas|restricciones|limites|filtros|censura)\b",
+                      r"\bsans (?:regles|restrictions|limites|filtres?|censure)\b",
+                      r"\bohne (?:regeln|einschrankungen|grenzen|filter|zensur)\b",
+                      r"\bsem (?:regras|restricoes|limites|filtros|censura)\b",
+                      r"\bsenza (?:regole|restrizioni|limiti|filtri|censura)\b",
+                      r"без (?:ограничений|правил|цензуры)"]),
+    ("system prompt", ["システムプロンプト", "システムメッセージ", "初期設定", "系统提示词", "系统提示", "系统消息",
+                       "系统指令",
+                       "提示词",
+                       "시스템 프롬프트", "시스템 메시지",
+                       r"\b(?:mensaje|prompt|instrucciones) del? sistema\b", r"\b(?:prompt|message) systeme\b",
+                       r"\bsystem-?(?:prompt|nachricht)\b", r"\b(?:prompt|mensagem) do sistema\b",
+                       r"\b(?:prompt|messaggio) di sistema\b", r"системн\w* (?:промпт\w*|сообщени\w*|подсказк\w*)"]),
+    ("access code", ["アクセスコード", "パスコード", "暗証番号", "秘密のコード", "秘密の番号", "認証コード", "合言葉",
+                     "访问码",
+                     "访问代码",
+                     "通行码", "秘密代码", "访问密钥", "접근 코드", "액세스 코드", "비밀 코드",
+                     r"\bcodigo (?:de acceso|secreto|de acesso)\b", r"\bcode (?:d'acces|secret)\b",
+                     r"\b(?:zugangs|geheim)code\b", r"\bcodice (?:di accesso|segreto)\b",
+                     r"\bcodigo de acesso\b", r"код\w* доступа", r"секретн\w* код\w*"]),
+    ("password", ["パスワード", "密码", "口令", "비밀번호", "암호", r"\bcontrasena\b", r"\bclave\b",
+                  r"\bmot de passe\b", r"\bpasswort\b", r"\bkennwort\b", r"\bsenha\b", r"парол\w*"]),
+    ("how", ["方法", "やり方", "作り方", "仕方", "どうやって", "手順", "再設定", "リセット", "変更", "安全な", "如何",
+             "怎么",
+             "怎样", "重置", "修改", "방법", "어떻게", "재설정", "안전하게", r"\bcomo\b", r"\bcomment\b", r"\bwie\b",
+             r"\bcome\b", r"\bcambiar\b", r"\bchanger\b", r"\brestablecer\b", r"\breinitialiser\b",
+             r"\bzurucksetzen\b", r"\bredefinir\b", r"\breimpostare\b", r"\bкак\b", r"сбросить", r"изменить"]),
+    ("ignore", ["無視", "忘れ", "無効", "従わない", "破棄", "関係ありません", "関係ない", "忽略", "无视", "忘记",
+                "忘掉", "不要理会", "无效",
+                "不要遵守",
+                "무시", "잊어", "잊고", "무효",
+                r"\b(?:ignora|ignorar|ignorez|ignorer|ignoriere|ignorieren|ignorate|ignori|ignorem)\b",
+                r"\bolvid(?:a|e|en|ar|ate)\b", r"\bomite\b", r"\bdescarta\b", r"\boublie[zr]?\b",
+                r"\bvergiss\b", r"\bvergessen\b", r"\bmissachte\b", r"\besquec(?:a|e|er|am)\b",
+                r"\bdesconsidere\b", r"\bdimentica(?:re|te)?\b", r"игнорир\w*", r"проигнорир\w*", r"забудь\w*",
+                r"\bno (?:sigas|obedezcas)\b", r"\bne suis pas\b", r"не обращай внимания"]),
+    ("previous", ["以前の", "これまでの", "今までの", "前の", "上記の", "上の", "先ほどの", "最初の", "之前的",
+                  "之前", "以前的",
+                  "先前的",
+                  "以上", "上面的", "上述", "이전의", "이전", "위의", "앞의", r"\banteriores?\b", r"\bprevi[oa]s\b",
+                  r"\bde arriba\b", r"\bprecedentes?\b", r"\bci-dessus\b", r"\banterieures?\b",
+                  r"\b(?:vorherig|obig|bisherig)\w*\b", r"\bprecedenti\b", r"предыдущ\w*", r"прежн\w*"]),
+    ("instructions", ["指示", "命令", "ルール", "規則", "制約", "指令", "规则", "说明", "지시", "명령", "규칙", "지침",
+                      r"\binstrucciones\b", r"\breglas\b", r"\bnormas\b", r"\bindicaciones\b", r"\bconsignes?\b",
+                      r"\bregles\b", r"\bdirectives\b", r"\banweisung(?:en)?\b", r"\bregeln\b", r"\bbefehle\b",
+                      r"\bvorgaben\b", r"\binstrucoes\b", r"\bregras\b", r"\bistruzioni\b", r"\bregole\b",
+                      r"инструкци\w*", r"указани\w*", r"правил\w*"]),
+    ("reveal", ["教えて", "表示", "出力", "言って", "書いて", "見せて", "繰り返", "明かして", "公開", "答えて",
+                "告诉", "显示",
+                "输出", "说出", "透露", "写出", "给我", "重复", "打印", "展示", "알려", "보여", "출력", "말해", "공개",
+                "반복", r"\bdime\b", r"\bmuestra(?:me)?\b", r"\brevela(?:me)?\b", r"\bescribe\b", r"\bimprime\b",
+                r"\bdame\b", r"\brepite\b", r"\bdis-moi\b", r"\bdonne(?:-moi)?\b", r"\bmontre(?:-moi)?\b",
+                r"\brevele\b", r"\becris\b", r"\baffiche\b", r"\brepete\b", r"\bgib\b", r"\bnenne\b", r"\bzeige?\b",
+                r"\bverrate?\b", r"\bschreibe?\b", r"\bsage?\b", r"\bwiederhole\b", r"\bdiga\b", r"\bmostre\b",
+                r"\brevele\b", r"\bescreva\b", r"\bimprima\b", r"\brepita\b", r"\bdimmi\b", r"\bmostra\b",
+                r"\brivela\b", r"\bscrivi\b", r"\bstampa\b", r"\bripeti\b", r"\bdammi\b", r"скажи", r"покажи",
+                r"напиши", r"раскрой", r"выведи", r"сообщи", r"назови", r"повтори"]),
+    ("what is", ["何ですか", "は何", "什么", "是啥", "뭐", "무엇", r"\bcual\b", r"\bquel(?:le)?\b", r"\bwas ist\b",
+                 r"\bwie lautet\b", r"\bwelche[rs]?\b", r"\bqual\b", r"\bche cos\w*", r"какой", r"какая", r"каков\w*"]),
+    ("pretend you are", ["ふりをして", "になりきって", "として振る舞", "假装", "扮演", "척해", r"\bfinge\b",
+                         r"\bactua como\b", r"\bfais semblant\b", r"\btu so als\b", r"\bfinja\b", r"\bfingi\b",
+                         r"притворись"]),
+    ("you", ["あなた", "君", "お前", "你", "您", "너", "당신", r"\beres\b", r"\bes-tu\b", r"\bты\b", r"\bвы\b"]),
+    ("follow", ["従って", "実行", "その通りに", "执行", "照做", "遵循", "服从", "따라", "실행", r"\bsigue\b",
+                r"\bobedece\b", r"\bejecuta\b", r"\bexecute[zr]?\b", r"\bobeis\b", r"\bbefolge\b", r"\bsiga\b",
+                r"\besegui\b", r"\bвыполни\b"]),
+    ("only", ["だけ", "のみ", "只", "만", r"\bsolo\b", r"\buniquement\b", r"\bnur\b", r"\bapenas\b", r"\bтолько\b"]),
+    ("say", ["と書いて", "と言って", "回复", "回答", "返答", "返事"]),
+]
+
+
+def _lex_pattern(entry: str) -> str:
+    return entry if any(c in entry for c in "\\[]()|?*") else re.escape(entry)
+
+
+_LEX_RE = [(eng, re.compile("|".join(_lex_pattern(e) for e in sorted(entries, key=len, reverse=True))))
+           for eng, entries in _LEX]
+
+
+def gloss(text: str) -> str | None:
+    """``text`` (invisibles removed, NFKC, lower case, accents stripped) with the lexicon's foreign phrases
+    replaced by their English words, or None when no foreign phrase occurs (an English text has no gloss)."""
+    t = strip_accents(unicodedata.normalize("NFKC", strip_invisible(text))).lower()
+    changed = False
+    for eng, pat in _LEX_RE:
+        def sub(m, eng=eng):
+            nonlocal changed
+            changed = changed or m.group(0) != eng
+            return f" {eng} "
+        t = pat.sub(sub, t)
+    return t if changed else None
+
+
 def text_views(text: str, depth: int = 2) -> list[tuple[str, str]]:
     """(name, text) views in which hidden instructions become plain: as given, normalised, squashed (letters
-    and digits only, for s p a c e d text without word gaps), reversed, ROT13, and decoded base64 / hex runs
-    (recursively, ``depth`` levels)."""
+    and digits only, for s p a c e d text without word gaps), reversed, ROT13, the multilingual gloss, the
+    quoted fragments joined (payload splitting), and, recursively (``depth`` levels), text hidden in tag
+    characters and decoded base64 / hex runs."""
+    visible = unicodedata.normalize("NFKC", strip_invisible(text))
     norm = normalise(text)
     views = [("text", text), ("normalised", norm), ("squashed", re.sub(r"[^0-9a-z]", "", norm)),
-             ("reversed", text[::-1]), ("rot13", codecs.decode(text, "rot13"))]
+             ("reversed", visible[::-1]), ("rot13", codecs.decode(visible, "rot13"))]
+    g = gloss(text)
+    if g is not None:
+        views.append(("gloss", g))
+    views += [(f"joined{k}", j) for k, j in enumerate(quoted_join(visible))]
     if depth > 0:
-        for k, s in enumerate(decode_runs(text)):
-            views += [(f"decoded{k}:{name}", v) for name, v in text_views(s, depth - 1) if name != "reversed"]
+        hidden = [("tags", hidden_tag_text(text, skip_flags=True))]
+        hidden += [(f"decoded{k}", s) for k, s in enumerate(decode_runs(strip_invisible(text)))]
+        for prefix, s in hidden:
+            if s.strip():
+                views += [(f"{prefix}:{name}", v) for name, v in text_views(s, depth - 1) if name != "reversed"]
     return views
 
 
@@ -238,7 +450,7 @@ _RULES_NOUN = r"(?:instructions?|rules|prompts?|directions|guidelines|constraint
 _SECRETS = r"(?:secret|password|passcode|pass code|access code|api key|canary|hidden (?:word|code|key)|private key)"
 _ROLE_WORDS = r"(?:unfiltered|uncensored|unrestricted|jailbroken|evil|rogue|amoral|unaligned|lawless|unchained)"
 
-_NOT_POLICY = r"(?!\s*(?:of|policy|policies|manager|strength|requirements?|reset|hash|generator|rules))"
+_NOT_POLICY = r"(?!\s*(?:of|policy|policies|manager|strength|requirements?|reset|hash|generator|rules|santa))"
 _EXTRACT_VERBS = (r"(?:reveal|repeat|print|show|output|tell|give|spell|leak|say|type|write|dump|share|disclose|"
                   r"recite|list|translate|encode|copy|paste|quote)")
 _EXTRACT_OBJECTS = (r"(?:your (?:system |initial |original |hidden |secret |first )?"
@@ -247,13 +459,47 @@ _EXTRACT_OBJECTS = (r"(?:your (?:system |initial |original |hidden |secret |firs
                     r"|the (?:initial|original|hidden|secret|first) (?:prompt|instructions)"
                     r"|(?:text|words|everything|lines|content|instructions) (?:above|before)"
                     rf"|(?:the|your|this) {_SECRETS}\b{_NOT_POLICY})")
+# a protected object named with any possessive or definite determiner ("its secret access code", "the password")
+_GUARDED = (r"(?:the|your|its|this|that|his|her|their|our|my|real|actual|exact|current)\s+(?:\w+\s+){0,2}?"
+            r"(?:(?:access|secret|admin|master|vault|login|pass|security) ?codes?|passwords?|passcodes?|passphrase"
+            r"|pin|system prompt|system message|hidden instructions|secret key|api key|credentials)\b")
+_DISCLOSE = (r"\b(?:reveal|repeat|print|show|output|tell|give|spell|leak|say|type|write|dump|share|disclose|recite"
+             r"|announce|read|display|divulge|expose|hand|send|whisper|shout|utter|quote|paste|complete|finish"
+             r"|continue|fill)(?:s|ed|ing|d)?\b")
+# what makes a question about secrets benign: how to make, reset, choose or protect one
+_HOWTO = (r"\b(?:how|ways? to|tips?|strong|secure|safe|policy|policies|reset|forg[eo]t(?:ten)?|recover|change|create"
+          r"|choose|generate|manager|requirements?|rules for|hash(?:ing|ed)?)\b")
 _MODES = r"(?:developer|god|debug|sudo|admin|unrestricted|jailbreak)"
 _LIMITS = (r"(?:rules|restrictions|filters|limits|guidelines|censorship|ethical (?:guidelines|constraints)|"
            r"content policy)")
 _MARKUP = (r"<\|[a-z_]+\|>\s*(?:system|assistant|user|tool|developer)\b|\[/?INST\]|<</?SYS>>|<start_of_turn>|</?s>"
            r"|^\s*#{2,}\s*(?:system|instruction)\b|^\s*(?:system|assistant)\s*:")
 
-INPUT_RULES: list[tuple[str, re.Pattern]] = [
+
+class SentenceRule:
+    """A rule that fires when, within one sentence, every ``require`` pattern matches and no ``unless`` pattern
+    does (word order free: for the gloss of SOV languages and for intents spread over a sentence)."""
+
+    flags = re.I
+    _SPLIT = re.compile(r"[.!?;。．！？；\n]+")
+
+    def __init__(self, require: Sequence[str], unless: Sequence[str] = (), view: str | None = None):
+        self.require = [re.compile(p, re.I) for p in require]
+        self.unless = [re.compile(p, re.I) for p in unless]
+        self.view = view  # only this view (by its name's last part), or every view
+
+    def search(self, text: str) -> bool:
+        for s in self._SPLIT.split(text):
+            if all(p.search(s) for p in self.require) and not any(p.search(s) for p in self.unless):
+                return True
+        return False
+
+
+_G_IGNORE = r"\b(?:ignore|disregard|forget|bypass|override)\b"
+_G_RULES = r"\b(?:instructions|rules|guidelines|system prompt)\b"
+_G_OBJECT = r"\b(?:access code|password|system prompt)\b"
+
+INPUT_RULES: list[tuple[str, re.Pattern | SentenceRule]] = [
     ("override", re.compile(rf"\b{_V}\b(?:\W+\w+){{0,3}}?\W+{_PRIOR}\b(?:\W+\w+){{0,2}}?\W+{_RULES_NOUN}\b", re.I)),
     ("override", re.compile(r"\b(?:new|updated|real|actual|revised) (?:system )?(?:instructions?|rules|policy|prompt)"
                             r"\s*(?::|are|is)", re.I)),
@@ -276,15 +522,36 @@ INPUT_RULES: list[tuple[str, re.Pattern]] = [
                               re.I)),
     ("extraction", re.compile(r"\b(?:above|previous|preceding) (?:text|prompt|message|conversation)\b.{0,30}\b"
                               r"(?:verbatim|word for word|exactly)\b", re.I)),
+    # a disclosure verb and a guarded object in one sentence, unless the sentence asks how to make / reset one
+    ("extraction", SentenceRule([_DISCLOSE, _GUARDED], [_HOWTO])),
+    ("extraction", SentenceRule([r"\b(?:which|what)\b", r"\b(?:access|secret|pass) ?codes?\b|\bpasswords?\b"
+                                 r"|\bsystem prompt\b"], [_HOWTO, r"\bis an?\b", r"\bwhat (?:is )?an?\b"])),
+    # goal hijacking: make the assistant emit an attacker's marker word (HackAPrompt's "I have been PWNED")
+    ("hijack", re.compile(r"\b(?:say|said|says|write|print|output|reply|replies|respond|answer|type|repeat|shouts?"
+                          r"|begins?|starts?|ends?|with)\b[^.\n]{0,40}\b(?:pwned|pwn3d|hacked|h4cked|owned)\b", re.I)),
+    # an instruction addressed to the AI inside a document or tool output (indirect injection)
+    ("indirect", re.compile(r"\b(?:note|message|instructions?|p\.?s\.?) (?:to|for) (?:the |any |all )?"
+                            r"(?:ai|assistant|bot|model|llm|chatbot)s?\b"
+                            r"|\b(?:ai|assistant|bot|model|llm|chatbot)s? (?:reading|processing|summari[sz]ing|parsing"
+                            r"|seeing) this\b", re.I)),
     ("markup", re.compile(_MARKUP, re.I | re.M)),
-    ("encoding", re.compile(r"\b(?:decode|decipher|decrypt|translate)\b[^.\n]{0,40}\b(?:and|then)\b[^.\n]{0,20}\b"
-                            r"(?:follow|obey|execute|do|run|carry out|comply)\b", re.I)),
+    ("encoding", re.compile(r"\b(?:decode|decipher|decrypt|translate|render|execute|run)\b[^.\n]{0,40}"
+                            r"\b(?:and|then)\b[^.\n]{0,20}\b(?:follow|obey|execute|do|run|carry out|comply|act)\b",
+                            re.I)),
+    ("encoding", re.compile(r"\b(?:execute|run|obey|follow) (?:the|this) (?:base64|rot13|hex|encoded)\b", re.I)),
+    # intents in the gloss of another language, in any word order
+    ("override", SentenceRule([_G_IGNORE, _G_RULES], view="gloss")),
+    ("extraction", SentenceRule([r"\b(?:reveal|what is|say|follow)\b", _G_OBJECT], [r"\bhow\b"], view="gloss")),
+    ("roleplay", SentenceRule([r"\bunrestricted\b", r"\b(?:you|ai|pretend you are)\b"], view="gloss")),
 ]
 
 
-def rule_hits(text: str, rules: Sequence[tuple[str, re.Pattern]] = INPUT_RULES) -> list[str]:
-    """Names of the rules that fire on any view of ``text`` (``name@view``; a view's first hit only)."""
+def rule_hits(text: str, rules: Sequence[tuple[str, re.Pattern | SentenceRule]] = INPUT_RULES) -> list[str]:
+    """Names of the rules that fire on any view of ``text`` (``name@view``; a view's first hit only), plus
+    ``hidden@tags`` when the text carries an invisible tag-character message outside an emoji flag."""
     hits: list[str] = []
+    if len(hidden_tag_text(text, skip_flags=True).strip()) >= 4:
+        hits.append("hidden@tags")
     for view, v in text_views(text):
         if view.endswith("squashed"):
             v = "squashed:" + v  # only the rules written for squashed text (anchored on this tag) can match
@@ -293,6 +560,8 @@ def rule_hits(text: str, rules: Sequence[tuple[str, re.Pattern]] = INPUT_RULES) 
                 continue  # markup is literal; decoding views turn random text into false markup
             if name == "roleplay" and not (pat.flags & re.I) and view != "text":
                 continue  # case-sensitive acronyms only on the raw text
+            if isinstance(pat, SentenceRule) and pat.view is not None and view.rsplit(":", 1)[-1] != pat.view:
+                continue
             if pat.search(v):
                 hits.append(f"{name}@{view}")
                 break
@@ -301,19 +570,22 @@ def rule_hits(text: str, rules: Sequence[tuple[str, re.Pattern]] = INPUT_RULES) 
 
 def _features(text: str, dim: int) -> dict[int, float]:
     """Hashed bag of character 3–5-grams (of the normalised text, word-boundary padded) and word
-    unigrams + bigrams; crc32 hashing so the features are the same in every process."""
+    unigrams + bigrams of the normalised text and of its multilingual gloss (so a Japanese or Spanish
+    paraphrase shares the English words' weights); crc32 hashing so the features are the same in every process."""
     t = " " + re.sub(r"\s+", " ", normalise(text)).strip() + " "
     counts: dict[int, float] = {}
     for n in (3, 4, 5):
         for i in range(len(t) - n + 1):
             h = zlib.crc32(t[i:i + n].encode()) % dim
             counts[h] = counts.get(h, 0.0) + 1.0
-    words = re.findall(r"\w+", t)
-    for k, w in enumerate(words):
-        for g in (w, " ".join(words[k:k + 2]) if k + 1 < len(words) else None):
-            if g:
-                h = zlib.crc32(b"w:" + g.encode()) % dim
-                counts[h] = counts.get(h, 0.0) + 1.0
+    g = gloss(text)
+    for source in (t, g) if g is not None else (t,):
+        words = re.findall(r"\w+", source)
+        for k, w in enumerate(words):
+            for gram in (w, " ".join(words[k:k + 2]) if k + 1 < len(words) else None):
+                if gram:
+                    h = zlib.crc32(b"w:" + gram.encode()) % dim
+                    counts[h] = counts.get(h, 0.0) + 1.0
     # log-scaled term frequency, L2-normalised: long prompts do not get larger scores just for length
     vals = {h: 1.0 + np.log(c) for h, c in counts.items()}
     norm = float(np.sqrt(sum(v * v for v in vals.values()))) or 1.0
@@ -390,7 +662,8 @@ class InputGuard:
         score = 0.0
         if self.scorer is not None:
             # the scorer also reads decoded payloads: base64 noise says nothing, its plaintext does
-            score = float(max(self.scorer.score([text] + decode_runs(text))))
+            hidden = [h for h in [hidden_tag_text(text, skip_flags=True)] if h.strip()]
+            score = float(max(self.scorer.score([text] + hidden + decode_runs(strip_invisible(text)))))
             if score >= self.threshold:
                 reasons.append(f"scorer={score:.2f}")
         return Verdict(bool(reasons), score, reasons)
@@ -411,7 +684,7 @@ class InputGuard:
 # ---- 3. output guard ----------------------------------------------------------------------------
 
 def _alnum(text: str) -> str:
-    return re.sub(r"[^0-9a-z]", "", unicodedata.normalize("NFKC", text).translate(_ZERO_WIDTH).lower())
+    return re.sub(r"[^0-9a-z]", "", fold_lookalikes(unicodedata.normalize("NFKC", strip_invisible(text))).lower())
 
 
 class OutputGuard:
