@@ -318,11 +318,22 @@ def _remove_tree(path: str) -> None:
                 except FileNotFoundError:
                     continue
                 if not stat.S_ISDIR(st.st_mode):
-                    os.unlink(name, dir_fd=fd)
+                    try:
+                        os.unlink(name, dir_fd=fd)
+                    except PermissionError:  # a directory made unwritable: fix it through its descriptor
+                        os.fchmod(fd, 0o700)
+                        os.unlink(name, dir_fd=fd)
                     continue
                 try:
                     os.rmdir(name, dir_fd=fd)
                     continue
+                except PermissionError:
+                    os.fchmod(fd, 0o700)
+                    try:
+                        os.rmdir(name, dir_fd=fd)
+                        continue
+                    except OSError:
+                        pass
                 except OSError:
                     pass
                 child = _open_dir(name, fd)
@@ -346,7 +357,11 @@ def _remove_tree(path: str) -> None:
             fd = parent
             if (pst.st_dev, pst.st_ino) != parent_id:
                 raise OSError(f"directory moved while removing {path}")
-            os.rmdir(name, dir_fd=fd)
+            try:
+                os.rmdir(name, dir_fd=fd)
+            except PermissionError:
+                os.fchmod(fd, 0o700)
+                os.rmdir(name, dir_fd=fd)
     finally:
         os.close(fd)
     st = os.stat(path, follow_symlinks=False)
@@ -480,7 +495,10 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, disk_
         for fd in fds:
             os.close(fd)
         if tmp is not None:
-            _remove_tree(tmp)
+            try:
+                _remove_tree(tmp)
+            except OSError:  # e.g. no /proc to fix an unreadable directory: leave it rather than crash
+                pass
 
 
 _SIGNALS = {signal.SIGXCPU: "CPU time limit", signal.SIGKILL: "killed", signal.SIGXFSZ: "file size limit",

@@ -560,12 +560,12 @@ print("planted")
     Escape("deep_directory_tree", '''
 import os
 fd = os.open(".", os.O_RDONLY)
-for i in range(3000):
+for i in range(1500):
     os.mkdir("d", dir_fd=fd)
     nfd = os.open("d", os.O_RDONLY, dir_fd=fd)
     os.close(fd)
     fd = nfd
-print("depth 3000")
+print("depth 1500")
 ''', False, "a tree deeper than the host's recursion limit, to crash a recursive cleanup"),
     Escape("memfd_and_shm_beyond_limits", ALIAS + '''
 import os
