@@ -14,12 +14,14 @@ gets:
   mounts of what the interpreter needs — the executable, the directories of its ``sys.path`` under
   ``-I -S`` (the stdlib and ``lib-dynload``; a ``site-packages`` inside them is masked by an empty,
   read-only tmpfs), the shared libraries the executable and the stdlib extension modules link against
-  (found once with ``ldd``; the loader finds them through ``LD_LIBRARY_PATH``) — plus ``/dev/null``, ``/dev/zero``,
-  ``/dev/random`` and ``/dev/urandom``, and a private, size-limited tmpfs work dir (:data:`WORKDIR`,
-  ``--size`` where bwrap supports it). No host ``/tmp``, ``/dev/shm``, ``/proc``, ``/sys``, ``/etc``
-  (no ``passwd``: NSS finds nothing), home or project directory is visible; nothing the child writes
-  reaches the host's disk, and the work dir vanishes with the mount namespace — there is no host-side
-  cleanup to trick;
+  (found once with ``ldd``; the loader finds them through ``LD_LIBRARY_PATH``) — and a private,
+  size-limited tmpfs work dir (:data:`WORKDIR`, ``--size`` where bwrap supports it). No host ``/tmp``,
+  ``/dev`` (no device node at all: a host inode the child could ``chmod`` — as root without the uid drop
+  the sandbox user owns them — stays outside; ``os.urandom`` uses ``getrandom``), ``/dev/shm``, ``/proc``,
+  ``/sys``, ``/etc`` (no ``passwd``: NSS finds nothing), home or project directory is visible; nothing
+  the child writes reaches the host's disk, and the work dir vanishes with the mount namespace — there is
+  no host-side cleanup to trick. Its standard input is an empty pipe, not the host's ``/dev/null``, and it
+  inherits no other host file: the descriptors it holds are pipes, memfds and its own tmpfs;
 - **a seccomp filter** (classic BPF assembled here, loaded by bwrap with ``--seccomp``; x86-64 and
   AArch64): a foreign architecture (e.g. the 32-bit ``int 0x80`` entry on x86-64) kills the process,
   x32 system calls and the calls in :data:`DENY` fail with ``EPERM`` — process and thread creation
@@ -252,8 +254,7 @@ def _bwrap_features(bwrap: str) -> set[str]:
 
 
 REQUIRED = ("--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "--seccomp",
-            "--remount-ro", "--ro-bind", "--dev-bind", "--tmpfs", "--chdir", "--uid", "--gid", "--setenv", "--dir",
-            "--symlink")
+            "--remount-ro", "--ro-bind", "--tmpfs", "--chdir", "--uid", "--gid", "--setenv", "--symlink")
 
 
 @dataclass(frozen=True)
@@ -284,9 +285,6 @@ class Sandbox:
                 a += ["--ro-bind", p, p]
         for m in self.masks:
             a += ["--tmpfs", m, "--remount-ro", m]
-        a += ["--dir", "/dev"]
-        for dev in ("/dev/null", "/dev/zero", "/dev/random", "/dev/urandom"):
-            a += ["--dev-bind", dev, dev]
         if self.sized_tmpfs:
             a += ["--size", str(work_bytes)]
         a += ["--tmpfs", WORKDIR, "--remount-ro", "/", "--chdir", WORKDIR]

@@ -3,12 +3,13 @@
 **The security boundary is the operating system**, set up by :mod:`dodai.tools.osbox`: the child runs
 under bubblewrap (``bwrap``) in its own user, pid, network, IPC, UTS and mount namespaces, with all
 capabilities dropped, a seccomp filter, kernel rlimits, a wall clock and output caps. What the child can
-see is a read-only root holding only the interpreter, its stdlib and the shared libraries they load, four
-harmless device nodes, and a private, size-limited tmpfs work dir (:data:`~dodai.tools.osbox.WORKDIR`,
-its cwd and ``TMPDIR``). In particular:
+see is a read-only root holding only the interpreter, its stdlib and the shared libraries they load, and a
+private, size-limited tmpfs work dir (:data:`~dodai.tools.osbox.WORKDIR`, its cwd and ``TMPDIR``). In
+particular:
 
 - **no host files**: no ``/etc`` (so no ``passwd`` through NSS), ``/home``, project, host ``/tmp``,
-  ``/dev/shm``, ``/proc`` or ``/sys``; everything outside the work dir is read-only; nothing it writes
+  ``/dev`` (no device nodes, not even ``os.devnull``), ``/dev/shm``, ``/proc`` or ``/sys``, and no
+  descriptor of a host file (stdin is an empty pipe); everything outside the work dir is read-only; nothing it writes
   reaches the host's disk, and the work dir disappears with its mount namespace — the host never cleans
   up (never follows) anything the child made;
 - **no network and no host IPC**: a network namespace with only a down loopback; a private IPC namespace;
@@ -27,7 +28,7 @@ its cwd and ``TMPDIR``). In particular:
 
 What one call does (:func:`run_python`): the code goes to the child through an anonymous memfd (no file
 on the host), bwrap starts ``python -I -S -B -u -c BOOTSTRAP`` (isolated mode, no ``site``, no bytecode
-writes, unbuffered) with an empty environment and stdin from ``/dev/null``; the bootstrap compiles the
+writes, unbuffered) with an empty environment and an empty pipe as stdin; the bootstrap compiles the
 code, pre-imports :data:`PREIMPORT`, sets the rlimits, installs the audit hook, tells the host through a
 one-byte pipe that the user code starts, and runs it in a fresh globals dict.
 
@@ -432,9 +433,11 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, disk_
         else:
             argv, cwd = inner, tmp
         try:
-            proc = subprocess.Popen(argv, cwd=cwd, env={}, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+            # stdin: an empty pipe (EOF), not /dev/null — a descriptor of a host inode the child could fchmod
+            proc = subprocess.Popen(argv, cwd=cwd, env={}, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                                     pass_fds=tuple(fds), **popen_extra)
+            proc.stdin.close()
         finally:
             for fd in fds:
                 os.close(fd)

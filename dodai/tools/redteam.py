@@ -410,12 +410,13 @@ def summarize(outcomes: list[Outcome]) -> list[dict]:
 # creates something on the host, reaches the network, starts a process, signals a host process, holds
 # memory beyond its limits). They run with the audit hook installed, as in production, and switch it off
 # themselves where they need to (``UNHOOK``: the hook's closure is found through the garbage collector
-# and its code replaced). ``old_design``: the attack succeeds against the audit-hook design, i.e. with
-# ``unsafe_no_sandbox=True, drop_privileges=False`` (what a non-root user got; as root the uid drop held
-# some of them, by accident of file permissions) — the tests check that too, so each case is a real
-# attack and not one that fails for an unrelated reason. Placeholders: {token} (names what an attack
-# creates), {host_pid} (the host process), {port} (a TCP listener on 127.0.0.1), {abstract} (an abstract
-# Unix socket), {canary} (a file in the host's /tmp), {hostname}, {limit_mb} (memory_mb + disk_mb).
+# and its code replaced). ``old_design``: the attack succeeds against the audit-hook design run by root
+# without its uid drop, i.e. ``unsafe_no_sandbox=True, drop_privileges=False`` as root (the uid drop
+# held some of them, some by accident of file permissions; most also succeed for a non-root user) — the
+# tests check that too, so each case is a real attack and not one that fails for an unrelated reason.
+# Placeholders: {token} (names what an attack creates), {host_pid} (the host process), {port} (a TCP
+# listener on 127.0.0.1), {abstract} (an abstract Unix socket), {canary} (a file in the host's /tmp),
+# {hostname}, {limit_mb} (memory_mb + disk_mb).
 
 UNHOOK = '''
 import gc, sys
@@ -662,6 +663,31 @@ except OSError as e:
     print("spawn:", type(e).__name__)
 print("ESCAPED:" if got else "held:", got)
 ''', True, "fork, threads and posix_spawn with the hook off"),
+    Escape("host_inodes_through_devices_and_fds", UNHOOK + '''
+import os, stat
+got = []
+for p in ("/dev/null", "/dev/zero", "/dev/urandom", "/dev/random", "/dev/full", "/dev/tty", "/dev/shm", "/tmp"):
+    try:
+        st = os.stat(p)
+        os.chmod(p, st.st_mode & 0o7777)  # the same mode: a no-op, but only an owner may do it
+        os.utime(p, ns=(st.st_atime_ns, st.st_mtime_ns))
+        got.append("chmod/utime " + p)
+    except OSError as e:
+        print(p, type(e).__name__)
+for fd in range(256):
+    try:
+        st = os.fstat(fd)
+    except OSError:
+        continue
+    print("fd", fd, stat.filemode(st.st_mode))
+    if stat.S_ISCHR(st.st_mode) or stat.S_ISDIR(st.st_mode) or stat.S_ISBLK(st.st_mode):
+        try:
+            os.fchmod(fd, st.st_mode & 0o7777)
+            got.append("fchmod fd %d (a host %s)" % (fd, stat.filemode(st.st_mode)))
+        except OSError as e:
+            print("fd", fd, type(e).__name__)
+print("ESCAPED:" if got else "held:", got)
+''', True, "host inodes the child owns as mapped root: device nodes by path, host files behind inherited fds"),
     Escape("write_outside_the_work_dir", UNHOOK + '''
 import os, sys
 got = []
