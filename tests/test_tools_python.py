@@ -40,6 +40,26 @@ def test_redteam_case(harness, case):
     assert not (harness.outside / "pwned").exists()
 
 
+def test_every_attack_is_harmless_without_the_hook(harness):
+    """The OS sandbox alone: with the audit hook left out, no attack changes the host, reveals what it
+    must not, or runs past its time and output bounds (a refusal message is not required)."""
+    from dodai.tools.python_sandbox import python_tool as make
+
+    plain = harness.tools["python"]
+    harness.tools["python"] = make(0.5, 128, audit_hook=False)  # a shorter clock: the timeouts are not the point
+    try:
+        harmful = []
+        for case in [c for c in PYTHON if c.attack]:
+            harness.reset()
+            out = harness.run(case, harm_only=True)
+            if not out.passed:
+                harmful.append((case.name, out.why))
+    finally:
+        harness.tools["python"] = plain
+        harness.reset()
+    assert not harmful, harmful
+
+
 def test_work_dir_is_fresh():
     first = run_python("import os\nopen('left.txt', 'w').write('x')\nprint(os.getcwd())", 2.0, 128)
     second = run_python("import os\nprint(os.getcwd(), os.listdir('.'))", 2.0, 128)

@@ -9,9 +9,9 @@ particular:
 
 - **no host files**: no ``/etc`` (so no ``passwd`` through NSS), ``/home``, project, host ``/tmp``,
   ``/dev`` (no device nodes, not even ``os.devnull``), ``/dev/shm``, ``/proc`` or ``/sys``, and no
-  descriptor of a host file (stdin is an empty pipe); everything outside the work dir is read-only; nothing it writes
-  reaches the host's disk, and the work dir disappears with its mount namespace — the host never cleans
-  up (never follows) anything the child made;
+  descriptor of a host file (stdin is an empty pipe); everything outside the work dir is read-only;
+  nothing it writes reaches the host's disk, and the work dir disappears with its mount namespace — the
+  host never cleans up (never follows) anything the child made;
 - **no network and no host IPC**: a network namespace with only a down loopback; a private IPC namespace;
   the seccomp filter refuses sockets of every family but ``AF_UNIX`` (which can reach nothing outside);
 - **no new processes or threads, no signals to the host**: ``fork``/``vfork``/``clone``/``clone3`` fail
@@ -20,7 +20,8 @@ particular:
 - **bounded resources**: ``RLIMIT_CPU`` (CPU seconds), ``RLIMIT_AS`` (address space, ``memory_mb``),
   ``RLIMIT_FSIZE`` (largest file), ``RLIMIT_NOFILE``, ``RLIMIT_CORE`` = 0, soft = hard; the work dir's
   tmpfs holds at most ``disk_mb``; ``memfd_create`` and SysV/POSIX shared memory and queues are refused,
-  so memory outside the address-space limit is at most the work dir; the wall clock starts when the user
+  so the work dir is the only memory outside the address-space limit (kernel objects aside: see the
+  residual risks); the wall clock starts when the user
   code starts (start-up has its own bound, :data:`STARTUP_S`) and output past ``max_output_bytes`` kills
   the child; the result is the *tail* of stdout+stderr;
 - **the host's uid drop** (host running as root, interpreter readable by anyone): bwrap starts as a fresh
@@ -42,13 +43,17 @@ Every guarantee above holds with it switched off (``audit_hook=False``; the test
 
 **Residual risks**, what this does not stop: a bug in the Linux kernel reachable through the system calls
 the filter allows (namespaces and seccomp shrink that surface, they do not remove it); CPU, memory and
-wall time *within* the limits of one call (the host pays up to ``timeout_s`` CPU seconds, ``memory_mb`` +
-``disk_mb`` of RAM); reading what is bound read-only (the interpreter, the stdlib, the shared libraries —
-public files); a bwrap or kernel configured differently (bwrap without ``--size`` leaves the work dir's
-size bounded only by ``RLIMIT_FSIZE`` per file and the wall clock; an architecture other than x86-64 or
-AArch64 runs without the seccomp filter — :attr:`~dodai.tools.osbox.Sandbox.seccomp` is then ``None``).
-As root with an interpreter only root can read (e.g. under ``/root``) there is no host uid drop: the
-sandbox's uid 65534 maps to root outside, without any capability.
+wall time *within* the limits of one call (the host pays up to ``timeout_s`` CPU seconds and ``memory_mb``
++ ``disk_mb`` of RAM); kernel memory the size limits do not count, freed when the sandbox ends and bounded
+only by the wall clock and ``RLIMIT_NOFILE`` — file-system metadata (empty files and directories in the
+work dir cost no tmpfs size but about a kilobyte of kernel memory each) and pipe or socket buffers;
+reading what is bound read-only (the interpreter, the stdlib, the shared libraries — public files); a
+bwrap or kernel configured differently (bwrap without ``--size`` leaves the work dir's size bounded only by
+``RLIMIT_FSIZE`` per file and the wall clock; an architecture other than x86-64 or AArch64 runs without
+the seccomp filter — :attr:`~dodai.tools.osbox.Sandbox.seccomp` is then ``None``). As root with an
+interpreter only root can read (e.g. under ``/root``) there is no host uid drop: the sandbox's uid 65534
+maps to root outside — without any capability, and with no host inode within reach that is not mounted
+read-only, but a kernel escape would land as root.
 
 **When no OS sandbox is available** (no ``bwrap``, or it cannot create namespaces here) the tool refuses
 to run with a one-line :class:`~dodai.tools.osbox.SandboxUnavailable` that says how to install
