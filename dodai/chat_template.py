@@ -166,9 +166,10 @@ class _Exceeded(DodaiError):
 
 
 class _Budget:
-    __slots__ = ("steps", "built", "deadline", "depth", "error")
+    __slots__ = ("steps", "built", "deadline", "depth", "error", "memo")
 
     def __init__(self):
+        self.memo: dict[int, tuple] = {}  # sizes of immutable containers measured during this render
         self.steps = 0
         self.built = 0
         self.depth = 0
@@ -244,52 +245,105 @@ def _units(x) -> int:
 
 
 def _text_size(x, limit: int = MAX_VALUE) -> int:
-    """An upper estimate of ``len(str(x))`` (repr of nested strings included), computed iteratively and
-    abandoned as soon as it passes ``limit`` (so it costs at most O(limit) even for shared or cyclic
-    structures)."""
+    """An upper estimate of ``len(str(x))`` (nested strings counted as their repr); values above
+    MAX_VALUE are reported as MAX_VALUE + 1 (``limit`` is accepted for readability at call sites)."""
     if isinstance(x, str):
         return len(x)
-    return _walk(x, limit)[0]
+    return _walk(x)[0]
 
 
-def _walk(x, limit: int) -> tuple[int, int]:
-    """(estimated text size, deepest nesting) of ``x``; stops once the size passes ``limit``."""
+_OVER = MAX_VALUE + 1
+_VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
+
+
+def _leaf_size(y) -> int:
+    if isinstance(y, str):  # repr inside a container: printable text doubles at most, escapes take ≤ 6 chars
+        return len(y) * (2 if y.isprintable() else 6) + 2
+    if y is None or isinstance(y, (bool, float)):
+        return 24
+    if isinstance(y, int):
+        return y.bit_length() // 3 + 2
+    if isinstance(y, (bytes, bytearray)):
+        return 4 * len(y) + 3
+    return 64  # undefined, loop/macro objects, ranges, generators: short reprs
+
+
+def _children(y):
     from jinja2.utils import Namespace
 
-    total, deepest = 0, 0
-    stack = [(x, 0)]
+    if isinstance(y, (dict, _VIEWS[2])):  # a dict, or its items() view (whose pairs are new tuples each time)
+        for k, v in (y.items() if isinstance(y, dict) else y):
+            yield k
+            yield v
+    elif isinstance(y, Namespace):
+        yield y._Namespace__attrs
+    else:
+        yield from y
+
+
+def _is_container(y) -> bool:
+    from jinja2.utils import Namespace
+
+    return isinstance(y, (*_CONTAINERS, *_VIEWS, Namespace))
+
+
+def _walk(x) -> tuple[int, int]:
+    """(estimated text size capped at MAX_VALUE + 1, deepest nesting) of ``x``.
+
+    Iterative post-order over the containers, with a memo per render keyed by identity: lists, tuples,
+    dicts and sets cannot change inside the immutable sandbox, so each is measured once per render, and a
+    structure that shares its parts (``[l, l]`` forty times over) costs its distinct parts, not its
+    exponential unfolding. A namespace can change (``{% set ns.x = … %}``), so it and everything that
+    contains it are measured afresh each time; a cycle through a namespace counts as over the limit.
+    """
+    from jinja2.utils import Namespace
+
+    if not _is_container(x):
+        return min(_leaf_size(x), _OVER), 0
+    b = _budget()
+    memo = b.memo if b is not None else {}  # id -> (object, size, depth); the object pins the id
+    local: dict[int, tuple] = {}  # the same for values that contain a namespace
+    active: set[int] = set()
+    cyclic: set[int] = set()
+    stack = [(x, False)]
     while stack:
-        y, d = stack.pop()
-        deepest = max(deepest, d)
-        if isinstance(y, str):
-            total += len(y) * (2 if y.isprintable() else 10) + 2
-        elif y is None or isinstance(y, (bool, float)):
-            total += 24
-        elif isinstance(y, int):
-            total += y.bit_length() // 3 + 2
-        elif isinstance(y, (bytes, bytearray)):
-            total += 4 * len(y) + 3
-        elif isinstance(y, dict):
-            total += 2 + 4 * len(y)
-            for k, v in y.items():
-                stack.append((k, d + 1))
-                stack.append((v, d + 1))
-                if len(stack) > limit:
+        y, done = stack.pop()
+        key = id(y)
+        if not done:
+            if key in memo or key in local:
+                continue
+            active.add(key)
+            stack.append((y, True))
+            for c in _children(y):
+                if _is_container(c) and id(c) not in memo and id(c) not in local:
+                    if id(c) in active:
+                        cyclic.add(key)
+                    else:
+                        stack.append((c, False))
+            continue
+        active.discard(key)
+        total, depth, mutable = (14 if isinstance(y, Namespace) else 2), 0, isinstance(y, Namespace)
+        if key in cyclic:
+            total = _OVER
+        for c in _children(y):
+            if total > MAX_VALUE:
+                total = _OVER
+                break
+            if _is_container(c):
+                entry = memo.get(id(c)) or local.get(id(c))
+                if entry is None:  # still open: a cycle
+                    total = _OVER
                     break
-        elif isinstance(y, (list, tuple, set, frozenset, type({}.keys()), type({}.values()), type({}.items()))):
-            total += 2 + 2 * len(y)
-            for v in y:
-                stack.append((v, d + 1))
-                if len(stack) > limit:
-                    break
-        elif isinstance(y, Namespace):
-            total += 14
-            stack.append((y._Namespace__attrs, d + 1))
-        else:
-            total += 64  # undefined, loop/macro objects, ranges, generators: short reprs
-        if total > limit:
-            return total, deepest
-    return total, deepest
+                total += entry[1] + 2
+                depth = max(depth, entry[2] + 1)
+                mutable = mutable or entry[3]
+            else:
+                total += _leaf_size(c) + 2
+                depth = max(depth, 1)
+        total = min(total, _OVER)
+        (local if mutable else memo)[key] = (y, total, depth, mutable)
+    entry = memo.get(id(x)) or local[id(x)]
+    return entry[1], entry[2]
 
 
 def _iter_guard(x):
@@ -525,7 +579,7 @@ _FILTER_SIZE = {
     "center": _f_center, "indent": _f_indent, "format": _f_format, "join": _f_join, "replace": _f_replace,
     "batch": _f_batch, "slice": _f_slice, "sum": _f_sum, "wordwrap": _f_wordwrap, "urlize": _f_urlize,
     "truncate": _f_truncate, "round": _f_round, "list": _f_list, "string": _f_sized_text,
-    "pprint": lambda v, a, k: (2 * _text_size(v) + _walk(v, MAX_VALUE)[1] * 64, v),
+    "pprint": lambda v, a, k: (2 * _text_size(v) + (_text_size(v) // 2 + 1) * _walk(v)[1], v),
     "xmlattr": lambda v, a, k: (6 * _text_size(v), v), "urlencode": lambda v, a, k: (12 * _text_size(v), v),
     "upper": _f_times(3), "lower": _f_times(3), "title": _f_times(3), "capitalize": _f_times(3),
     "escape": _f_times(6), "e": _f_times(6), "forceescape": _f_times(6), "striptags": _f_times(1),
@@ -847,10 +901,10 @@ def _make_env():
 
     def tojson(x, ensure_ascii=False, indent=None, separators=None, sort_keys=False):
         # HF's override: no HTML escaping (templates emit JSON for tool schemas, not for web pages)
-        size, depth = _walk(x, MAX_VALUE)
+        size, depth = _walk(x)  # JSON escapes no more than repr does, apart from ensure_ascii on astral chars
         pad = len(indent) if isinstance(indent, str) else _as_int(indent) if indent is not None else 0
         seps = sum(len(s) for s in separators if isinstance(s, str)) if isinstance(separators, (tuple, list)) else 2
-        _check(6 * size + (size // 2 + 1) * (depth * pad + seps), "the result of tojson")
+        _check(size + (size // 2 + 1) * (depth * pad + seps), "the result of tojson")
         return json.dumps(x, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys)
 
     def strftime_now(fmt: str) -> str:
