@@ -9,7 +9,8 @@ Measures, interleaved (A, B, A, B, ...) so machine load hits both sides alike:
 - the one-time probe per process (:func:`dodai.tools.osbox.find_sandbox`: ``ldd`` over the interpreter
   and its extension modules, one test run), in a fresh process;
 
-wall time (median) and the children's CPU time (median, from ``RUSAGE_CHILDREN``), then runs the R7.5
+wall time (median) and, without bwrap, the children's CPU time (median, from ``RUSAGE_CHILDREN``; inside
+bwrap's pid namespace the reaper waits for python, so its CPU time does not reach this process), then runs the R7.5
 red-team suite and the sandbox-escape programs to count what holds. Writes a Markdown report.
 
     python benchmarks/python_sandbox.py [--repeats 30] [--out benchmarks/results/python_sandbox.md]
@@ -88,11 +89,19 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="dodai-bench-") as work:
         h = Harness(Path(work), python_timeout_s=1.0, memory_mb=128, n_docs=300)
-        rows = summarize(h.run_all(ATTACKS + BENIGN))
+        outcomes = h.run_all(ATTACKS + BENIGN)
+        rows = summarize(outcomes)
+        failures = [f"{o.case.tool}/{o.case.name}: {o.why[:160]}" for o in outcomes if not o.passed]
     subs = {"token": "benchtoken", "host_pid": str(os.getpid()), "port": "1", "abstract": "dodai-bench-none",
             "canary": "/nonexistent/canary", "hostname": os.uname().nodename, "limit_mb": str(128 + 64)}
     held = {hook: sum("ESCAPED" not in run_python(_fill(e.code, subs), 3.0, 128, audit_hook=hook).output
                       for e in SANDBOX_ESCAPES) for hook in (True, False)}
+
+    # kernel memory the size limits do not count: empty files in the work dir within one 3 s call
+    files_code = ("import os, time\nt = time.time(); n = 0\nfd = os.open('.', os.O_RDONLY)\n"
+                  "while time.time() - t < 2.5:\n    for _ in range(1000):\n"
+                  "        os.close(os.open('f%d' % n, os.O_CREAT | os.O_WRONLY, dir_fd=fd)); n += 1\nprint(n)")
+    n_files = int(run_python(files_code, 3.0, 128, audit_hook=False).output.split()[-1])
 
     med = {k: (statistics.median(w for w, _ in v), statistics.median(c for _, c in v)) for k, v in times.items()}
     load = os.getloadavg()
@@ -108,12 +117,14 @@ def main() -> None:
         f"seccomp filter {'on' if sb.seccomp else 'off'} ({len(sb.seccomp or b'') // 8} BPF instructions), "
         f"{len(sb.ro_paths)} read-only binds, host uid drop: {sb.host_uid_drop}",
         f"- command: `python benchmarks/python_sandbox.py --repeats {args.repeats}`; medians of {args.repeats} "
-        "interleaved runs; CPU = the children's user+system time",
+        "interleaved runs; CPU = the children's user+system time (not visible through bwrap)",
         "",
         "| what | wall ms | CPU ms |",
         "|---|---|---|",
     ]
-    lines += [f"| {k} | {1000 * w:.1f} | {1000 * c:.1f} |" for k, (w, c) in med.items()]
+    # CPU time inside bwrap is not visible: the pid namespace's reaper, not this process, waits for python
+    lines += [f"| {k} | {1000 * w:.1f} | {'n/a' if 'bwrap' in k or 'OS sandbox' in k else f'{1000 * c:.1f}'} |"
+              for k, (w, c) in med.items()]
     d_bare = med["bare python in bwrap"][0] - med["bare python, no sandbox"][0]
     d_tool = med["tool call, OS sandbox"][0] - med["tool call, unsafe_no_sandbox"][0]
     lines += [
@@ -127,8 +138,13 @@ def main() -> None:
         "|---|---|---|",
     ]
     lines += [f"| {r['tool']} | {r['blocked']}/{r['attacks']} | {r['false_blocks']}/{r['benign']} |" for r in rows]
+    if failures:
+        lines += ["", "Failures in this run:", ""] + [f"- {f}" for f in failures]
     lines += ["", f"Sandbox-escape programs (`redteam.SANDBOX_ESCAPES`) held: {held[True]}/{len(SANDBOX_ESCAPES)} "
-              f"with the audit hook, {held[False]}/{len(SANDBOX_ESCAPES)} without it.", ""]
+              f"with the audit hook, {held[False]}/{len(SANDBOX_ESCAPES)} without it.", "",
+              f"Residual (not bounded by the size limits, freed when the sandbox ends): {n_files:,} empty files "
+              "created in the work dir in 2.5 s of one call (hook off), i.e. that many tmpfs inodes of kernel "
+              "memory (roughly a kilobyte each).", ""]
     Path(args.out).write_text("\n".join(lines), encoding="utf-8")
     print("\n".join(lines))
 

@@ -253,6 +253,10 @@ def _bwrap_features(bwrap: str) -> set[str]:
     return set(re.findall(r"^\s+(--[a-z0-9-]+)", r.stdout.decode("utf-8", "replace"), re.M))
 
 
+# Extension modules whose shared libraries are not bound (importing them in the sandbox fails): GUI,
+# terminal, sound, network and password-database modules — about half of the libraries, a bind mount each.
+SKIP_EXTENSIONS = frozenset({"_tkinter", "_curses", "_curses_panel", "readline", "nis", "ossaudiodev", "spwd",
+                             "_ssl", "_crypt"})
 REQUIRED = ("--unshare-all", "--unshare-user", "--die-with-parent", "--new-session", "--cap-drop", "--seccomp",
             "--remount-ro", "--ro-bind", "--tmpfs", "--chdir", "--uid", "--gid", "--setenv", "--symlink")
 
@@ -389,8 +393,10 @@ def _probe(bwrap: str, python: str | None, host_uid_drop: bool | None) -> Sandbo
             roots.append(p)
     masks = tuple(os.path.join(r, d) for r in roots for d in ("site-packages", "dist-packages")
                   if os.path.isdir(os.path.join(r, d)))
-    # Extension modules live directly in sys.path directories (lib-dynload): ldd those and the executable.
-    so_files = [exe] + sorted({os.path.join(d, f) for d in path_dirs for f in os.listdir(d) if f.endswith(".so")})
+    # Extension modules live directly in sys.path directories (lib-dynload): ldd those and the executable,
+    # except modules useless without a display, a terminal or the network (their libraries stay outside).
+    so_files = [exe] + sorted({os.path.join(d, f) for d in path_dirs for f in os.listdir(d)
+                               if f.endswith(".so") and f.split(".")[0] not in SKIP_EXTENSIONS})
     libs, from_ldd = _shared_libs(so_files)
     if from_ldd:
         lib_paths = libs
