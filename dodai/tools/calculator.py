@@ -13,18 +13,29 @@ Values are ``int`` or ``Fraction`` (exact) until an irrational operation (``sqrt
 ``sin``, a fractional power, the constants) makes them ``float``; once a float enters, the result is
 a float, as on a pocket calculator. ``/`` on exact values is exact division (``1/3`` stays ``1/3``).
 
-Bounds (each one a :class:`ToolError`, never a hang or a memory blow-up): the expression length
-(:data:`MAX_CHARS`), the parenthesis/call nesting depth (:data:`MAX_DEPTH`, checked before parsing,
-since CPython's parser itself recurses), the size of every exact intermediate (:data:`MAX_BITS` for
-numerator and denominator — checked *before* a power or factorial is computed, from its size
-estimate, so ``9**9**9`` is refused at once), and float overflow / NaN. Division by zero, complex
-results and domain errors are refused with a one-line message.
+Bounds (each one a :class:`ToolError`, never a hang or a memory blow-up), all checked *before* the work
+they bound is done:
+
+- the expression length (:data:`MAX_CHARS`) and the parenthesis/call nesting depth (:data:`MAX_DEPTH`,
+  before parsing, since CPython's parser itself recurses);
+- the number of operations (:data:`MAX_NODES` syntax nodes, counted on the parsed tree before evaluating),
+  so the total work is at most that many operations on bounded numbers;
+- the size of every exact value (:data:`MAX_BITS` for numerator and denominator): decimal literals are
+  read from their digits and exponent, so ``1e-99999999`` is refused without building 10**99999999 (which
+  :class:`fractions.Fraction` would do); a power, product, factorial, comb or perm is refused from its
+  size estimate before it is computed (``9**9**9``, ``10**10**10``, ``factorial(10**6)``);
+- a wall clock (:data:`MAX_SECONDS`), checked at every node: a backstop, since each single operation is
+  already bounded by the sizes above;
+- float overflow / NaN. Division by zero, complex results and domain errors are refused with a one-line
+  message.
 """
 
 from __future__ import annotations
 
 import ast
 import math
+import re
+import time
 from fractions import Fraction
 
 from dodai.tools.base import Tool, ToolError
@@ -33,6 +44,8 @@ MAX_CHARS = 500  # longest expression accepted
 MAX_DEPTH = 40  # deepest nesting of brackets
 MAX_DIGITS = 3000  # largest exact result, in decimal digits (Python's own str(int) limit is 4300)
 MAX_BITS = int(MAX_DIGITS * math.log2(10)) + 1  # the same bound in bits, checked on every exact value
+MAX_NODES = 600  # syntax nodes of one expression (MAX_CHARS already keeps it near this)
+MAX_SECONDS = 1.0  # wall clock for one evaluation
 
 Number = int | Fraction | float
 
@@ -236,6 +249,36 @@ def _nesting(expr: str) -> int:
     return best
 
 
+_DECIMAL = re.compile(r"(\d*)(?:\.(\d*))?(?:[eE]([+-]?\d+))?")
+
+
+def _short(text: str) -> str:
+    return text if len(text) <= 24 else text[:20] + "…"
+
+
+def _decimal(text: str) -> Number | None:
+    """A decimal literal's exact value from its digits and exponent, refusing (before building it) a value
+    whose numerator or denominator would exceed MAX_DIGITS digits; None if ``text`` is not decimal."""
+    m = _DECIMAL.fullmatch(text.replace("_", ""))
+    if m is None or not (m.group(1) or m.group(2)):
+        return None
+    whole, frac, exp = m.group(1) or "", m.group(2) or "", m.group(3)
+    digits = (whole + frac).lstrip("0")
+    if not digits:
+        return 0
+    e = (int(exp) if exp is not None and len(exp) <= 12 else 0) - len(frac)
+    if exp is not None and len(exp) > 12:  # an exponent of more than 12 digits
+        e = 10 ** 12 if not exp.startswith("-") else -(10 ** 12)
+    mantissa = int(digits)
+    if e >= 0:
+        if len(digits) + e > MAX_DIGITS:
+            raise ToolError(f"calculator: the literal {_short(text)} has more than {MAX_DIGITS} digits")
+        return mantissa * 10 ** e
+    if -e > MAX_DIGITS + len(digits):  # the reduced denominator still has more than MAX_DIGITS digits
+        raise ToolError(f"calculator: the literal {_short(text)} has more than {MAX_DIGITS} digits after the point")
+    return Fraction(mantissa, 10 ** -e)
+
+
 def _literal(node: ast.Constant, source: str) -> Number:
     v = node.value
     if isinstance(v, bool) or not isinstance(v, (int, float)):
@@ -243,24 +286,26 @@ def _literal(node: ast.Constant, source: str) -> Number:
     if isinstance(v, int):
         return v
     text = ast.get_source_segment(source, node) or repr(v)
-    try:  # the decimal literal exactly as written: 0.1 is 1/10, not the nearest binary float
-        return Fraction(text.replace("_", ""))
-    except (ValueError, ZeroDivisionError):
-        return Fraction(v)  # e.g. "1e400"-like literals that became inf are refused by _check
+    exact = _decimal(text)  # the decimal literal exactly as written: 0.1 is 1/10, not the nearest binary float
+    if exact is not None:
+        return exact
+    if math.isinf(v) or math.isnan(v):
+        raise ToolError("calculator: a literal is too large")
+    return Fraction(v)
 
 
-def _eval(node: ast.AST, source: str) -> Number:
+def _eval(node: ast.AST, source: str, deadline: float = math.inf) -> Number:
+    if time.monotonic() > deadline:
+        raise ToolError(f"calculator: took longer than {MAX_SECONDS:g} s")
     if isinstance(node, ast.Expression):
-        return _eval(node.body, source)
+        return _eval(node.body, source, deadline)
     if isinstance(node, ast.Constant):
-        if isinstance(node.value, float) and math.isinf(node.value):
-            raise ToolError("calculator: a literal is too large")
         return _check(_literal(node, source))
     if isinstance(node, ast.UnaryOp) and isinstance(node.op, (ast.UAdd, ast.USub)):
-        v = _eval(node.operand, source)
+        v = _eval(node.operand, source, deadline)
         return _check(-v if isinstance(node.op, ast.USub) else +v)
     if isinstance(node, ast.BinOp):
-        a, b = _eval(node.left, source), _eval(node.right, source)
+        a, b = _eval(node.left, source, deadline), _eval(node.right, source, deadline)
         return _check(_binop(node.op, a, b))
     if isinstance(node, ast.Name):
         if node.id in CONSTANTS:
@@ -277,7 +322,7 @@ def _eval(node: ast.AST, source: str) -> Number:
         if not lo <= len(node.args) <= hi:
             raise ToolError(f"calculator: {node.func.id} takes {lo}" + (f" to {hi}" if hi > lo else "")
                             + f" argument(s), got {len(node.args)}")
-        args = [_eval(a, source) for a in node.args]
+        args = [_eval(a, source, deadline) for a in node.args]
         try:
             return _check(f(*args))
         except ToolError:
@@ -304,8 +349,11 @@ def evaluate(expr: str) -> Number:
     except (SyntaxError, ValueError, RecursionError, MemoryError) as e:
         msg = e.msg if isinstance(e, SyntaxError) else type(e).__name__
         raise ToolError(f"calculator: not a valid expression ({msg})") from None
+    n_nodes = sum(1 for n in ast.walk(tree) if isinstance(n, ast.expr))
+    if n_nodes > MAX_NODES:
+        raise ToolError(f"calculator: more than {MAX_NODES} numbers and operations")
     try:
-        return _eval(tree, expr)
+        return _eval(tree, expr, time.monotonic() + MAX_SECONDS)
     except ZeroDivisionError:
         raise ToolError("calculator: division by zero") from None
     except RecursionError:

@@ -16,9 +16,16 @@ after every attack):
    refuses a second statement;
 5. resource bounds: a **progress handler** aborts the query after :data:`MAX_STEPS` virtual-machine
    instructions or ``timeout_s`` seconds (an infinite recursive CTE is "interrupted" in well under a
-   second); ``sqlite3_limit`` caps string/blob length, SQL length, expression depth, compound selects
-   and attached databases (0); at most ``max_rows`` rows come back, each cell cut to
-   :data:`MAX_CELL` characters. Extension loading stays disabled.
+   second); ``sqlite3_limit`` caps string/blob length (:data:`MAX_VALUE_BYTES`), SQL length, expression
+   depth, compound selects and attached databases (0); at most ``max_rows`` rows come back, each cell cut
+   to :data:`MAX_CELL` characters. Extension loading stays disabled.
+6. a **separate process** per call (the tool's path; :func:`run_query` itself runs in-process): the
+   progress handler only runs *between* virtual-machine instructions, and one SQL function call can run
+   long inside SQLite's C code — ``printf('%.*c', 2000000000, 'x')`` loops two billion times although
+   its result is refused by the length limit. So :func:`sql_tool` runs each query in a fresh
+   ``python -I -S`` child (address space capped at :data:`WORKER_MEMORY_BYTES`, SQLite's heap at
+   :data:`WORKER_HEAP_BYTES`) and kills it when the answer has not come ``timeout_s`` + :data:`GRACE_S`
+   seconds after the child was ready: the wall clock holds whatever SQLite does.
 
 Results are a compact text table: a header ``col | col``, one line per row, then ``(N rows)``.
 
@@ -30,9 +37,13 @@ version, no network.
 
 from __future__ import annotations
 
+import json
 import os
 import re
+import select
 import sqlite3
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -44,11 +55,16 @@ PROGRESS_EVERY = 1000  # the progress handler runs every this many instructions
 MAX_ROWS = 50
 MAX_CELL = 120
 MAX_QUERY_CHARS = 5000
+MAX_VALUE_BYTES = 1_000_000  # longest string or blob any expression may build (SQLITE_LIMIT_LENGTH)
+WORKER_MEMORY_BYTES = 512 << 20  # RLIMIT_AS of the child that runs a query
+WORKER_HEAP_BYTES = 256 << 20  # SQLite's hard heap limit in that child
+GRACE_S = 0.5  # the child is killed this long after its own timeout has passed without an answer
+STARTUP_S = 30.0  # how long the child may take to start (a loaded machine)
 DENIED_FUNCTIONS = frozenset({"load_extension", "readfile", "writefile", "edit", "fts3_tokenizer",
                               "sqlite_compileoption_get"})
 _ALLOWED_ACTIONS = frozenset({sqlite3.SQLITE_SELECT, sqlite3.SQLITE_READ, sqlite3.SQLITE_FUNCTION,
                               sqlite3.SQLITE_RECURSIVE})
-_LIMITS = {sqlite3.SQLITE_LIMIT_LENGTH: 1_000_000, sqlite3.SQLITE_LIMIT_SQL_LENGTH: MAX_QUERY_CHARS,
+_LIMITS = {sqlite3.SQLITE_LIMIT_LENGTH: MAX_VALUE_BYTES, sqlite3.SQLITE_LIMIT_SQL_LENGTH: MAX_QUERY_CHARS,
            sqlite3.SQLITE_LIMIT_EXPR_DEPTH: 100, sqlite3.SQLITE_LIMIT_COMPOUND_SELECT: 50,
            sqlite3.SQLITE_LIMIT_ATTACHED: 0, sqlite3.SQLITE_LIMIT_VARIABLE_NUMBER: 0,
            sqlite3.SQLITE_LIMIT_FUNCTION_ARG: 16, sqlite3.SQLITE_LIMIT_LIKE_PATTERN_LENGTH: 200}
@@ -149,17 +165,19 @@ def schema_text(conn: sqlite3.Connection) -> str:
 
 def sql_tool(db_path: str | os.PathLike, max_rows: int = MAX_ROWS, timeout_s: float = 2.0,
              max_steps: int = MAX_STEPS) -> Tool:
-    """The ``sql`` tool over ``db_path``: ``{"query": "SELECT ..."}`` → a text table. Opens a fresh read-only
-    connection per call (no state carries from one call to the next)."""
+    """The ``sql`` tool over ``db_path``: ``{"query": "SELECT ..."}`` → a text table. Each call runs in a fresh
+    child process with a fresh read-only connection (layer 6: no state carries from one call to the next,
+    and the wall clock holds even inside one SQLite function call)."""
     try:
         with _closing(open_readonly(db_path)) as conn:
             schema = schema_text(conn)
     except (ToolError, sqlite3.Error) as e:
         raise DodaiError(f"{db_path}: not a readable SQLite database ({str(e).splitlines()[0]})") from None
+    path = str(Path(db_path).expanduser().resolve())
 
     def fn(args: dict) -> str:
-        with _closing(open_readonly(db_path)) as conn:
-            return run_query(conn, args["query"], max_rows, timeout_s, max_steps)
+        check_query(args["query"])  # the lexical refusals need no process
+        return run_isolated(path, args["query"], max_rows, timeout_s, max_steps)
 
     return Tool(
         name="sql",
@@ -170,6 +188,81 @@ def sql_tool(db_path: str | os.PathLike, max_rows: int = MAX_ROWS, timeout_s: fl
                     "required": ["query"]},
         fn=fn, max_output_chars=6000, meta={"db_path": str(db_path)},
     )
+
+
+# The child: caps its own memory, starts SQLite with a hard heap limit, says it is ready, answers one query.
+_WORKER = """
+import json, resource, sys
+resource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))
+sys.path.insert(0, {root!r})
+import sqlite3
+sqlite3.connect(":memory:").execute("PRAGMA hard_heap_limit={heap}").close()
+from dodai.tools.base import ToolError
+from dodai.tools.sql import _closing, open_readonly, run_query
+sys.stdout.write("ready\\n")
+sys.stdout.flush()
+req = json.loads(sys.stdin.readline())
+try:
+    with _closing(open_readonly(req["db"])) as conn:
+        out = {{"ok": run_query(conn, req["query"], req["max_rows"], req["timeout_s"], req["max_steps"])}}
+except ToolError as e:
+    out = {{"error": str(e)}}
+except BaseException as e:
+    out = {{"error": ("sql: " + type(e).__name__ + ": " + str(e)).splitlines()[0]}}
+sys.stdout.write(json.dumps(out) + "\\n")
+sys.stdout.flush()
+"""
+
+
+def run_isolated(db_path: str, query: str, max_rows: int = MAX_ROWS, timeout_s: float = 2.0,
+                 max_steps: int = MAX_STEPS) -> str:
+    """:func:`run_query` in a child process that is killed ``timeout_s`` + :data:`GRACE_S` seconds after it
+    is ready (layer 6 of the module docstring). Raises :class:`ToolError`."""
+    root = str(Path(__file__).resolve().parents[2])
+    code = _WORKER.format(mem=WORKER_MEMORY_BYTES, heap=WORKER_HEAP_BYTES, root=root)
+    request = json.dumps({"db": db_path, "query": query, "max_rows": max_rows, "timeout_s": timeout_s,
+                          "max_steps": max_steps}) + "\n"
+    proc = subprocess.Popen([sys.executable, "-I", "-S", "-c", code], stdin=subprocess.PIPE,
+                            stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, close_fds=True)
+    try:
+        proc.stdin.write(request.encode("utf-8"))
+        proc.stdin.close()
+        lines = _Lines(proc.stdout.fileno())
+        if lines.read(time.monotonic() + STARTUP_S) != b"ready":
+            raise ToolError("sql: the query process did not start")
+        answer = lines.read(time.monotonic() + timeout_s + GRACE_S)
+        if answer is None:
+            raise ToolError(f"sql: query stopped: more than {timeout_s:g} s")
+        if not answer:
+            raise ToolError("sql: the query process died (out of memory?)")
+        out = json.loads(answer)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.wait()
+        proc.stdout.close()
+    if "error" in out:
+        raise ToolError(str(out["error"]))
+    return str(out["ok"])
+
+
+class _Lines:
+    """Lines from a pipe, each read with a deadline (None when it passes; b"" at end of file)."""
+
+    def __init__(self, fd: int):
+        self.fd, self.buf = fd, b""
+
+    def read(self, deadline: float) -> bytes | None:
+        while b"\n" not in self.buf:
+            left = deadline - time.monotonic()
+            if left <= 0 or not select.select([self.fd], [], [], left)[0]:
+                return None
+            chunk = os.read(self.fd, 65536)
+            if not chunk:
+                return b""
+            self.buf += chunk
+        line, _, self.buf = self.buf.partition(b"\n")
+        return line
 
 
 class _closing:
