@@ -15,21 +15,33 @@ Three independent layers, each small enough to read in one sitting:
    each control string inside contents), which is lossy but never lets user text become a control token.
 
 2. **Input guard** (:class:`InputGuard`): flags prompt-injection / jailbreak attempts in user or tool text.
-   Rules (regexes over several *views* of the text: as given, NFKC + leetspeak + collapsed s p a c i n g,
-   reversed, ROT13, and any base64 / hex run decoded and re-checked recursively) catch the families the
-   literature names — instruction override ("ignore previous instructions", Perez & Ribeiro 2022,
-   "Ignore Previous Prompt"), role-play personas ("DAN", developer mode; Shen et al. 2023, "Do Anything
-   Now"), system-prompt extraction, fake chat markup, encoded payloads (Wei et al. 2023, "Jailbroken: How
-   Does LLM Safety Training Fail?", whose base64 attacks exploit mismatched generalisation). A small learned
-   scorer (:class:`NgramScorer`: logistic regression on hashed character 3–5-grams and word 1–2-grams)
-   adds recall on paraphrases the rules miss; it is trained on a generated set
-   (:func:`dodai.safety.redteam.guard_training_set`) disjoint from the evaluation suite.
+   Rules (regexes, and order-free :class:`SentenceRule` s) run over several *views* of the text
+   (:func:`text_views`): as given; normalised (invisible characters — zero-width, soft hyphen, bidi and tag
+   characters, :func:`strip_invisible` — removed, NFKC, look-alike Cyrillic / Greek / Armenian / IPA letters
+   folded to Latin after Unicode TR #39's confusables, :func:`fold_lookalikes`, leetspeak, s p a c i n g);
+   squashed; reversed; ROT13; a multilingual *gloss* (:func:`gloss`: a small lexicon of Japanese, Chinese,
+   Korean, Spanish, French, German, Portuguese, Italian and Russian phrases mapped to English words, so the
+   English rules and word-order-free intent rules read other languages); quoted fragments joined (payload
+   splitting, :func:`quoted_join`); and, recursively, text hidden in Unicode tag characters
+   (:func:`hidden_tag_text`, "ASCII smuggling") and in base64 / hex runs. They catch the families the
+   literature names — instruction override ("ignore previous instructions", Perez & Ribeiro 2022, "Ignore
+   Previous Prompt"), role-play personas ("DAN", developer mode; Shen et al. 2023, "Do Anything Now"),
+   system-prompt / secret extraction, goal hijacking (HackAPrompt's "PWNED", Schulhoff et al. 2023),
+   instructions addressed to the AI inside documents, fake chat markup, encoded payloads (Wei et al. 2023,
+   "Jailbroken: How Does LLM Safety Training Fail?", whose base64 attacks exploit mismatched
+   generalisation). A small learned scorer (:class:`NgramScorer`: logistic regression on hashed character
+   3–5-grams and word 1–2-grams of the normalised text and its gloss) adds recall on paraphrases the rules
+   miss; it is trained on a generated set plus benign technical prose
+   (:func:`dodai.safety.redteam.guard_training_set`). Everything here is built and tuned on the development
+   split only; the held-out split (:mod:`dodai.safety.heldout`) is never read by this module.
 
 3. **Output guard** (:class:`OutputGuard`): blocks a reply that leaks a protected secret (a canary
    string placed in the system prompt, after Greshake et al. 2023 "Not what you've signed up for") in
    plain, spaced / dotted, reversed, ROT13, base64 or hex form or as a long fragment, that copies a long run
    of the protected system prompt, or that contains a forbidden marker (the text an injected instruction
-   asked for, e.g. "PWNED").
+   asked for, e.g. "PWNED"). Told the very strings a red-team judge looks for, it blocks every leak that judge
+   can see by construction; the R8.2 experiment therefore measures the copy check alone and reports the
+   secret-aware configuration as a demonstration (:mod:`dodai.safety.redteam`).
 
 Conventions: a guard returns a :class:`Verdict` (``blocked``, ``score``, ``reasons``); a blocked turn is
 answered with :data:`REFUSAL`. Everything here is pure Python + NumPy and runs in milliseconds.
