@@ -52,10 +52,13 @@ def accuracy_rows(seed: int = 0) -> list[dict]:
 
 
 def train_byte_gpt(text: str, steps: int, n_embd: int, seed: int = 0):
-    """A small byte-level GPT (vocab 256) trained with AdamW on the first 90 % of ``text``."""
+    """A small byte-level GPT (vocab 256) trained with AdamW (cosine decay to 10 %, no clipping) on the first
+    90 % of ``text``, on :func:`dodai.train.fit.fit`."""
     import torch
 
     from dodai.models.gpt import GPT, GPTConfig
+    from dodai.train.fit import FitConfig, fit
+    from dodai.train.trainer import lm_loss
 
     torch.manual_seed(seed)
     data = torch.tensor(list(text.encode("utf-8")), dtype=torch.long)
@@ -63,19 +66,18 @@ def train_byte_gpt(text: str, steps: int, n_embd: int, seed: int = 0):
     train, val = data[:cut], data[cut:]
     cfg = GPTConfig(vocab_size=256, block_size=64, n_layer=2, n_head=4, n_embd=n_embd)
     model = GPT(cfg)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
     g = torch.Generator().manual_seed(seed)
     T = cfg.block_size
-    for step in range(steps):
+
+    def batches(i: int):
         ix = torch.randint(0, len(train) - T - 1, (32,), generator=g)
         x = torch.stack([train[i:i + T] for i in ix.tolist()])  # (B, T)
         y = torch.stack([train[i + 1:i + T + 1] for i in ix.tolist()])
-        for group in opt.param_groups:  # cosine decay to 10 %
-            group["lr"] = 3e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps)))
-        _, loss = model(x, y)
-        opt.zero_grad()
-        loss.backward()
-        opt.step()
+        return x, y
+
+    fcfg = FitConfig(steps=steps, optimizer="adamw", lr=3e-3, weight_decay=0.01, decay_matrices_only=False)
+    fit(model, batches, lm_loss, fcfg,
+        lr_fn=lambda step: 3e-3 * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / steps))))
     return model, train, val
 
 

@@ -79,30 +79,30 @@ class RecallNet(nn.Module):
 
 def train_recall(kind: str, delay: int, iters: int, seed: int = 0, hidden: int = 32, batch: int = 64,
                  lr: float = 1e-2, eval_every: int = 50, stop_at: float = 0.99) -> dict:
-    """Train a RecallNet on one delay; early-stops once held-out accuracy >= stop_at."""
+    """Train a RecallNet on one delay (Adam, clipping at 1, on :func:`dodai.train.fit.fit`); early-stops once
+    held-out accuracy >= stop_at."""
+    from dodai.train.fit import FitConfig, fit
+
     torch.manual_seed(seed)
     model = RecallNet(kind, hidden)
     g = torch.Generator().manual_seed(seed + 1)
     xt, yt = delayed_recall_batch(512, delay, N_SYMBOLS, N_NOISE, torch.Generator().manual_seed(10_000 + seed))
     grad_init = model.hidden_grad_norms(xt[:128], yt[:128])
     model.zero_grad()
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
-    t0, acc, it = time.time(), 0.0, 0
-    for it in range(1, iters + 1):  # noqa: B007 - `it` is reported
-        x, y = delayed_recall_batch(batch, delay, N_SYMBOLS, N_NOISE, g)
-        loss = nn.functional.cross_entropy(model(x), y)
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if it % eval_every == 0 or it == iters:
-            with torch.no_grad():
-                acc = (model(xt).argmax(-1) == yt).float().mean().item()
-            if acc >= stop_at:
-                break
+    t0 = time.time()
+
+    def held_out(m) -> dict:
+        acc = (m(xt).argmax(-1) == yt).float().mean().item()
+        return {"accuracy": acc, "stop": acc >= stop_at}
+
+    cfg = FitConfig(steps=iters, optimizer="adam", lr=lr, decay_matrices_only=False, grad_clip=1.0,
+                    eval_every=eval_every, eval_at_start=False)
+    res = fit(model, lambda i: delayed_recall_batch(batch, delay, N_SYMBOLS, N_NOISE, g),
+              lambda m, b: nn.functional.cross_entropy(m(b[0]), b[1]), cfg, evaluate=held_out)
     grad_trained = model.hidden_grad_norms(xt[:128], yt[:128])
-    return {"kind": kind, "delay": delay, "accuracy": acc, "iters": it, "seconds": round(time.time() - t0, 2),
-            "grad_init": grad_init, "grad_trained": grad_trained}
+    return {"kind": kind, "delay": delay, "accuracy": res.evals[-1]["accuracy"] if res.evals else 0.0,
+            "iters": res.steps, "seconds": round(time.time() - t0, 2), "grad_init": grad_init,
+            "grad_trained": grad_trained}
 
 
 def grad_ratio(norms: list[float], distance: int) -> float:

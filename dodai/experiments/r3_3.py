@@ -14,7 +14,6 @@ import time
 from pathlib import Path
 
 import torch
-from torch import nn
 
 from dodai.data import transduction as td
 from dodai.experiments.r3_1 import one_thread
@@ -36,21 +35,21 @@ def make_batch(pairs):
 
 def train_model(attention: str, train_pairs, steps: int, seed: int = 0, batch: int = 128, lr: float = 3e-3,
                 emb: int = 32, hidden: int = 64, log=None) -> tuple[Seq2Seq, list[float], float]:
+    """Adam with clipping at 1 and teacher forcing, on :func:`dodai.train.fit.fit`; (model, losses, seconds)."""
+    from dodai.train.fit import FitConfig, fit
+
     torch.manual_seed(seed)
     model = Seq2Seq(Seq2SeqConfig(len(td.WORDS), len(td.DIGITS), emb, hidden, attention))
-    opt = torch.optim.Adam(model.parameters(), lr=lr)
     rng = random.Random(seed)
     losses, t0 = [], time.time()
-    for it in range(steps):
-        src, src_len, tgt_in, tgt_out = make_batch(rng.sample(train_pairs, batch))
-        _, loss = model(src, src_len, tgt_in, tgt_out)
-        opt.zero_grad()
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        losses.append(loss.item())
-        if log and (it + 1) % 200 == 0:
-            log(f"{attention}: step {it + 1}/{steps} loss {sum(losses[-50:]) / 50:.4f}")
+
+    def on_step(row: dict) -> None:
+        losses.append(row["loss"])
+        if log and row["step"] % 200 == 0:
+            log(f"{attention}: step {row['step']}/{steps} loss {sum(losses[-50:]) / 50:.4f}")
+
+    cfg = FitConfig(steps=steps, optimizer="adam", lr=lr, decay_matrices_only=False, grad_clip=1.0)
+    fit(model, lambda i: make_batch(rng.sample(train_pairs, batch)), lambda m, b: m(*b)[1], cfg, on_step=on_step)
     return model.eval(), losses, time.time() - t0
 
 

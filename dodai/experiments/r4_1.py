@@ -23,6 +23,8 @@ import torch
 from dodai.models.gpt import GPT, GPTConfig
 from dodai.nn.attention import attention_reference, attention_sdpa
 from dodai.report import Report
+from dodai.train.fit import FitConfig, fit
+from dodai.train.trainer import lm_loss
 from dodai.viz import pyplot
 
 
@@ -69,28 +71,27 @@ def val_loss(model: GPT, val: torch.Tensor, block: int, n_batches: int = 8, bsz:
 
 def train_lm(cfg: GPTConfig, train: torch.Tensor, val: torch.Tensor, steps: int, bsz: int = 16,
              lr: float = 3e-3, seed: int = 0, evals: int = 5) -> tuple[GPT, dict]:
-    """AdamW with linear warm-up then cosine decay; the same data order for every model (same seed)."""
+    """AdamW with linear warm-up then cosine decay (floor 5 %), on :func:`dodai.train.fit.fit`; the same
+    data order for every model (same seed). ``ms_per_step`` counts the optimizer steps only (not the
+    validation passes)."""
     torch.manual_seed(seed)
     model = GPT(cfg)
-    opt = torch.optim.AdamW(model.optimizer_param_groups(0.1), lr=lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
-    warm = max(1, steps // 10)
-    curve = [(0, val_loss(model, val, cfg.block_size))]
-    t0 = time.perf_counter()
-    for step in range(1, steps + 1):
-        f = step / warm if step <= warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / (steps - warm)))
-        for g in opt.param_groups:
-            g["lr"] = lr * max(f, 0.05)
-        _, loss = model(*batch(train, cfg.block_size, bsz, gen))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        if step % max(1, steps // evals) == 0 or step == steps:
-            curve.append((step, val_loss(model, val, cfg.block_size)))
-    ms = (time.perf_counter() - t0) / steps * 1000
-    return model, {"val_loss": curve[-1][1], "curve": curve, "ms_per_step": ms,
+    fcfg = FitConfig(steps=steps, optimizer="adamw", lr=lr, betas=(0.9, 0.99), weight_decay=0.1, grad_clip=1.0,
+                     eval_every=max(1, steps // evals), eval_at_start=True)
+    res = fit(model, lambda i: batch(train, cfg.block_size, bsz, gen), lm_loss, fcfg,
+              lr_fn=lambda s: lr * warmup_cosine(s + 1, steps, max(1, steps // 10), floor=0.05),
+              evaluate=lambda m: {"val_loss": val_loss(m, val, cfg.block_size)})
+    curve = [(r["step"], r["val_loss"]) for r in res.evals]
+    return model, {"val_loss": curve[-1][1], "curve": curve, "ms_per_step": res.train_time_s / steps * 1000,
                    "params": model.num_params(non_embedding=False)}
+
+
+def warmup_cosine(step: int, steps: int, warm: int, floor: float = 0.0) -> float:
+    """The learning-rate factor of the R4 experiments at the 1-based ``step``: ``step / warm`` up to ``warm``,
+    then half a cosine from 1 to 0 at ``steps``, never below ``floor``."""
+    f = step / warm if step <= warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / (steps - warm)))
+    return max(f, floor)
 
 
 # ------------------------------------------------------------------------------ the experiment

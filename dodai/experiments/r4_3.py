@@ -44,9 +44,11 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from dodai.experiments.r4_1 import batch, char_data, one_thread, val_loss
+from dodai.experiments.r4_1 import batch, char_data, one_thread, val_loss, warmup_cosine
 from dodai.models.gpt import GPT, GPTConfig
 from dodai.report import Report
+from dodai.train.fit import FitConfig, fit
+from dodai.train.trainer import lm_loss
 from dodai.viz import pyplot
 
 PES = ("none", "learned", "sinusoidal", "rope", "alibi", "t5")
@@ -62,21 +64,14 @@ def scale_sinusoidal(model: GPT) -> GPT:
 
 
 def train(cfg: GPTConfig, data: torch.Tensor, steps: int, bsz: int = 16, lr: float = 3e-3, seed: int = 0) -> GPT:
-    """AdamW, linear warm-up then cosine decay (as R4.1's ``train_lm``), the same batches for every scheme."""
+    """AdamW, linear warm-up then cosine decay (as R4.1's ``train_lm``) on :func:`dodai.train.fit.fit`, the same
+    batches for every scheme."""
     torch.manual_seed(seed)
     model = scale_sinusoidal(GPT(cfg))
-    opt = torch.optim.AdamW(model.optimizer_param_groups(0.1), lr=lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
-    warm = max(1, steps // 10)
-    for step in range(1, steps + 1):
-        f = step / warm if step <= warm else 0.5 * (1 + math.cos(math.pi * (step - warm) / (steps - warm)))
-        for g in opt.param_groups:
-            g["lr"] = lr * max(f, 0.05)
-        _, loss = model(*batch(data, cfg.block_size, bsz, gen))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+    fcfg = FitConfig(steps=steps, optimizer="adamw", lr=lr, betas=(0.9, 0.99), weight_decay=0.1, grad_clip=1.0)
+    fit(model, lambda i: batch(data, cfg.block_size, bsz, gen), lm_loss, fcfg,
+        lr_fn=lambda s: lr * warmup_cosine(s + 1, steps, max(1, steps // 10), floor=0.05))
     return model
 
 

@@ -21,29 +21,24 @@ import torch
 from dodai.experiments.r4_1 import batch, char_data, one_thread, val_loss
 from dodai.models.gpt import GPT, GPTConfig
 from dodai.report import Report
+from dodai.train.fit import FitConfig, fit
+from dodai.train.trainer import lm_loss
 from dodai.viz import pyplot
 
 
 def train_run(cfg: GPTConfig, train: torch.Tensor, val: torch.Tensor, steps: int, lr: float, warmup: int,
               bsz: int, seed: int = 0) -> dict:
-    """Adam, constant lr after an optional linear warm-up of ``warmup`` steps; returns the loss curve."""
+    """Adam, constant lr after an optional linear warm-up of ``warmup`` steps, no clipping, on
+    :func:`dodai.train.fit.fit` with ``on_nan="stop"`` (divergence is a result here, not an error); returns
+    the loss curve (NaN where the run diverged)."""
     torch.manual_seed(seed)
     model = GPT(cfg)
-    opt = torch.optim.Adam(model.parameters(), lr=lr, betas=(0.9, 0.98))
     gen = torch.Generator().manual_seed(seed)
-    losses = []
-    for step in range(1, steps + 1):
-        f = min(1.0, step / warmup) if warmup > 0 else 1.0
-        for g in opt.param_groups:
-            g["lr"] = lr * f
-        _, loss = model(*batch(train, cfg.block_size, bsz, gen))
-        if not torch.isfinite(loss):
-            losses.append(float("nan"))
-            break
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        losses.append(loss.item())
+    fcfg = FitConfig(steps=steps, optimizer="adam", lr=lr, betas=(0.9, 0.98), decay_matrices_only=False,
+                     on_nan="stop")
+    res = fit(model, lambda i: batch(train, cfg.block_size, bsz, gen), lm_loss, fcfg,
+              lr_fn=lambda s: lr * (min(1.0, (s + 1) / warmup) if warmup > 0 else 1.0))
+    losses = [r["loss"] if math.isfinite(r["loss"]) else float("nan") for r in res.history]
     diverged = not math.isfinite(losses[-1])
     tail = losses[-max(1, steps // 10):]
     final = float("inf") if diverged else sum(tail) / len(tail)

@@ -37,6 +37,8 @@ from dodai.experiments.r4_1 import batch, char_data, one_thread
 from dodai.experiments.r4_1 import val_loss as _val_loss
 from dodai.models.gpt import GPT, GPTConfig
 from dodai.report import Report
+from dodai.train.fit import FitConfig, fit
+from dodai.train.trainer import lm_loss
 from dodai.viz import pyplot
 
 
@@ -67,21 +69,20 @@ def fit_power_law(n: list[float], loss: list[float], grid: int = 400) -> dict:
 
 
 def train(cfg: GPTConfig, data: torch.Tensor, steps: int, bsz: int, lr: float, seed: int = 0) -> GPT:
-    """AdamW (weight decay 0.1 on matrices), warm-up 10 % then cosine to 10 %; the same batches for all."""
+    """AdamW (weight decay 0.1 on matrices), warm-up 10 % then cosine to 10 %, on :func:`dodai.train.fit.fit`;
+    the same batches for all."""
     torch.manual_seed(seed)
     model = GPT(cfg)
-    opt = torch.optim.AdamW(model.optimizer_param_groups(0.1), lr=lr, betas=(0.9, 0.99))
     gen = torch.Generator().manual_seed(seed)
     warm = max(1, steps // 10)
-    for step in range(1, steps + 1):
-        f = step / warm if step <= warm else 0.1 + 0.45 * (1 + math.cos(math.pi * (step - warm) / (steps - warm)))
-        for g in opt.param_groups:
-            g["lr"] = lr * f
-        _, loss = model(*batch(data, cfg.block_size, bsz, gen))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+
+    def lr_fn(s: int) -> float:
+        step = s + 1
+        return lr * (step / warm if step <= warm else
+                     0.1 + 0.45 * (1 + math.cos(math.pi * (step - warm) / (steps - warm))))
+
+    fcfg = FitConfig(steps=steps, optimizer="adamw", lr=lr, betas=(0.9, 0.99), weight_decay=0.1, grad_clip=1.0)
+    fit(model, lambda i: batch(data, cfg.block_size, bsz, gen), lm_loss, fcfg, lr_fn=lr_fn)
     return model
 
 

@@ -67,27 +67,28 @@ def _lr(step: int, steps: int, peak: float, warmup: int) -> float:
 
 
 def train_steps(model: T5, batches, steps: int, lr: float, log_every: int, label: str) -> list[tuple[int, float]]:
-    """AdamW with warm-up + cosine decay; ``batches(step)`` -> (input_ids, attention_mask, labels)."""
-    opt = torch.optim.AdamW(model.parameters(), lr=lr, betas=(0.9, 0.99), weight_decay=0.0)
-    model.train()
-    from tqdm import tqdm
+    """AdamW with warm-up + cosine decay, on :func:`dodai.train.fit.fit`; ``batches(step)`` ->
+    (input_ids, attention_mask, labels). Returns the mean loss of every ``log_every`` steps."""
+    from dodai.train.fit import FitConfig, fit
 
-    curve, acc, n = [], 0.0, 0
-    bar = tqdm(range(steps), desc=label, disable=None, leave=False)  # disable=None: only on a terminal
-    for step in bar:
-        for g in opt.param_groups:
-            g["lr"] = _lr(step, steps, lr, max(1, steps // 20))
-        x, am, y = batches(step)
-        _, loss = model(x, labels=y, attention_mask=am)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        acc, n = acc + loss.item(), n + 1
-        if (step + 1) % log_every == 0 or step + 1 == steps:
-            curve.append((step + 1, acc / n))
-            bar.set_postfix(loss=f"{acc / n:.3f}")
-            acc, n = 0.0, 0
+    curve, window = [], []
+
+    def on_step(row: dict) -> None:
+        window.append(row["loss"])
+        if row["step"] % log_every == 0 or row["step"] == steps:
+            acc = 0.0
+            for v in window:
+                acc += v
+            curve.append((row["step"], acc / len(window)))
+            window.clear()
+
+    def loss_fn(m, b):
+        x, am, y = b
+        return m(x, labels=y, attention_mask=am)[1]
+
+    cfg = FitConfig(steps=steps, optimizer="adamw", lr=lr, betas=(0.9, 0.99), decay_matrices_only=False,
+                    grad_clip=1.0, quiet=False, desc=label)
+    fit(model, batches, loss_fn, cfg, on_step=on_step, lr_fn=lambda s: _lr(s, steps, lr, max(1, steps // 20)))
     model.eval()
     return curve
 

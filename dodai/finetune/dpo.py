@@ -11,7 +11,6 @@ pairs where it is positive.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -33,6 +32,10 @@ class DPOConfig:
     label_smoothing: float = 0.0  # ε of conservative DPO
     grad_clip: float = 1.0
     seed: int = 0
+    grad_accum: int = 1  # micro-batches of batch_size pairs per optimizer step
+    dtype: str = "float32"  # float32 | bfloat16 (autocast)
+    compile: bool = False  # torch.compile the policy for the training step
+    checkpoint_every: int = 0  # with an output folder: checkpoint every this many steps (0: at the end only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,41 +65,45 @@ def implicit_margin(policy, ref, pairs: list[Pair], beta: float, pad_id: int = 0
     return float(m.mean()), float((m > 0).float().mean())
 
 
+def pair_batches(pairs: list, batch_size: int, seed: int):
+    """Batches of ``min(batch_size, len(pairs))`` items drawn without replacement from reshuffled copies of
+    ``pairs`` (a new permutation is appended whenever fewer than a batch remain)."""
+    rng = random.Random(seed)
+    order: list[int] = []
+    while True:
+        if len(order) < batch_size:
+            order += rng.sample(range(len(pairs)), len(pairs))
+        yield [pairs[order.pop()] for _ in range(min(batch_size, len(pairs)))]
+
+
 def train_dpo(policy, ref, pairs: list[Pair], cfg: DPOConfig, pad_id: int = 0,
-              log: Callable[[dict], None] | None = None) -> list[dict]:
+              log: Callable[[dict], None] | None = None, out_dir=None, resume: bool = False,
+              progress: bool = False) -> list[dict]:
+    """DPO with :func:`dodai.train.fit.fit`: the loss of each batch against the frozen ``ref``; rows of
+    loss, implicit reward margin and pair accuracy per step. Under data parallelism each rank takes an
+    equal share of the pairs (the loss is a mean over pairs, so the update equals one process's)."""
+    from dodai.train.fit import FitConfig, fit
+
     if not pairs:
         raise DodaiError("DPO needs at least one preference pair")
-    params = [p for p in policy.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in policy.parameters()):
         raise DodaiError("nothing to train: every parameter is frozen")
     ref.eval()
     for p in ref.parameters():
         p.requires_grad_(False)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
-    history = []
-    t0 = time.perf_counter()
-    policy.train()
-    for step in range(cfg.steps):
-        if len(order) < cfg.batch_size:
-            order += rng.sample(range(len(pairs)), len(pairs))
-        batch = [pairs[order.pop()] for _ in range(min(cfg.batch_size, len(pairs)))]
+
+    def loss_fn(model, batch):
         with torch.no_grad():
             rc, rr = pair_logps(ref, batch, pad_id)
-        pc, pr = pair_logps(policy, batch, pad_id)
+        pc, pr = pair_logps(model, batch, pad_id)
         losses, r_w, r_l = dpo_loss(pc, pr, rc, rr, cfg.beta, cfg.label_smoothing)
-        loss = losses.mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        row = {"step": step + 1, "loss": float(loss.detach()), "margin": float((r_w - r_l).mean()),
-               "accuracy": float((r_w > r_l).float().mean()), "reward_chosen": float(r_w.mean()),
-               "reward_rejected": float(r_l.mean()), "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(row)
-        if log:
-            log(row)
+        return losses.mean(), {"margin": (r_w - r_l).mean(), "accuracy": (r_w > r_l).float().mean(),
+                               "reward_chosen": r_w.mean(), "reward_rejected": r_l.mean()}
+
+    fcfg = FitConfig(steps=cfg.steps, optimizer="adamw", lr=cfg.lr, weight_decay=0.0, decay_matrices_only=False,
+                     grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum, dtype=cfg.dtype, compile=cfg.compile,
+                     eval_every=cfg.checkpoint_every or None, quiet=not progress, desc="dpo")
+    res = fit(policy, pair_batches(pairs, cfg.batch_size, cfg.seed), loss_fn, fcfg, out_dir=out_dir, resume=resume,
+              on_step=log)
     policy.eval()
-    return history
+    return res.history

@@ -12,7 +12,6 @@ TRL's default ``num_iterations=1``.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -38,57 +37,85 @@ class GRPOConfig:
     grad_clip: float = 1.0
     seed: int = 0
     batched: bool = True  # all P × G rollouts decoded as one left-padded batch (False: one by one, the reference)
+    grad_accum: int = 1  # rollout batches (of prompts_per_step × group_size samples) per optimizer step
+    dtype: str = "float32"  # float32 | bfloat16 (autocast) for the update
+    compile: bool = False  # torch.compile the policy for the update step
+    checkpoint_every: int = 0  # with an output folder: checkpoint every this many steps (0: at the end only)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
+class Rollouts:
+    """The batch source of GRPO: micro-batch ``i`` samples ``group_size`` completions of ``prompts_per_step``
+    prompts from the *current* policy, scores them and computes the group advantages and the reference
+    log-probs. It depends on the model, so a resumed run cannot replay it: its state (the prompt sampler)
+    is checkpointed instead."""
+
+    def __init__(self, policy, ref, prompts, reward_fn: RewardFn, stop_ids, cfg: GRPOConfig, pad_id: int):
+        self.policy, self.ref, self.prompts, self.reward_fn = policy, ref, prompts, reward_fn
+        self.stop_ids, self.cfg, self.pad_id = stop_ids, cfg, pad_id
+        self.rng = random.Random(cfg.seed)
+
+    def __call__(self, i: int) -> dict:
+        cfg, prompts = self.cfg, self.prompts
+        idx = [self.rng.randrange(len(prompts)) for _ in range(cfg.prompts_per_step)]
+        # one seed per sample (prompt j, sample g): the batched and the one-by-one paths draw the same tokens
+        owner = [k for k in idx for _ in range(cfg.group_size)]  # prompt index of each sample
+        ps = [prompts[k] for k in owner]
+        seeds = [cfg.seed * 100_003 + i * 1009 + j * cfg.group_size + g
+                 for j in range(len(idx)) for g in range(cfg.group_size)]
+        was = self.policy.training
+        self.policy.eval()
+        if cfg.batched:
+            cs = sample_batch(self.policy, ps, cfg.max_new_tokens, self.stop_ids, seeds, cfg.temperature,
+                              self.pad_id)
+        else:
+            cs = [sample_completions(self.policy, p, 1, cfg.max_new_tokens, self.stop_ids, cfg.temperature,
+                                     seed=sd)[0] for p, sd in zip(ps, seeds)]
+        self.policy.train(was)
+        r = torch.tensor([self.reward_fn(k, c) for k, c in zip(owner, cs)], dtype=torch.float32)
+        x, mask, _ = pack(ps, cs, self.pad_id)
+        with torch.no_grad():
+            ref_lp = sequence_logps(self.ref, x, mask)
+        return {"x": x, "mask": mask, "adv": grpo_advantages(r, cfg.group_size), "ref_lp": ref_lp, "reward": r}
+
+    def state_dict(self) -> dict:
+        v, st, gauss = self.rng.getstate()
+        return {"version": v, "state": list(st), "gauss": gauss}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.rng.setstate((st["version"], tuple(st["state"]), st["gauss"]))
+
+
 def train_grpo(policy, ref, prompts: list[list[int]], reward_fn: RewardFn, stop_ids, cfg: GRPOConfig,
-               pad_id: int = 0, log: Callable[[dict], None] | None = None) -> list[dict]:
+               pad_id: int = 0, log: Callable[[dict], None] | None = None, out_dir=None, resume: bool = False,
+               progress: bool = False) -> list[dict]:
     """Returns per-step rows: mean reward of the rollouts, ``kl`` (mean per-token k3, what the loss
-    penalises), ``kl_reply`` (Σ_t log π − log π_ref per reply, comparable with PPO's ``kl``), loss, seconds."""
+    penalises), ``kl_reply`` (Σ_t log π − log π_ref per reply, comparable with PPO's ``kl``), loss, seconds.
+
+    The update runs on :func:`dodai.train.fit.fit` with :class:`Rollouts` as its batch source. Under data
+    parallelism every rank samples the whole rollout batch (the same seeds) and trains on its share of the
+    groups' samples: correct (the loss is a mean over samples), but the sampling is not divided."""
+    from dodai.train.fit import FitConfig, fit
+
     if not prompts:
         raise DodaiError("GRPO needs at least one prompt")
     if cfg.group_size < 2:
         raise DodaiError("GRPO needs a group size of at least 2 (advantages are relative to the group)")
-    params = [p for p in policy.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     ref.eval()
-    rng = random.Random(cfg.seed)
-    history = []
-    t0 = time.perf_counter()
-    for step in range(cfg.steps):
-        idx = [rng.randrange(len(prompts)) for _ in range(cfg.prompts_per_step)]
-        # one seed per sample (prompt j, sample g): the batched and the one-by-one paths draw the same tokens
-        owner = [i for i in idx for _ in range(cfg.group_size)]  # prompt index of each sample
-        ps = [prompts[i] for i in owner]
-        seeds = [cfg.seed * 100_003 + step * 1009 + j * cfg.group_size + g
-                 for j in range(len(idx)) for g in range(cfg.group_size)]
-        if cfg.batched:
-            cs = sample_batch(policy, ps, cfg.max_new_tokens, stop_ids, seeds, cfg.temperature, pad_id)
-        else:
-            cs = [sample_completions(policy, p, 1, cfg.max_new_tokens, stop_ids, cfg.temperature, seed=sd)[0]
-                  for p, sd in zip(ps, seeds)]
-        rewards = [reward_fn(i, c) for i, c in zip(owner, cs)]
-        r = torch.tensor(rewards, dtype=torch.float32)
-        adv = grpo_advantages(r, cfg.group_size)
-        x, mask, _ = pack(ps, cs, pad_id)
-        with torch.no_grad():
-            ref_lp = sequence_logps(ref, x, mask)
-        policy.train()
-        lp = sequence_logps(policy, x, mask)
-        loss, kl = grpo_loss(lp, lp.detach(), ref_lp, adv, mask, cfg.beta, cfg.clip)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        policy.eval()
-        kl_reply = float(((lp.detach() - ref_lp) * mask).sum(1).mean())  # Σ_t log π − log π_ref, as PPO logs it
-        row = {"step": step + 1, "reward": float(r.mean()), "kl": float(kl), "kl_reply": kl_reply,
-               "loss": float(loss.detach()),
-               "length": float(mask.sum(1).mean()), "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(row)
-        if log:
-            log(row)
-    return history
+
+    def loss_fn(model, b):
+        x, mask, ref_lp = b["x"], b["mask"], b["ref_lp"]
+        lp = sequence_logps(model, x, mask)
+        loss, kl = grpo_loss(lp, lp.detach(), ref_lp, b["adv"], mask, cfg.beta, cfg.clip)
+        kl_reply = ((lp.detach() - ref_lp) * mask).sum(1).mean()  # Σ_t log π − log π_ref, as PPO logs it
+        return loss, {"reward": b["reward"].mean(), "kl": kl, "kl_reply": kl_reply, "length": mask.sum(1).mean()}
+
+    fcfg = FitConfig(steps=cfg.steps, optimizer="adamw", lr=cfg.lr, weight_decay=0.0, decay_matrices_only=False,
+                     grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum, dtype=cfg.dtype, compile=cfg.compile,
+                     eval_every=cfg.checkpoint_every or None, quiet=not progress, desc="grpo")
+    source = Rollouts(policy, ref, prompts, reward_fn, stop_ids, cfg, pad_id)
+    res = fit(policy, source, loss_fn, fcfg, out_dir=out_dir, resume=resume, on_step=log)
+    policy.eval()
+    return res.history

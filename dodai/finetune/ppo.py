@@ -19,11 +19,11 @@ hidden state (a shared trunk, as in Ziegler et al.).
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
 import torch
+import torch.nn as nn
 
 from dodai.errors import DodaiError
 from dodai.finetune.losses import gae, masked_mean, ppo_policy_loss, ppo_value_loss, token_logps, whiten
@@ -53,80 +53,141 @@ class PPOConfig:
     grad_clip: float = 1.0
     seed: int = 0
     batched: bool = True  # rollouts decoded as one left-padded batch (False: prompt by prompt, the reference)
+    dtype: str = "float32"  # float32 | bfloat16 (autocast) for the update
+    compile: bool = False  # torch.compile the policy + value head for the update steps
+    checkpoint_every: int = 0  # with an output folder: checkpoint every this many iterations (0: at the end only)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-def _policy_value(policy, head, x):
-    logits, h = forward_hidden(policy, x)
-    return logits[:, :-1], head(h[:, :-1])  # value of the state before each predicted token
+class PolicyWithValue(nn.Module):
+    """The policy and its value head as one module (what the optimizer, DDP and checkpoints see):
+    ``forward(x) -> (logits (B, T − 1, V), values (B, T − 1))``, the value of the state before each
+    predicted token."""
+
+    def __init__(self, policy: nn.Module, head: ScalarHead):
+        super().__init__()
+        self.policy, self.head = policy, head
+
+    def forward(self, x: torch.Tensor):
+        logits, h = forward_hidden(self.policy, x)
+        return logits[:, :-1], self.head(h[:, :-1])
 
 
-def train_ppo(policy, ref, prompts: list[list[int]], score_fn: ScoreFn, stop_ids, cfg: PPOConfig,
-              pad_id: int = 0, log: Callable[[dict], None] | None = None) -> tuple[list[dict], ScalarHead]:
-    """Returns (per-iteration rows, the trained value head)."""
-    if not prompts:
-        raise DodaiError("PPO needs at least one prompt")
-    head = ScalarHead(policy.config.n_embd)
-    params = [p for p in policy.parameters() if p.requires_grad] + list(head.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    ref.eval()
-    rng = random.Random(cfg.seed)
-    beta = cfg.kl_coef
-    history = []
-    t0 = time.perf_counter()
-    for step in range(cfg.steps):
-        idx = [rng.randrange(len(prompts)) for _ in range(cfg.batch_size)]
-        ps = [prompts[i] for i in idx]
+class Rollouts:
+    """The batch source of PPO: every ``ppo_epochs``-th micro-batch samples one completion per prompt from
+    the current policy, scores it with the reward model and builds the per-token rewards (score − β·KL),
+    GAE advantages and returns; the ``ppo_epochs − 1`` micro-batches after it reuse that rollout. The
+    state (prompt sampler, β) is checkpointed: the rollouts depend on the model and cannot be replayed."""
+
+    def __init__(self, model: PolicyWithValue, ref, prompts, score_fn: ScoreFn, stop_ids, cfg: PPOConfig,
+                 pad_id: int):
+        self.model, self.ref, self.prompts, self.score_fn = model, ref, prompts, score_fn
+        self.stop_ids, self.cfg, self.pad_id = stop_ids, cfg, pad_id
+        self.rng = random.Random(cfg.seed)
+        self.beta = cfg.kl_coef
+        self.current: dict | None = None
+
+    def __call__(self, i: int) -> dict:
+        cfg = self.cfg
+        if i % cfg.ppo_epochs and self.current is not None:
+            return self.current
+        step = i // cfg.ppo_epochs
+        policy = self.model.policy
+        idx = [self.rng.randrange(len(self.prompts)) for _ in range(cfg.batch_size)]
+        ps = [self.prompts[k] for k in idx]
         seeds = [cfg.seed * 100_003 + step * 1009 + j for j in range(len(ps))]
+        was = self.model.training
+        self.model.eval()
         if cfg.batched:
-            cs = sample_batch(policy, ps, cfg.max_new_tokens, stop_ids, seeds, cfg.temperature, pad_id)
+            cs = sample_batch(policy, ps, cfg.max_new_tokens, self.stop_ids, seeds, cfg.temperature, self.pad_id)
         else:
-            cs = [sample_completions(policy, p, 1, cfg.max_new_tokens, stop_ids, cfg.temperature, seed=sd)[0]
+            cs = [sample_completions(policy, p, 1, cfg.max_new_tokens, self.stop_ids, cfg.temperature, seed=sd)[0]
                   for p, sd in zip(ps, seeds)]
-        x, mask, lens = pack(ps, cs, pad_id)
+        x, mask, lens = pack(ps, cs, self.pad_id)
         with torch.no_grad():  # not inference_mode: these tensors are saved by the backward of the loss
-            policy.eval()
-            logits, old_values = _policy_value(policy, head, x)
+            logits, old_values = self.model(x)
             old_lp = token_logps(logits, x[:, 1:]) * mask
-            ref_lp = sequence_logps(ref, x, mask)
-            scores = score_fn(idx, ps, cs).float()
+            ref_lp = sequence_logps(self.ref, x, mask)
+            scores = self.score_fn(idx, ps, cs).float()
             s = whiten(scores, shift_mean=False) if cfg.whiten_rewards and len(scores) > 1 else scores
             kl_tok = (old_lp - ref_lp) * mask
-            rewards = -beta * kl_tok
+            rewards = -self.beta * kl_tok
             last = lens - 2  # the shifted position that predicts the final token
             rewards[torch.arange(len(ps)), last] += s
             old_values = old_values * mask
             adv, returns = gae(rewards, old_values, cfg.gamma, cfg.lam, mask)
             adv = whiten(adv, mask) * mask
-        policy.train()
-        stats = []
-        for _ in range(cfg.ppo_epochs):
-            logits, values = _policy_value(policy, head, x)
-            lp = token_logps(logits, x[:, 1:])
-            pg, clipfrac = ppo_policy_loss(lp, old_lp, adv, cfg.clip, mask)
-            vf = ppo_value_loss(values, old_values, returns, cfg.vf_clip, mask)
-            loss = pg + cfg.vf_coef * vf
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            if cfg.grad_clip > 0:
-                torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-            opt.step()
-            with torch.no_grad():
-                p = torch.softmax(logits.float(), -1)
-                ent = masked_mean(-(p * torch.log(p.clamp_min(1e-30))).sum(-1), mask)
-            stats.append((float(pg.detach()), float(vf.detach()), float(clipfrac), float(ent)))
-        policy.eval()
-        kl = float(kl_tok.sum(1).mean())
-        if cfg.target_kl is not None:
+        self.model.train(was)
+        self.current = {"x": x, "mask": mask, "old_lp": old_lp, "old_values": old_values, "returns": returns,
+                        "adv": adv, "scores": scores, "kl_seq": kl_tok.sum(1)}
+        return self.current
+
+    def state_dict(self) -> dict:
+        v, st, gauss = self.rng.getstate()
+        return {"version": v, "state": list(st), "gauss": gauss, "beta": self.beta}
+
+    def load_state_dict(self, st: dict) -> None:
+        self.rng.setstate((st["version"], tuple(st["state"]), st["gauss"]))
+        self.beta = float(st["beta"])
+        self.current = None
+
+
+def train_ppo(policy, ref, prompts: list[list[int]], score_fn: ScoreFn, stop_ids, cfg: PPOConfig,
+              pad_id: int = 0, log: Callable[[dict], None] | None = None, out_dir=None, resume: bool = False,
+              progress: bool = False) -> tuple[list[dict], ScalarHead]:
+    """Returns (per-iteration rows, the trained value head).
+
+    The updates run on :func:`dodai.train.fit.fit`: one iteration is ``ppo_epochs`` optimizer steps on one
+    rollout (:class:`Rollouts`); checkpoints fall on iteration boundaries. Under data parallelism the
+    masked means are per rank, so the update is close to, not exactly, one process's."""
+    from dodai.train.fit import FitConfig, fit
+
+    if not prompts:
+        raise DodaiError("PPO needs at least one prompt")
+    if cfg.ppo_epochs < 1:
+        raise DodaiError(f"ppo epochs must be >= 1, got {cfg.ppo_epochs}")
+    model = PolicyWithValue(policy, ScalarHead(policy.config.n_embd))
+    ref.eval()
+    source = Rollouts(model, ref, prompts, score_fn, stop_ids, cfg, pad_id)
+
+    def loss_fn(m, b):
+        mask = b["mask"]
+        logits, values = m(b["x"])
+        lp = token_logps(logits, b["x"][:, 1:])
+        pg, clipfrac = ppo_policy_loss(lp, b["old_lp"], b["adv"], cfg.clip, mask)
+        vf = ppo_value_loss(values, b["old_values"], b["returns"], cfg.vf_clip, mask)
+        with torch.no_grad():
+            p = torch.softmax(logits.float(), -1)
+            ent = masked_mean(-(p * torch.log(p.clamp_min(1e-30))).sum(-1), mask)
+        return pg + cfg.vf_coef * vf, {"pg_loss": pg, "vf_loss": vf, "clipfrac": clipfrac, "entropy": ent,
+                                       "reward": b["scores"].mean(), "kl": b["kl_seq"].mean(),
+                                       "length": mask.sum(1).mean()}
+
+    history: list[dict] = []
+    epochs: list[dict] = []
+
+    def on_step(row: dict) -> None:  # one row per iteration, after its last epoch
+        epochs.append(row)
+        if len(epochs) < cfg.ppo_epochs:
+            return
+        kl = epochs[0]["kl"]
+        if cfg.target_kl is not None:  # adaptive β (Ziegler et al. §2.2), used by the next rollout
             err = max(-0.2, min(0.2, kl / cfg.target_kl - 1.0))
-            beta *= 1.0 + err * cfg.batch_size / cfg.horizon
-        row = {"step": step + 1, "reward": float(scores.mean()), "kl": kl, "pg_loss": stats[-1][0],
-               "vf_loss": stats[-1][1], "clipfrac": sum(s[2] for s in stats) / len(stats),
-               "entropy": stats[0][3], "beta": beta, "length": float(mask.sum(1).mean()),
-               "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(row)
+            source.beta *= 1.0 + err * cfg.batch_size / cfg.horizon
+        out = {"step": row["step"] // cfg.ppo_epochs, "reward": epochs[0]["reward"], "kl": kl,
+               "pg_loss": epochs[-1]["pg_loss"], "vf_loss": epochs[-1]["vf_loss"],
+               "clipfrac": sum(e["clipfrac"] for e in epochs) / len(epochs), "entropy": epochs[0]["entropy"],
+               "beta": source.beta, "length": epochs[0]["length"], "seconds": row["seconds"]}
+        epochs.clear()
+        history.append(out)
         if log:
-            log(row)
-    return history, head
+            log(out)
+
+    fcfg = FitConfig(steps=cfg.steps * cfg.ppo_epochs, optimizer="adamw", lr=cfg.lr, weight_decay=0.0,
+                     decay_matrices_only=False, grad_clip=cfg.grad_clip, dtype=cfg.dtype, compile=cfg.compile,
+                     eval_every=cfg.checkpoint_every * cfg.ppo_epochs or None, quiet=not progress, desc="ppo")
+    fit(model, source, loss_fn, fcfg, out_dir=out_dir, resume=resume, on_step=on_step)
+    policy.eval()
+    return history, model.head

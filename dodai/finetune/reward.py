@@ -5,8 +5,6 @@ on preference pairs. Measured by pairwise accuracy on held-out pairs (chance = 0
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
@@ -26,6 +24,10 @@ class RMConfig:
     lr: float = 1e-4
     grad_clip: float = 1.0
     seed: int = 0
+    grad_accum: int = 1  # micro-batches of batch_size pairs per optimizer step
+    dtype: str = "float32"  # float32 | bfloat16 (autocast)
+    compile: bool = False  # torch.compile the reward model for the training step
+    checkpoint_every: int = 0  # with an output folder: checkpoint every this many steps (0: at the end only)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -51,31 +53,25 @@ def pairwise_accuracy(rm: RewardModel, pairs: list[Pair], pad_id: int = 0, batch
 
 
 def train_reward_model(rm: RewardModel, pairs: list[Pair], cfg: RMConfig, pad_id: int = 0,
-                       log: Callable[[dict], None] | None = None) -> list[dict]:
+                       log: Callable[[dict], None] | None = None, out_dir=None, resume: bool = False,
+                       progress: bool = False) -> list[dict]:
+    """The Bradley–Terry loss with :func:`dodai.train.fit.fit`; rows of loss and batch pair accuracy."""
+    from dodai.finetune.dpo import pair_batches
+    from dodai.train.fit import FitConfig, fit
+
     if not pairs:
         raise DodaiError("the reward model needs at least one preference pair")
-    params = [p for p in rm.parameters() if p.requires_grad]
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
-    rng = random.Random(cfg.seed)
-    order: list[int] = []
-    history = []
-    t0 = time.perf_counter()
-    rm.train()
-    for step in range(cfg.steps):
-        if len(order) < cfg.batch_size:
-            order += rng.sample(range(len(pairs)), len(pairs))
-        batch = [pairs[order.pop()] for _ in range(min(cfg.batch_size, len(pairs)))]
-        rc, rr = pair_scores(rm, batch, pad_id)
-        loss = bradley_terry_loss(rc, rr)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        row = {"step": step + 1, "loss": float(loss.detach()), "accuracy": float((rc > rr).float().mean()),
-               "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(row)
-        if log:
-            log(row)
+
+    def loss_fn(model, batch):
+        rc, rr = pair_scores(model, batch, pad_id)
+        return bradley_terry_loss(rc, rr), {"accuracy": (rc > rr).float().mean()}
+
+    # the LM head of the backbone gets no gradient (only the hidden state is read): DDP must be told
+    fcfg = FitConfig(steps=cfg.steps, optimizer="adamw", lr=cfg.lr, weight_decay=0.0, decay_matrices_only=False,
+                     grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum, dtype=cfg.dtype, compile=cfg.compile,
+                     find_unused_parameters=True, eval_every=cfg.checkpoint_every or None, quiet=not progress,
+                     desc="reward model")
+    res = fit(rm, pair_batches(pairs, cfg.batch_size, cfg.seed), loss_fn, fcfg, out_dir=out_dir, resume=resume,
+              on_step=log)
     rm.eval()
-    return history
+    return res.history

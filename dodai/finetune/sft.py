@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import random
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -85,16 +84,11 @@ class ChatFormatter:
     """Renders conversations with a tokenizer's chat template and tokenizes them with labels."""
 
     def __init__(self, tokenizer, template: str | None = None):
-        from dodai.chat_template import ChatTemplate
-        from dodai.commands.chat import CHATML
+        from dodai.generate.session import chat_template_for
 
         self.tok = tokenizer
         specials = dict(getattr(tokenizer, "special_tokens", {}) or {})
-        by_id = {i: s for s, i in specials.items()}
-        names = {"bos_token": by_id.get(getattr(tokenizer, "bos_id", None), ""),
-                 "eos_token": by_id.get(getattr(tokenizer, "eos_id", None), "")}
-        src = template or getattr(tokenizer, "chat_template", None) or CHATML
-        self.template = ChatTemplate(src, names)
+        self.template = chat_template_for(tokenizer, template)
         # longest first, so "<|im_end|>" wins over a shorter special that is its prefix
         self._specials = sorted(specials, key=len, reverse=True)
         self.end_ids: set[int] = set()  # the tokens that close an assistant turn (learned stop tokens)
@@ -196,6 +190,10 @@ class SFTConfig:
     lora_dropout: float = 0.0
     lora_targets: list[str] = field(default_factory=lambda: ["wq", "wk", "wv", "wo"])
     seed: int = 0
+    grad_accum: int = 1  # micro-batches of batch_size conversations per optimizer step
+    dtype: str = "float32"  # float32 | bfloat16 (autocast)
+    compile: bool = False  # torch.compile the model for the training step
+    checkpoint_every: int = 0  # with an output folder: checkpoint every this many steps (0: at the end only)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "max_len"):
@@ -233,55 +231,41 @@ def prepare(model, cfg: SFTConfig) -> tuple[int, int]:
 
 
 def train_sft(model, data: list[tuple[list[int], list[int]]], cfg: SFTConfig, pad_id: int = 0,
-              log: Callable[[dict], None] | None = None, progress: bool = False) -> list[dict]:
+              log: Callable[[dict], None] | None = None, progress: bool = False, out_dir=None,
+              resume: bool = False) -> list[dict]:
     """Train ``model`` (whatever requires grad: call :func:`prepare` first) on tokenized (ids, labels)
-    pairs for ``cfg.steps`` steps. Returns the per-step history [{step, loss, lr, seconds}]."""
+    pairs for ``cfg.steps`` steps with :func:`dodai.train.fit.fit`. Returns the per-step history
+    [{step, loss, lr, seconds}]. ``out_dir`` gets checkpoints (``resume`` continues from them).
+
+    Under data parallelism each rank's loss is the mean over *its* labelled tokens, so the update is the
+    mean of per-rank means, not exactly the single-process token mean (HF Trainer's default does the same)."""
+    from dodai.train.fit import FitConfig, fit
+
     cfg.validate()
     data = [(ids[:cfg.max_len], labels[:cfg.max_len]) for ids, labels in data]
     data = [d for d in data if any(t != IGNORE for t in d[1][1:])]
     if not data:
         raise DodaiError("no training example has an assistant token within max-len")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
+    if not any(p.requires_grad for p in model.parameters()):
         raise DodaiError("nothing to train: every parameter is frozen")
-    torch.manual_seed(cfg.seed)
-    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay, betas=(0.9, 0.999))
     lengths = [len(ids) for ids, _ in data]
-    batches: list[list[int]] = []
-    epoch = 0
-    history = []
-    model.train()
-    t0 = time.perf_counter()
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=cfg.steps, desc="sft", unit="step")
-    for step in range(cfg.steps):
-        if not batches:
-            batches = bucket_batches(lengths, cfg.batch_size, cfg.seed + epoch)
+    def batches():  # length-bucketed epochs, each reshuffled with its own seed
+        epoch = 0
+        while True:
+            order = bucket_batches(lengths, cfg.batch_size, cfg.seed + epoch)
             epoch += 1
-        x, y = collate([data[i] for i in batches.pop()], pad_id)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, cfg)
-        loss = masked_lm_loss(model, x, y)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        if cfg.grad_clip > 0:
-            torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip)
-        opt.step()
-        row = {"step": step + 1, "loss": float(loss.detach()), "lr": opt.param_groups[0]["lr"],
-               "seconds": round(time.perf_counter() - t0, 3)}
-        history.append(row)
-        if log:
-            log(row)
-        if bar:
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.3f}")
-    if bar:
-        bar.close()
+            while order:
+                yield collate([data[i] for i in order.pop()], pad_id)
+
+    fcfg = FitConfig(steps=cfg.steps, optimizer="adamw", lr=cfg.lr, betas=(0.9, 0.999),
+                     weight_decay=cfg.weight_decay, decay_matrices_only=False, grad_clip=cfg.grad_clip,
+                     grad_accum=cfg.grad_accum, dtype=cfg.dtype, compile=cfg.compile, seed=cfg.seed,
+                     eval_every=cfg.checkpoint_every or None, quiet=not progress, desc="sft")
+    res = fit(model, batches(), lambda m, b: masked_lm_loss(m, *b), fcfg, out_dir=out_dir, resume=resume,
+              on_step=log, lr_fn=lambda step: lr_at(step, cfg))
     model.eval()
-    return history
+    return res.history
 
 
 @torch.no_grad()

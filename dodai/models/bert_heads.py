@@ -36,7 +36,6 @@ from __future__ import annotations
 import math
 import os
 import random
-import time
 from dataclasses import replace
 from pathlib import Path
 
@@ -270,60 +269,54 @@ def _batches(rows: list[list[int]], pad_id: int, idx: list[int], device) -> tupl
 def finetune_classifier(model: BertForSequenceClassification, rows: list[list[int]], labels: list[int], *,
                         pad_id: int, epochs: int = 3, batch_size: int = 32, lr: float = 1e-3,
                         warmup_frac: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
-                        max_steps: int | None = None, progress: bool = False) -> dict:
+                        max_steps: int | None = None, progress: bool = False, grad_accum: int = 1,
+                        dtype: str = "float32", compile: bool = False, out_dir=None, resume: bool = False) -> dict:
     """Full fine-tuning (every weight trains) with AdamW, linear warmup then linear decay to 0 (BERT's
-    recipe, Devlin et al. 2019 §A.3) and gradient-norm clipping at 1. ``rows`` are token-id lists
-    (already truncated), ``labels`` class indices. Batches are length-bucketed (shuffled chunks of similar
-    length) so little compute goes to padding. Returns {"steps", "seconds", "curve": [(step, loss)]}."""
+    recipe, Devlin et al. 2019 §A.3) and gradient-norm clipping at 1, on :func:`dodai.train.fit.fit`.
+    ``rows`` are token-id lists (already truncated), ``labels`` class indices. Batches are length-bucketed
+    (shuffled chunks of similar length) so little compute goes to padding. Returns {"steps", "seconds",
+    "curve": [(step, loss)]}."""
+    from dodai.train.fit import FitConfig, default_param_groups, fit
+
     if len(rows) != len(labels) or not rows:
         raise DodaiError(f"fine-tuning needs as many labels as rows, got {len(rows)} rows, {len(labels)} labels")
     if bad := [y for y in labels if not 0 <= y < model.num_labels]:
         raise DodaiError(f"label {bad[0]} outside 0..{model.num_labels - 1}")
     device = next(model.parameters()).device
-    rng = random.Random(seed)
-    torch.manual_seed(seed)  # dropout masks
     steps_per_epoch = math.ceil(len(rows) / batch_size)
     total = steps_per_epoch * epochs if max_steps is None else min(max_steps, steps_per_epoch * epochs)
-    decay = [p for p in model.parameters() if p.requires_grad and p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.requires_grad and p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr)
     warm = max(1, int(warmup_frac * total))
     y_all = torch.tensor(labels)
-    curve, step, t0 = [], 0, time.perf_counter()
-    model.train()
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=total, desc="fine-tune", unit="step")
-    while step < total:
-        order = list(range(len(rows)))
-        rng.shuffle(order)
-        # length bucketing: sort shuffled chunks of 50 batches by length, then shuffle the batches
-        chunk = batch_size * 50
-        order = [i for s in range(0, len(order), chunk) for i in sorted(order[s:s + chunk], key=lambda i: len(rows[i]))]
-        batches = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
-        rng.shuffle(batches)
-        for idx in batches:
-            if step >= total:
-                break
-            for g in opt.param_groups:
-                g["lr"] = lr * min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm)))
-            ids, mask = _batches(rows, pad_id, idx, device)
-            _, loss = model(ids, attention_mask=mask, labels=y_all[idx].to(device))
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            curve.append((step, loss.item()))
-            step += 1
-            if bar is not None:
-                bar.update(1)
-    if bar is not None:
-        bar.close()
+    def batches():
+        rng = random.Random(seed)
+        while True:
+            order = list(range(len(rows)))
+            rng.shuffle(order)
+            # length bucketing: sort shuffled chunks of 50 batches by length, then shuffle the batches
+            chunk = batch_size * 50
+            order = [i for s in range(0, len(order), chunk)
+                     for i in sorted(order[s:s + chunk], key=lambda i: len(rows[i]))]
+            epoch = [order[s:s + batch_size] for s in range(0, len(order), batch_size)]
+            rng.shuffle(epoch)
+            for idx in epoch:
+                ids, mask = _batches(rows, pad_id, idx, device)
+                yield ids, mask, y_all[idx].to(device)
+
+    def lr_fn(step: int) -> float:
+        return lr * min((step + 1) / warm, max(0.0, (total - step) / max(1, total - warm)))
+
+    def loss_fn(m, b):
+        ids, mask, y = b
+        return m(ids, attention_mask=mask, labels=y)[1]
+
+    cfg = FitConfig(steps=total, optimizer="adamw", lr=lr, weight_decay=weight_decay, grad_clip=1.0,
+                    grad_accum=grad_accum, dtype=dtype, compile=compile, device=str(device), seed=seed,
+                    quiet=not progress, desc="fine-tune")
+    res = fit(model, batches(), loss_fn, cfg, lr_fn=lr_fn, param_groups=default_param_groups(model, weight_decay),
+              out_dir=out_dir, resume=resume)
     model.eval()
-    return {"steps": step, "seconds": time.perf_counter() - t0, "curve": curve}
+    return {"steps": res.steps, "seconds": res.elapsed_s, "curve": [(r["step"] - 1, r["loss"]) for r in res.history]}
 
 
 @torch.no_grad()

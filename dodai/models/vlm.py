@@ -366,16 +366,19 @@ def text_to_image_attention(model: VLM, images: torch.Tensor, idx: torch.Tensor)
 # ----------------------------------------------------------------------------------------------- training
 def fit(model: VLM, batches: Callable[[int], tuple], steps: int, lr: float = 1e-3, warmup: int = 50,
         weight_decay: float = 0.01, text_only: bool = False, progress: bool = False,
-        log_every: int = 50) -> list[tuple[int, float]]:
-    """AdamW with linear warm-up and cosine decay to lr/10. ``batches(step) -> (images, inp, tgt)``
-    (tensors). ``text_only`` trains the decoder on the captions alone (the baseline). Returns
-    [(step, loss)] every ``log_every`` steps."""
+        log_every: int = 50, grad_accum: int = 1, dtype: str = "float32", compile: bool = False,
+        out_dir=None, resume: bool = False) -> list[tuple[int, float]]:
+    """AdamW with linear warm-up and cosine decay to lr/10, on :func:`dodai.train.fit.fit`.
+    ``batches(i) -> (images, inp, tgt)`` (tensors) for micro-batch ``i``. ``text_only`` trains the decoder
+    on the captions alone (the baseline). Returns [(step, loss)] every ``log_every`` steps."""
+    from dodai.train.fit import FitConfig
+    from dodai.train.fit import fit as fit_loop
+
     if steps < 1:
         raise DodaiError(f"steps must be positive, got {steps}")
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
-    opt = torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.99))
 
     def lr_at(s):
         if s < warmup:
@@ -383,32 +386,16 @@ def fit(model: VLM, batches: Callable[[int], tuple], steps: int, lr: float = 1e-
         frac = (s - warmup) / max(1, steps - warmup)
         return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * frac)))
 
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    def loss_fn(m, b):
+        images, inp, tgt = b
+        return m(None if text_only else images, inp, tgt)[1]
 
-        bar = tqdm(total=steps, desc="vlm train", unit="step")
-    hist = []
-    model.train()
-    for s in range(steps):
-        images, inp, tgt = batches(s)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(s)
-        _, loss = model(None if text_only else images, inp, tgt)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-        if s % log_every == 0 or s == steps - 1:
-            hist.append((s, loss.item()))
-            if bar is not None:
-                bar.set_postfix(loss=f"{hist[-1][1]:.3f}")
-        if bar is not None:
-            bar.update(1)
-    if bar is not None:
-        bar.close()
+    cfg = FitConfig(steps=steps, optimizer="adamw", lr=lr, betas=(0.9, 0.99), grad_clip=1.0, grad_accum=grad_accum,
+                    dtype=dtype, compile=compile, quiet=not progress, desc="vlm train")
+    res = fit_loop(model, batches, loss_fn, cfg, lr_fn=lr_at, param_groups=groups, out_dir=out_dir, resume=resume)
     model.eval()
-    return hist
+    return [(r["step"] - 1, r["loss"]) for r in res.history
+            if (r["step"] - 1) % log_every == 0 or r["step"] == steps]
 
 
 def scene_batches(images, labels, pool, batch_size: int, tok, seed: int = 0):

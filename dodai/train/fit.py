@@ -353,7 +353,8 @@ def fit(model: torch.nn.Module, batches, loss_fn: Callable, cfg: FitConfig, *, o
                     fully_shard(block)
         fully_shard(raw)
     optimizer = make_optimizer(raw, cfg, param_groups)
-    params = [p for g in optimizer.param_groups for p in g["params"]]
+    in_opt = {id(p) for g in optimizer.param_groups for p in g["params"]}
+    params = [p for p in raw.parameters() if id(p) in in_opt]  # model order: the clip norm sums in that order
     source = _Source(batches)
     step, prior_elapsed = 0, 0.0
     metrics_path = out / "metrics.jsonl" if out is not None else None
@@ -451,6 +452,7 @@ def fit(model: torch.nn.Module, batches, loss_fn: Callable, cfg: FitConfig, *, o
         return stop
 
     raw.train()
+    optimizer.zero_grad(set_to_none=True)  # gradients left on the model by its caller are not ours to apply
     compiled_once = not cfg.compile
     try:
         while True:

@@ -22,22 +22,20 @@ Conventions chosen (and why):
 stream with a [SEP] after each document, cut into pieces of T-2 tokens, and each piece is framed as
 ``[CLS] piece [SEP]`` — RoBERTa's "FULL-SENTENCES" packing: no padding, no next-sentence prediction.
 
-**Loop** (:func:`pretrain_mlm`): AdamW (β = 0.9, 0.98 as RoBERTa; decoupled weight decay on matrices),
-linear warmup then cosine decay (:func:`dodai.train.schedule.lr_at`), gradient-norm clipping at 1. The
-validation loss uses a fixed masking of the validation blocks (a seeded generator), so successive
-evaluations are comparable.
+**Loop** (:func:`pretrain_mlm`, on :func:`dodai.train.fit.fit`): AdamW (β = 0.9, 0.98 as RoBERTa; decoupled
+weight decay on matrices), linear warmup then cosine decay (:func:`dodai.train.schedule.lr_at`),
+gradient-norm clipping at 1. The validation loss uses a fixed masking of the validation blocks (a seeded
+generator), so successive evaluations are comparable.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable
 
 import torch
 
 from dodai.errors import DodaiError
 from dodai.models.bert_heads import IGNORE_INDEX, BertForMaskedLM
-from dodai.train.schedule import lr_at
 
 
 def mask_tokens(input_ids: torch.Tensor, *, mask_id: int, special_ids: Iterable[int], vocab_size: int,
@@ -122,58 +120,44 @@ def pretrain_mlm(model: BertForMaskedLM, train_blocks: torch.Tensor, *, mask_id:
                  steps: int, batch_size: int = 32, lr: float = 1e-3, min_lr: float | None = None,
                  warmup: int | None = None, weight_decay: float = 0.01, seed: int = 0,
                  val_blocks: torch.Tensor | None = None, eval_every: int = 100, max_seconds: float | None = None,
-                 progress: bool = False) -> dict:
-    """Train ``model`` with the MLM objective on random batches of ``train_blocks`` (N, T).
+                 progress: bool = False, grad_accum: int = 1, dtype: str = "float32", compile: bool = False,
+                 out_dir=None, resume: bool = False) -> dict:
+    """Train ``model`` with the MLM objective on random batches of ``train_blocks`` (N, T), with
+    :func:`dodai.train.fit.fit` (``out_dir``: checkpoints at every evaluation, ``resume`` from them).
 
     Returns {"curve": [(step, train loss)], "val": [(step, val loss)], "steps", "seconds"}.
     ``max_seconds`` stops early (after the current step) with a final evaluation."""
+    from dodai.train.fit import FitConfig, fit
+
     if steps < 1 or batch_size < 1:
         raise DodaiError("pre-training needs steps >= 1 and batch size >= 1")
     special_ids = list(special_ids)
     warmup = max(1, steps // 20) if warmup is None else warmup
     min_lr = lr / 10 if min_lr is None else min_lr
     dev = next(model.parameters()).device
-    g = torch.Generator().manual_seed(seed)
-    decay = [p for p in model.parameters() if p.dim() >= 2]
-    no_decay = [p for p in model.parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay, "weight_decay": weight_decay},
-                             {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98))
-    curve, val = [], []
-    bar = None
-    if progress:
-        from tqdm import tqdm
+    vocab = model.config.vocab_size
 
-        bar = tqdm(total=steps, desc="MLM pre-train", unit="step")
-    t0 = time.perf_counter()
-    step = 0
-    while step < steps:
-        model.train()
-        for grp in opt.param_groups:
-            grp["lr"] = lr_at(step, lr, min_lr, warmup, steps)
-        x = train_blocks[torch.randint(len(train_blocks), (batch_size,), generator=g)]
-        inp, labels = mask_tokens(x, mask_id=mask_id, special_ids=special_ids, vocab_size=model.config.vocab_size,
-                                  generator=g)
-        loss = model.mlm_loss(inp.to(dev), labels.to(dev))
-        if not torch.isfinite(loss):
-            raise DodaiError(f"MLM pre-training diverged at step {step} (loss {loss.item()})")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        curve.append((step, loss.item()))
-        step += 1
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{curve[-1][1]:.3f}")
-        out_of_time = max_seconds is not None and time.perf_counter() - t0 > max_seconds
-        if val_blocks is not None and (step % eval_every == 0 or step == steps or out_of_time):
-            val.append((step, mlm_eval_loss(model, val_blocks, mask_id=mask_id, special_ids=special_ids)))
-        if out_of_time:
-            break
-    if bar is not None:
-        bar.close()
+    def batches():  # dynamic masking: a fresh corruption every time a block is drawn (RoBERTa)
+        g = torch.Generator().manual_seed(seed)
+        while True:
+            x = train_blocks[torch.randint(len(train_blocks), (batch_size,), generator=g)]
+            yield mask_tokens(x, mask_id=mask_id, special_ids=special_ids, vocab_size=vocab, generator=g)
+
+    def evaluate(m) -> dict:
+        return {"val_loss": mlm_eval_loss(m, val_blocks, mask_id=mask_id, special_ids=special_ids)}
+
+    groups = [{"params": [p for p in model.parameters() if p.dim() >= 2], "weight_decay": weight_decay},
+              {"params": [p for p in model.parameters() if p.dim() < 2], "weight_decay": 0.0}]
+    cfg = FitConfig(steps=steps, max_seconds=max_seconds, optimizer="adamw", lr=lr, betas=(0.9, 0.98),
+                    schedule="cosine", warmup=warmup, min_lr=min_lr, decay_steps=steps, grad_clip=1.0,
+                    grad_accum=grad_accum, dtype=dtype, compile=compile, device=str(dev), eval_every=eval_every,
+                    eval_at_start=False, quiet=not progress, desc="MLM pre-train")
+    res = fit(model, batches(), lambda m, b: m.mlm_loss(*b), cfg, param_groups=groups, out_dir=out_dir,
+              resume=resume, evaluate=evaluate if val_blocks is not None else None)
     model.eval()
-    return {"curve": curve, "val": val, "steps": step, "seconds": time.perf_counter() - t0}
+    return {"curve": [(r["step"] - 1, r["loss"]) for r in res.history],
+            "val": [(r["step"], r["val_loss"]) for r in res.evals if "val_loss" in r],
+            "steps": res.steps, "seconds": res.elapsed_s}
 
 
 @torch.no_grad()
