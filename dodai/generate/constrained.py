@@ -497,6 +497,29 @@ def json_schema_regex(schema: dict, _depth: int = 0) -> str:
                      "null, enum, const)")
 
 
+def json_value_regex(depth: int = 3) -> str:
+    """A regex for any compact JSON value nested at most ``depth`` levels of objects/arrays (OpenAI's
+    ``response_format={"type": "json_object"}`` wants an object: see :func:`json_object_regex`). Strings and
+    numbers are unbounded here; the token budget ends a runaway value."""
+    string = f'"{_STR_CHAR}*"'
+    scalar = rf"(?:{string}|-?(?:0|[1-9][0-9]*)(?:\.[0-9]+)?(?:[eE][+-]?[0-9]+)?|true|false|null)"
+    value = scalar
+    for _ in range(max(depth, 0)):
+        obj = rf"\{{(?:{string}:{value}(?:,{string}:{value})*)?\}}"
+        arr = rf"\[(?:{value}(?:,{value})*)?\]"
+        value = f"(?:{scalar}|{obj}|{arr})"
+    return value
+
+
+def json_object_regex(depth: int = 3) -> str:
+    """A regex for a compact JSON *object* whose values nest at most ``depth - 1`` further levels."""
+    if depth < 1:
+        raise DodaiError("a JSON object needs depth >= 1")
+    string = f'"{_STR_CHAR}*"'
+    value = json_value_regex(depth - 1)
+    return rf"\{{(?:{string}:{value}(?:,{string}:{value})*)?\}}"
+
+
 def validate_json(value, schema: dict) -> bool:
     """A small checker for the schema subset above (used by tests and the experiment as the oracle)."""
     if "const" in schema:

@@ -399,8 +399,11 @@ class Engine:
             self.backend.release()
             return touched
         if self.backend.joins_mid_batch:
-            newly, logits = self.backend.admit(self.waiting)
-            self.waiting = [r for r in self.waiting if r not in newly]
+            taken = self.backend.take(self.waiting, len(self.running))
+            if taken:
+                ids = {id(r) for r in taken}
+                self.waiting = [r for r in self.waiting if id(r) not in ids]
+            newly, logits = self.backend.prefill_step()
         elif self.waiting and not self._started:
             newly, logits = self.waiting, self.backend.prefill(self.waiting)
             self.waiting = []
@@ -436,7 +439,7 @@ class Engine:
 
     def _cancel(self) -> None:
         dead = [i for i, r in enumerate(self.running) if r.cancelled]
-        for r in self.waiting:
+        for r in self.waiting + (self.backend.drop_cancelled() if self.backend.joins_mid_batch else []):
             if r.cancelled:
                 r.finish_reason = "cancelled"
         self.waiting = [r for r in self.waiting if not r.cancelled]
