@@ -1,7 +1,8 @@
 """Tools a language model can call (roadmap R7.5): each is a :class:`dodai.tools.base.Tool`.
 
 - :mod:`dodai.tools.calculator` — ``calculator``: exact arithmetic on a whitelisted AST, bounded sizes;
-- :mod:`dodai.tools.python_sandbox` — ``python``: a separate, rlimited, audited ``python -I -S`` process;
+- :mod:`dodai.tools.python_sandbox` — ``python``: ``python -I -S`` under an OS sandbox
+  (:mod:`dodai.tools.osbox`: bubblewrap namespaces, seccomp, rlimits), with an audit hook for clear refusals;
 - :mod:`dodai.tools.sql` — ``sql``: read-only SQLite (``mode=ro``, ``query_only``, an authorizer, step
   bound, row cap), plus :func:`~dodai.tools.sql.demo_database` (the stdlib as a database);
 - :mod:`dodai.tools.search` — ``search``: numbered snippets from a :mod:`dodai.rag` index;

@@ -407,8 +407,8 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, disk_
     boot = _bootstrap_source()
     if not audit_hook:
         boot = boot.replace("\n_install(os.path.realpath", "\n(lambda *a: None)(os.path.realpath")
-    fds: list[int] = []
-    tmp = None
+    fds: list[int] = []  # descriptors the child inherits; the host closes its copies once it started
+    tmp, ready_r = None, -1
     t0 = time.perf_counter()
     try:
         code_fd = osbox.data_fd(code.encode("utf-8", "surrogatepass"))
@@ -443,6 +443,11 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, disk_
                                     stderr=subprocess.STDOUT, start_new_session=True, close_fds=True,
                                     pass_fds=tuple(fds), **popen_extra)
             proc.stdin.close()
+        except OSError as e:
+            if sb is None:
+                raise
+            raise SandboxUnavailable(f"python: cannot start {sb.bwrap} ({e.strerror or e}); "
+                                     f"{osbox.INSTALL_HINT}, {osbox.UNSAFE_HINT}") from None
         finally:
             for fd in fds:
                 os.close(fd)
@@ -493,6 +498,7 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, disk_
             proc.wait()
             proc.stdout.close()
             os.close(ready_r)
+            ready_r = -1
         text = bytes(buf[-keep:]).decode("utf-8", errors="replace")
         if len(text) > tail_chars or total > len(buf):
             text = f"… [{total} bytes of output; the last {min(len(text), tail_chars)} characters]\n" \
@@ -500,7 +506,7 @@ def run_python(code: str, timeout_s: float = 5.0, memory_mb: int = 256, *, disk_
         return RunResult(text, proc.returncode, time.perf_counter() - t0, timed_out, limited, total,
                          _signal_of(proc.returncode, sb is not None), sb is not None, run_id)
     finally:
-        for fd in fds:
+        for fd in fds + ([ready_r] if ready_r >= 0 else []):
             os.close(fd)
         if tmp is not None:
             try:
