@@ -45,26 +45,19 @@ def _log(msg: str, quiet: bool) -> None:
 
 
 def _probe_step_seconds(model, train_ids, cfg, steps: int = 3) -> float:
-    """Median seconds per optimizer step of a deep copy of ``model`` (the real model stays untouched)."""
-    import torch
+    """Median seconds per optimizer step of a deep copy of ``model`` (the real model stays untouched),
+    trained for ``steps + 1`` steps by :func:`dodai.train.fit.fit` with the run's settings."""
+    from dataclasses import replace
 
-    from dodai.data.batching import get_batch, make_generator
-    from dodai.train.trainer import make_optimizer
+    from dodai.train.fit import fit
+    from dodai.train.trainer import RandomWindows, lm_loss
 
     m = copy.deepcopy(model)
-    opt = make_optimizer(m, cfg)
-    g = make_generator(cfg.seed + 99)
-    times = []
-    for i in range(steps + 1):
-        t = time.perf_counter()
-        x, y = get_batch(train_ids, cfg.block_size, cfg.batch_size, g)
-        _, loss = m(x, y)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(m.parameters(), cfg.grad_clip)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        if i:  # the first step pays one-time costs
-            times.append(time.perf_counter() - t)
+    fcfg = replace(cfg.fit_config(), steps=steps + 1, time_budget_s=None, max_seconds=None, checkpoint=False,
+                   save_model=False, seed=None, quiet=True)
+    res = fit(m, RandomWindows(train_ids, cfg.block_size, cfg.batch_size, cfg.seed + 99), lm_loss, fcfg)
+    ends = [r["seconds"] for r in res.history]
+    times = [b - a for a, b in zip(ends, ends[1:])]  # the first step pays one-time costs: not counted
     return sorted(times)[len(times) // 2]
 
 
