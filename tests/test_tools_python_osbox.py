@@ -362,18 +362,25 @@ def test_host_uid_drop_with_a_world_readable_interpreter(sandbox):
 
 # ---- the host-side cleanup left for the unsafe mode ---------------------------------------------------------
 def _hostile_tree(root, target_dir, target_file, depth):
+    """Links to the targets (relative, so they resolve even where an ancestor is closed to their owner) in
+    unreadable and unwritable directories, a fifo, a link to ``/``, and a chain ``depth`` directories deep."""
+    def link(target, where):
+        os.symlink(os.path.relpath(target, os.path.dirname(os.path.abspath(where))), where)
+
     os.mkdir(root)
-    for name, target in (("ln_dir", target_dir), ("ln_file", target_file), ("ln_root", "/")):
-        os.symlink(target, os.path.join(root, name))
+    link(target_dir, os.path.join(root, "ln_dir"))
+    link(target_file, os.path.join(root, "ln_file"))
+    os.symlink("/", os.path.join(root, "ln_root"))
     locked = os.path.join(root, "locked")
     os.mkdir(locked)
-    os.symlink(target_dir, os.path.join(locked, "ln_dir"))
+    link(target_dir, os.path.join(locked, "ln_dir"))
     os.mkdir(os.path.join(locked, "inner"))
     os.chmod(os.path.join(locked, "inner"), 0)
     os.chmod(locked, 0)
     ro = os.path.join(root, "readonly")
     os.mkdir(ro)
-    os.symlink(target_file, os.path.join(ro, "ln_file"))
+    link(target_file, os.path.join(ro, "ln_file"))
+    link(target_dir, os.path.join(ro, "ln_dir"))
     os.chmod(ro, 0o500)
     os.mkfifo(os.path.join(root, "fifo"))
     fd = os.open(root, os.O_RDONLY)
@@ -396,9 +403,11 @@ def test_remove_tree_never_follows_and_handles_any_depth(fast_tmp):
               for p in (target_dir, target_dir / "keep", target_file)]
     old = str(tmp_path / "old")
     _hostile_tree(old, str(target_dir), str(target_file), 1200)
-    if sys.version_info < (3, 12):  # what a recursive cleanup (the old design's rmtree) does with it
+    if sys.version_info < (3, 12):  # what the old design's (recursive) cleanup does with it
+        scope: dict = {"os": os}
+        exec(OLD_RMTREE, scope)  # noqa: S102 - this project's own former code
         with pytest.raises(RecursionError):
-            shutil.rmtree(old)
+            scope["_old_rmtree"](old)
     new = str(tmp_path / "new")
     _hostile_tree(new, str(target_dir), str(target_file), 1200)
     os.chmod(new, 0o500)
@@ -426,7 +435,8 @@ def test_unsafe_mode_removes_a_hostile_work_dir(fast_tmp, monkeypatch, host):
 def test_remove_tree_as_the_unprivileged_owner(tmp_path):
     """Without root's permission bypass (a non-root user running the unsafe mode): unreadable and
     unwritable directories are fixed through their own descriptors, and targets owned by the same user —
-    which a chmod through a link would change — keep their modes."""
+    which a chmod through a link would change, and the old design's cleanup does change — keep their
+    modes."""
     import inspect
 
     from dodai.tools import python_sandbox
@@ -451,3 +461,43 @@ def test_remove_tree_as_the_unprivileged_owner(tmp_path):
                        env={}, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
     assert r.stdout.split() == ["False", "0o755", "0o644", str(uid)]
+    # The old design's cleanup (rmtree; on an error chmod 0o700 of the path and its parent, by path) on the
+    # same tree crashes and leaves it behind; on a link inside an unwritable directory it chmods the target.
+    old = ("import os\n" + OLD_RMTREE + _hostile_tree_source() +
+           "here = os.getcwd()\nos.mkdir('target', 0o755)\n"
+           "_hostile_tree('tree', here + '/target', here + '/target', 5)\n"
+           "try:\n    _old_rmtree('tree')\nexcept Exception as e:\n    print('crashed', type(e).__name__)\n"
+           "print('left', os.path.lexists('tree'))\n"
+           "os.mkdir('simple')\nos.mkdir('simple/ro')\nos.symlink('../../target', 'simple/ro/ln')\n"
+           "os.chmod('simple/ro', 0o500)\n_old_rmtree('simple')\n"
+           "print('target', oct(os.stat('target').st_mode & 0o7777))")
+    (tmp_path / "old").mkdir()
+    os.chown(tmp_path / "old", uid, uid)
+    r = subprocess.run([python, "-I", "-S", "-c", old], cwd=tmp_path / "old", user=uid, group=uid,
+                       extra_groups=[], env={}, capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.split() == ["crashed", "TypeError", "left", "True", "target", "0o700"], r.stdout
+
+
+def _hostile_tree_source() -> str:
+    import inspect
+
+    return inspect.getsource(_hostile_tree) + "\n"
+
+
+# The host-side cleanup of the audit-hook design (dodai/tools/python_sandbox.py before the OS sandbox), kept
+# here only to show the regression tests above fail on it.
+OLD_RMTREE = """
+import shutil
+def _old_rmtree(path):
+    def fix(func, p, _exc):
+        try:
+            os.chmod(os.path.dirname(p), 0o700)
+            os.chmod(p, 0o700)
+            func(p)
+        except OSError:
+            pass
+    shutil.rmtree(path, onerror=fix)
+    if os.path.exists(path):
+        shutil.rmtree(path, ignore_errors=True)
+"""
