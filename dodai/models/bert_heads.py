@@ -270,12 +270,14 @@ def finetune_classifier(model: BertForSequenceClassification, rows: list[list[in
                         pad_id: int, epochs: int = 3, batch_size: int = 32, lr: float = 1e-3,
                         warmup_frac: float = 0.1, weight_decay: float = 0.01, seed: int = 0,
                         max_steps: int | None = None, progress: bool = False, grad_accum: int = 1,
-                        dtype: str = "float32", compile: bool = False, out_dir=None, resume: bool = False) -> dict:
+                        dtype: str = "float32", compile: bool = False, out_dir=None, resume: bool = False,
+                        checkpoint_every: int = 0, log=None) -> dict:
     """Full fine-tuning (every weight trains) with AdamW, linear warmup then linear decay to 0 (BERT's
     recipe, Devlin et al. 2019 §A.3) and gradient-norm clipping at 1, on :func:`dodai.train.fit.fit`.
     ``rows`` are token-id lists (already truncated), ``labels`` class indices. Batches are length-bucketed
     (shuffled chunks of similar length) so little compute goes to padding. Returns {"steps", "seconds",
-    "curve": [(step, loss)]}."""
+    "curve": [(step, loss)]}. ``out_dir``: checkpoints every ``checkpoint_every`` steps and at the end
+    (``resume`` continues from them); ``log(row)`` after every step."""
     from dodai.train.fit import FitConfig, default_param_groups, fit
 
     if len(rows) != len(labels) or not rows:
@@ -312,9 +314,9 @@ def finetune_classifier(model: BertForSequenceClassification, rows: list[list[in
 
     cfg = FitConfig(steps=total, optimizer="adamw", lr=lr, weight_decay=weight_decay, grad_clip=1.0,
                     grad_accum=grad_accum, dtype=dtype, compile=compile, device=str(device), seed=seed,
-                    quiet=not progress, desc="fine-tune")
+                    eval_every=checkpoint_every or None, quiet=not progress, desc="fine-tune")
     res = fit(model, batches(), loss_fn, cfg, lr_fn=lr_fn, param_groups=default_param_groups(model, weight_decay),
-              out_dir=out_dir, resume=resume)
+              out_dir=out_dir, resume=resume, on_step=log)
     model.eval()
     return {"steps": res.steps, "seconds": res.elapsed_s, "curve": [(r["step"] - 1, r["loss"]) for r in res.history]}
 

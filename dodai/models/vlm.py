@@ -367,10 +367,11 @@ def text_to_image_attention(model: VLM, images: torch.Tensor, idx: torch.Tensor)
 def fit(model: VLM, batches: Callable[[int], tuple], steps: int, lr: float = 1e-3, warmup: int = 50,
         weight_decay: float = 0.01, text_only: bool = False, progress: bool = False,
         log_every: int = 50, grad_accum: int = 1, dtype: str = "float32", compile: bool = False,
-        out_dir=None, resume: bool = False) -> list[tuple[int, float]]:
+        out_dir=None, resume: bool = False, checkpoint_every: int = 0, log=None) -> list[tuple[int, float]]:
     """AdamW with linear warm-up and cosine decay to lr/10, on :func:`dodai.train.fit.fit`.
     ``batches(i) -> (images, inp, tgt)`` (tensors) for micro-batch ``i``. ``text_only`` trains the decoder
-    on the captions alone (the baseline). Returns [(step, loss)] every ``log_every`` steps."""
+    on the captions alone (the baseline). Returns [(step, loss)] every ``log_every`` steps. ``out_dir``:
+    checkpoints every ``checkpoint_every`` steps and at the end (``resume`` continues from them)."""
     from dodai.train.fit import FitConfig
     from dodai.train.fit import fit as fit_loop
 
@@ -391,8 +392,10 @@ def fit(model: VLM, batches: Callable[[int], tuple], steps: int, lr: float = 1e-
         return m(None if text_only else images, inp, tgt)[1]
 
     cfg = FitConfig(steps=steps, optimizer="adamw", lr=lr, betas=(0.9, 0.99), grad_clip=1.0, grad_accum=grad_accum,
-                    dtype=dtype, compile=compile, quiet=not progress, desc="vlm train")
-    res = fit_loop(model, batches, loss_fn, cfg, lr_fn=lr_at, param_groups=groups, out_dir=out_dir, resume=resume)
+                    dtype=dtype, compile=compile, eval_every=checkpoint_every or None, quiet=not progress,
+                    desc="vlm train")
+    res = fit_loop(model, batches, loss_fn, cfg, lr_fn=lr_at, param_groups=groups, out_dir=out_dir, resume=resume,
+                   on_step=log)
     model.eval()
     return [(r["step"] - 1, r["loss"]) for r in res.history
             if (r["step"] - 1) % log_every == 0 or r["step"] == steps]

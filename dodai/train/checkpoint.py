@@ -2,7 +2,8 @@
 
 Layout of ``<run>/ckpt/``:
 
-- ``model.safetensors`` — the weights (dodai's own safetensors writer, never pickle);
+- ``model.safetensors`` — the weights under the module's own parameter names (dodai's own safetensors
+  writer, never pickle);
 - ``config.json`` — the model config; ``tokenizer.json`` when a tokenizer is given;
 - ``trainer_state.pt`` — optimizer state, step, best val loss, elapsed time and the RNG states
   (torch, numpy, python ``random`` and the batch generator = the data position), stored as plain
@@ -83,7 +84,7 @@ def save_checkpoint(run_dir: str | Path, model, trainer_state: dict, tokenizer=N
     if tmp.exists():
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
-    save_model_folder(model, tmp)
+    save_state_dict(model, tmp)
     if tokenizer is not None:
         save_tokenizer(tokenizer, tmp / "tokenizer.json")
     buf = io.BytesIO()
@@ -99,6 +100,21 @@ def save_checkpoint(run_dir: str | Path, model, trainer_state: dict, tokenizer=N
     if old.exists():
         shutil.rmtree(old)
     return final
+
+
+def save_state_dict(model, folder: Path) -> None:
+    """model.safetensors with the module's own parameter names (what ``load_state_dict`` takes back, whatever
+    names the model's ``save`` exports to) + config.json. A tensor shared by several names (tied weights) is
+    written once, under its first name."""
+    seen, state = set(), {}
+    for k, v in model.state_dict().items():
+        key = (v.data_ptr(), v.dtype, tuple(v.shape)) if v.numel() else None
+        if key is not None and key in seen:
+            continue
+        seen.add(key)
+        state[k] = v.detach().cpu().contiguous()
+    save_file(state, Path(folder) / "model.safetensors")
+    atomic_write_json(Path(folder) / "config.json", model_config_dict(model))
 
 
 def save_model_folder(model, folder: Path) -> None:

@@ -121,9 +121,10 @@ def pretrain_mlm(model: BertForMaskedLM, train_blocks: torch.Tensor, *, mask_id:
                  warmup: int | None = None, weight_decay: float = 0.01, seed: int = 0,
                  val_blocks: torch.Tensor | None = None, eval_every: int = 100, max_seconds: float | None = None,
                  progress: bool = False, grad_accum: int = 1, dtype: str = "float32", compile: bool = False,
-                 out_dir=None, resume: bool = False) -> dict:
+                 out_dir=None, resume: bool = False, log=None) -> dict:
     """Train ``model`` with the MLM objective on random batches of ``train_blocks`` (N, T), with
-    :func:`dodai.train.fit.fit` (``out_dir``: checkpoints at every evaluation, ``resume`` from them).
+    :func:`dodai.train.fit.fit` (``out_dir``: checkpoints every ``eval_every`` steps, ``resume`` from them;
+    ``log(row)`` after every step).
 
     Returns {"curve": [(step, train loss)], "val": [(step, val loss)], "steps", "seconds"}.
     ``max_seconds`` stops early (after the current step) with a final evaluation."""
@@ -153,7 +154,7 @@ def pretrain_mlm(model: BertForMaskedLM, train_blocks: torch.Tensor, *, mask_id:
                     grad_accum=grad_accum, dtype=dtype, compile=compile, device=str(dev), eval_every=eval_every,
                     eval_at_start=False, quiet=not progress, desc="MLM pre-train")
     res = fit(model, batches(), lambda m, b: m.mlm_loss(*b), cfg, param_groups=groups, out_dir=out_dir,
-              resume=resume, evaluate=evaluate if val_blocks is not None else None)
+              resume=resume, evaluate=evaluate if val_blocks is not None else None, on_step=log)
     model.eval()
     return {"curve": [(r["step"] - 1, r["loss"]) for r in res.history],
             "val": [(r["step"], r["val_loss"]) for r in res.evals if "val_loss" in r],
