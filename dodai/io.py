@@ -1,9 +1,17 @@
-"""Small file helpers: atomic writes (temp file, fsync, rename) and checked reads of user text."""
+"""Small file helpers: atomic writes (temp file, fsync, rename) and checked reads of user files.
+
+Reading a user's file is bounded: the path must name a *regular* file (a FIFO, ``/dev/zero``, a terminal or
+a socket is refused with a one-line error instead of blocking or reading forever), it is opened with
+``O_NONBLOCK`` so that even a path swapped for a FIFO after the check cannot block the open, and at most
+``st_size`` bytes as seen when it was opened are read (a file that keeps growing, or a ``/proc`` file that
+reports size 0, cannot make the read run on), up to :data:`MAX_USER_FILE_BYTES`.
+"""
 
 from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from pathlib import Path
 
@@ -46,15 +54,103 @@ def atomic_write_json(path: str | os.PathLike, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False) + "\n")
 
 
-def read_user_text(path: str | os.PathLike) -> str:
+MAX_USER_FILE_BYTES = 1 << 30  # most bytes of user files read into memory at once (1 GiB; several files: in all)
+
+_KINDS = ((stat.S_ISFIFO, "a FIFO (named pipe)"), (stat.S_ISCHR, "a character device"),
+          (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+
+
+def open_user_file(path: str | os.PathLike, max_bytes: int = MAX_USER_FILE_BYTES) -> tuple[int, int]:
+    """Open a user's file for reading: ``(file descriptor, size in bytes)``, or a one-line DodaiError when it
+    is missing, a folder, not a regular file (FIFO, device, socket) or larger than ``max_bytes``. The caller
+    closes the descriptor and reads at most the size returned."""
+    p = Path(path)
+    try:
+        fd = os.open(p, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except FileNotFoundError:
+        raise DodaiError(f"{p}: no such file") from None
+    except IsADirectoryError:
+        raise DodaiError(f"{p}: is a folder, expected a file") from None
+    except OSError as e:
+        raise DodaiError(f"{p}: cannot open it ({e.strerror or e})") from None
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise DodaiError(f"{p}: is a folder, expected a file")
+        if not stat.S_ISREG(st.st_mode):
+            kind = next((name for test, name in _KINDS if test(st.st_mode)), "not a regular file")
+            raise DodaiError(f"{p}: is {kind}, not a regular file; save the data to a file first")
+        if st.st_size > max_bytes:
+            raise DodaiError(f"{p}: {st.st_size:,} bytes is more than dodai reads into memory here "
+                             f"({max_bytes:,} bytes); use a smaller part of it")
+        os.set_blocking(fd, True)
+        return fd, st.st_size
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_user_bytes(path: str | os.PathLike, max_bytes: int = MAX_USER_FILE_BYTES) -> bytearray:
+    """The bytes of a user's regular file (see :func:`open_user_file`): at most the size it had when opened."""
+    fd, size = open_user_file(path, max_bytes)
+    try:
+        buf = bytearray(size)
+        view, n = memoryview(buf), 0
+        while n < size:
+            got = os.readv(fd, [view[n:]])
+            if not got:  # the file shrank while we read: keep what was there
+                break
+            n += got
+        view.release()
+        if n < size:
+            del buf[n:]
+        return buf
+    except OSError as e:
+        raise DodaiError(f"{path}: cannot read it ({e.strerror or e})") from None
+    except MemoryError:
+        raise DodaiError(f"{path}: not enough memory to read {size:,} bytes") from None
+    finally:
+        os.close(fd)
+
+
+def read_user_texts(paths, max_total_bytes: int = MAX_USER_FILE_BYTES, skip_empty: bool = False) -> list[str]:
+    """:func:`read_user_text` of each path; every path is checked (regular file, size) before any is read, and
+    the sizes together may not exceed ``max_total_bytes``; empty files are skipped when ``skip_empty``."""
+    paths = list(paths)
+    sizes, total = [], 0
+    for path in paths:
+        fd, size = open_user_file(path, max_total_bytes)
+        os.close(fd)
+        sizes.append(size)
+        total += size
+        if total > max_total_bytes:
+            raise DodaiError(f"{path}: the input files together hold more than {max_total_bytes:,} bytes; "
+                             "use fewer or smaller files")
+    out = []
+    for path, size in zip(paths, sizes):
+        try:
+            out.append(read_user_text(path, size))  # a file that grew since it was measured is refused
+        except DodaiError as e:
+            if not (skip_empty and str(e).endswith("file is empty")):
+                raise
+    return out
+
+
+def parse_json_line(line: str, where: str):
+    """``json.loads(line)``, or a one-line DodaiError naming ``where`` (also for JSON nested too deeply)."""
+    try:
+        return json.loads(line)
+    except RecursionError:
+        raise DodaiError(f"{where}: JSON nested too deeply") from None
+    except ValueError as e:  # json.JSONDecodeError
+        raise DodaiError(f"{where}: not valid JSON ({getattr(e, 'msg', e)})") from None
+
+
+def read_user_text(path: str | os.PathLike, max_bytes: int = MAX_USER_FILE_BYTES) -> str:
     """Read a user's UTF-8 text file, with a one-line DodaiError for every way it can be wrong."""
     p = Path(path)
-    if not p.exists():
-        raise DodaiError(f"{p}: no such file")
-    if p.is_dir():
-        raise DodaiError(f"{p}: is a folder, expected a text file")
-    data = p.read_bytes()
-    if not data.strip():
+    data = read_user_bytes(p, max_bytes)
+    if not data or data.isspace():  # (no .strip(): it would copy the whole file)
         raise DodaiError(f"{p}: file is empty")
     if b"\x00" in data[:65536]:
         raise DodaiError(f"{p}: looks binary (contains NUL bytes); expected UTF-8 text")
@@ -62,3 +158,5 @@ def read_user_text(path: str | os.PathLike) -> str:
         return data.decode("utf-8")
     except UnicodeDecodeError as e:
         raise DodaiError(f"{p}: not valid UTF-8 (byte {e.start}); convert it to UTF-8 first") from None
+    except MemoryError:
+        raise DodaiError(f"{p}: not enough memory to decode {len(data):,} bytes") from None

@@ -10,7 +10,9 @@ hostile.
 from __future__ import annotations
 
 import json
+import os
 import resource
+import signal
 import subprocess
 import sys
 import time
@@ -368,9 +370,9 @@ def _start_cli(rss_file, args: list[str], stdin: str) -> subprocess.Popen:
     """``python -m dodai ARGS`` under a small launcher that writes the child's own peak RSS to ``rss_file``."""
     proc = subprocess.Popen([sys.executable, "-c", _LAUNCHER, str(rss_file), sys.executable, "-m", "dodai", *args],
                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            preexec_fn=_limit_memory)
+                            preexec_fn=_limit_memory, start_new_session=True)
     proc.stdin.write(stdin)
-    proc.stdin.close()
+    proc.stdin.flush()
     return proc
 
 
@@ -393,8 +395,13 @@ def test_dodai_chat_refuses_a_gguf_with_a_hostile_template(tmp_path):
     t0 = time.monotonic()
     results = {}
     for name, proc in procs.items():
-        out, err = proc.stdout.read(), proc.stderr.read()
-        rc = proc.wait(timeout=180)
+        try:
+            out, err = proc.communicate(timeout=max(5.0, 180 - (time.monotonic() - t0)))
+        except subprocess.TimeoutExpired:  # a hung render: the launcher and its child go
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
+            pytest.fail(f"{name}: dodai chat did not finish")
+        rc = proc.returncode
         results[name] = (rc, out, err, int((tmp_path / f"{name}.rss").read_text()) // 1024)
     seconds = time.monotonic() - t0
     for name, (_, fragment) in HOSTILE_GGUF.items():

@@ -103,3 +103,14 @@ def test_random_mutations_never_crash(tmp_path):
             load_file(bad)
         except DodaiError:
             pass
+
+
+def test_deep_or_huge_headers_are_one_line_errors(tmp_path):
+    from dodai.weights.safetensors import MAX_HEADER_ITEMS
+
+    p = tmp_path / "h.safetensors"
+    for header, match in [(b"[" * 200_000, "nested too deeply"), (b'{"a":' * 100_000, "nested too deeply"),
+                          (b"[" + b"0," * MAX_HEADER_ITEMS + b"0]", "JSON values")]:
+        p.write_bytes(struct.pack("<Q", len(header)) + header)
+        with pytest.raises(DodaiError, match=match):
+            read_header(p)

@@ -214,8 +214,8 @@ def load_traces(path: str | Path) -> list[AgentResult]:
             continue
         try:
             obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DodaiError(f"{path}:{n}: not JSON ({e.msg})") from None
+        except (ValueError, RecursionError) as e:  # RecursionError: nested too deeply
+            raise DodaiError(f"{path}:{n}: not JSON ({getattr(e, 'msg', 'nested too deeply')})") from None
         if not isinstance(obj, dict) or obj.get("type") not in ("episode", "step"):
             raise DodaiError(f"{path}:{n}: each line must be an object with type 'episode' or 'step'")
         try:

@@ -51,7 +51,7 @@ def _load_docs(spec: str) -> tuple[list[str], list[str]]:
 
     from dodai.data.corpora import CORPORA, corpus_documents
     from dodai.errors import DodaiError
-    from dodai.io import read_user_text
+    from dodai.io import read_user_text, read_user_texts
 
     if spec in CORPORA:
         docs = corpus_documents(spec)
@@ -61,10 +61,10 @@ def _load_docs(spec: str) -> tuple[list[str], list[str]]:
         files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in (".txt", ".md"))
         if not files:
             raise DodaiError(f"{p}: no .txt or .md files")
-        return [read_user_text(f) for f in files], [f.relative_to(p).as_posix() for f in files]
-    if not p.is_file():
+        return read_user_texts(files), [f.relative_to(p).as_posix() for f in files]
+    if not p.exists():
         raise DodaiError(f"--corpus {spec!r} is neither a corpus name ({', '.join(CORPORA)}) nor an existing path")
-    text = read_user_text(p)
+    text = read_user_text(p)  # a regular file only: a FIFO or a device is a one-line error
     if p.suffix.lower() != ".jsonl":
         return [text], [p.name]
     docs, titles = [], []
@@ -73,7 +73,7 @@ def _load_docs(spec: str) -> tuple[list[str], list[str]]:
             continue
         try:
             obj = json.loads(line)
-        except ValueError:
+        except (ValueError, RecursionError):  # RecursionError: nested too deeply
             raise DodaiError(f"{p}:{n}: not valid JSON") from None
         if not isinstance(obj, dict) or not isinstance(obj.get("text"), str):
             raise DodaiError(f"{p}:{n}: each line must be an object with a \"text\" string")

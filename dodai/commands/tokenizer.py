@@ -98,11 +98,11 @@ def run(args) -> int:
     from dodai.errors import DodaiError
 
     if args.action == "train":
-        from dodai.io import read_user_text
+        from dodai.io import read_user_texts
 
         if args.vocab_size is not None and args.vocab_size <= 0:
             raise DodaiError(f"--vocab-size must be positive, got {args.vocab_size}")
-        text = "\n".join(read_user_text(f) for f in args.data)
+        text = "\n".join(read_user_texts(args.data))  # regular files only, 1 GiB in all
         t0 = time.perf_counter()
         tok = TRAINERS[args.algo](text, args)
         dt = time.perf_counter() - t0

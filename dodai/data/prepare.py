@@ -24,12 +24,11 @@ Outputs (``prepare``): ``train.txt``, ``val.txt`` (documents joined by a blank l
 from __future__ import annotations
 
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from dodai.errors import DodaiError
-from dodai.io import atomic_write_json, atomic_write_text, read_user_text
+from dodai.io import atomic_write_json, atomic_write_text, parse_json_line, read_user_text, read_user_texts
 
 TEXT_SUFFIXES = (".txt", ".md")
 DOC_SEP = "\n\n"
@@ -48,10 +47,7 @@ def _jsonl_documents(path: Path, text_field: str) -> list[str]:
     for lineno, line in enumerate(raw.splitlines(), 1):
         if not line.strip():
             continue
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise DodaiError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        obj = parse_json_line(line, f"{path}:{lineno}")
         if not isinstance(obj, dict):
             raise DodaiError(f"{path}:{lineno}: expected a JSON object, got {type(obj).__name__}")
         if text_field not in obj:
@@ -73,14 +69,7 @@ def _folder_documents(path: Path) -> list[str]:
     )
     if not files:
         raise DodaiError(f"{path}: folder holds no .txt or .md files")
-    docs = []
-    for f in files:
-        try:
-            docs.append(read_user_text(f))
-        except DodaiError as e:
-            if "is empty" in str(e):
-                continue  # an empty file in a folder is skipped, not fatal
-            raise
+    docs = read_user_texts(files, skip_empty=True)  # an empty file in a folder is skipped, not fatal
     if not docs:
         raise DodaiError(f"{path}: every .txt/.md file in the folder is empty")
     return docs

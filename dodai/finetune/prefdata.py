@@ -15,13 +15,10 @@ from dodai.errors import DodaiError
 
 
 def load_pairs_jsonl(path: str | Path) -> list[tuple[list[dict], str, str]]:
+    from dodai.io import read_user_text
+
     p = Path(path)
-    try:
-        lines = p.read_text(encoding="utf-8").splitlines()
-    except OSError as e:
-        raise DodaiError(f"cannot read {p}: {e.strerror or e}") from None
-    except UnicodeDecodeError:
-        raise DodaiError(f"{p}: not UTF-8 text") from None
+    lines = read_user_text(p).splitlines()  # a regular file only (not a FIFO or /dev/zero), bounded size
     out = []
     for n, line in enumerate(lines, 1):
         if not line.strip():
@@ -97,7 +94,7 @@ def save_policy(model, tok, out: Path, lora_rank: int) -> dict:
     return saved
 
 
-def add_common_arguments(p, default_steps: int, default_lr: float) -> None:
+def add_common_arguments(p, default_steps: int, default_lr: float, resume: bool = True) -> None:
     p.add_argument("--model", required=True, help="registry name (smollm2-135m-instruct), .gguf file or model folder")
     p.add_argument("--lora-rank", type=int, default=8, help="LoRA rank; 0 = train every weight (default 8)")
     p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA alpha (default 16)")
@@ -106,33 +103,50 @@ def add_common_arguments(p, default_steps: int, default_lr: float) -> None:
     p.add_argument("--learning-rate", type=float, default=default_lr, help=f"learning rate (default {default_lr})")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    p.add_argument("--quiet", action="store_true", help="no per-step lines on stderr")
+    p.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype of the update")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for the update step (on CPU needs a C++ compiler)")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="checkpoint into OUT/ckpt every N steps (default: at the end only)")
+    if resume:
+        p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt (same flags as the first run)")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def check_common(args) -> None:
-    for name in ("steps", "batch_size"):
+    for name in ("steps", "batch_size", "grad_accum"):
         if getattr(args, name) <= 0:
             raise DodaiError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.learning_rate <= 0:
         raise DodaiError(f"--learning-rate must be positive, got {args.learning_rate}")
+    if args.checkpoint_every < 0:
+        raise DodaiError(f"--checkpoint-every must be >= 0, got {args.checkpoint_every}")
+    import torch
+
     if args.threads:
-        import torch
-
         torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)  # LoRA's A matrices and the reward head are drawn from it: runs repeat
 
 
-def step_logger(path: Path, quiet: bool, label: str):
-    import sys
-
+def step_logger(path: Path, label: str, resume_dir: Path | None = None):
+    """A ``log(row)`` that appends one JSON line per step to ``path`` (progress on stderr is the loop's).
+    With ``resume_dir`` (a run being resumed) the rows of steps after its checkpoint are dropped first."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    kept = ""
+    if resume_dir is not None and path.is_file():
+        from dodai.train.checkpoint import MARKER, find_checkpoint
+
+        d = find_checkpoint(resume_dir)
+        at = json.loads((d / MARKER).read_text())["step"] if d is not None else 0
+        lines = path.read_text(encoding="utf-8").splitlines()
+        kept = "".join(ln + "\n" for ln in lines if ln.strip() and json.loads(ln).get("step", 0) <= at)
     f = open(path, "w", encoding="utf-8")
+    f.write(kept)
 
     def log(row: dict) -> None:
         f.write(json.dumps({"stage": label, **row}) + "\n")
         f.flush()
-        if not quiet:
-            print(f"{label} " + " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                         for k, v in row.items()), file=sys.stderr)
 
     log.close = f.close
     return log

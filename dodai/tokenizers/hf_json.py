@@ -54,11 +54,11 @@ def write_tokenizer_json(path: str | os.PathLike, d: dict) -> Path:
 
 
 def read_tokenizer_json(path: str | os.PathLike) -> dict:
+    from dodai.io import read_user_bytes
+
     p = tokenizer_json_path(path)
-    if p.stat().st_size > _MAX_JSON_BYTES:
-        raise DodaiError(f"{p}: too large for a tokenizer.json ({p.stat().st_size} bytes)")
     try:
-        d = json.loads(p.read_bytes().decode("utf-8"))
+        d = json.loads(read_user_bytes(p, _MAX_JSON_BYTES).decode("utf-8"))  # a regular file, size capped
     except UnicodeDecodeError:
         raise DodaiError(f"{p}: not UTF-8 text; expected a tokenizer.json") from None
     except (json.JSONDecodeError, RecursionError) as e:

@@ -205,14 +205,10 @@ class SentencePieceModel:
     # ------------------------------------------------------------ loading
     @classmethod
     def load(cls, path: str | os.PathLike) -> SentencePieceModel:
+        from dodai.io import read_user_bytes
+
         p = Path(path).expanduser()
-        try:
-            size = p.stat().st_size
-            if size > _MAX_MODEL_BYTES:
-                raise DodaiError(f"{p}: too large for a sentencepiece model ({size} bytes)")
-            data = p.read_bytes()
-        except OSError as e:
-            raise DodaiError(f"{p}: cannot read ({e.strerror or e})") from None
+        data = bytes(read_user_bytes(p, _MAX_MODEL_BYTES))  # a regular file (not a FIFO or device), size capped
         try:
             return cls.from_bytes(data)
         except DodaiError as e:

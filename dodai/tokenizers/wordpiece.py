@@ -42,7 +42,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dodai.errors import DodaiError
-from dodai.io import atomic_write_json
+from dodai.io import atomic_write_json, read_user_bytes
+
+_MAX_VOCAB_FILE_BYTES = 512 << 20  # vocab.txt / tokenizer.json / tokenizer_config.json read for a WordPiece model
 
 # ---------------------------------------------------------------------------------------------------
 # Character classes (BERT's basic tokenizer, as the Rust reference defines them)
@@ -430,10 +432,8 @@ class WordPieceTokenizer:
         """BERT's ``vocab.txt``: one token per line, the id is the line number."""
         p = Path(path)
         try:
-            text = p.read_text(encoding="utf-8")
-        except FileNotFoundError:
-            raise DodaiError(f"{p}: no such vocab.txt") from None
-        except (OSError, UnicodeDecodeError) as e:
+            text = read_user_bytes(p, _MAX_VOCAB_FILE_BYTES).decode("utf-8")  # a regular file, size capped
+        except UnicodeDecodeError as e:
             raise DodaiError(f"{p}: cannot read vocab.txt ({type(e).__name__})") from None
         lines = text.split("\n")
         if lines and lines[-1] == "":
@@ -453,10 +453,8 @@ class WordPieceTokenizer:
         """An HF ``tokenizer.json`` with a WordPiece model (BertNormalizer, BertPreTokenizer, BERT template)."""
         p = Path(path)
         try:
-            obj = json.loads(p.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise DodaiError(f"{p}: no such tokenizer.json") from None
-        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+            obj = json.loads(read_user_bytes(p, _MAX_VOCAB_FILE_BYTES).decode("utf-8"))
+        except (UnicodeDecodeError, ValueError, RecursionError) as e:  # RecursionError: nested too deeply
             raise DodaiError(f"{p}: not a readable tokenizer.json ({type(e).__name__})") from None
         try:
             return cls._from_tokenizer_obj(obj)
@@ -535,9 +533,12 @@ class WordPieceTokenizer:
                 cfg = {}
                 if (p / "tokenizer_config.json").is_file():
                     try:
-                        cfg = json.loads((p / "tokenizer_config.json").read_text(encoding="utf-8"))
-                    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+                        cfg = json.loads(read_user_bytes(p / "tokenizer_config.json", _MAX_VOCAB_FILE_BYTES)
+                                         .decode("utf-8"))
+                    except (UnicodeDecodeError, ValueError, RecursionError, DodaiError):
                         raise DodaiError(f"{p / 'tokenizer_config.json'}: not valid JSON") from None
+                    if not isinstance(cfg, dict):
+                        raise DodaiError(f"{p / 'tokenizer_config.json'}: not a JSON object")
                 return cls.from_vocab_txt(p / "vocab.txt", lower=bool(cfg.get("do_lower_case", True)),
                                           strip_accents=cfg.get("strip_accents"),
                                           handle_chinese_chars=bool(cfg.get("tokenize_chinese_chars", True)))

@@ -23,7 +23,12 @@ Hardening: every count and length is checked against the bytes left in the file 
 is read or allocated (a string length of 2^60 fails at once), nesting of arrays is capped, n_dims ≤ 4
 (GGML_MAX_DIMS), dims ≥ 1, names unique, types known, alignment a power of two, tensor ranges aligned,
 inside the file and non-overlapping. Parsing work and memory are O(file size) (metadata arrays become
-Python lists, at most ~10 bytes of Python objects per byte of file).
+Python lists, at most ~10 bytes of Python objects per byte of file), and absolutely bounded too, since a
+model file may be gigabytes: at most :data:`MAX_TENSORS` tensors and :data:`MAX_KV` metadata keys, a
+metadata string of at most :data:`MAX_STRING_BYTES`, an array of at most :data:`MAX_ARRAY_ITEMS` items and
+:data:`MAX_METADATA_ITEMS` array items in all (each becomes a Python object; real vocabularies have a few
+hundred thousand). These are file-format bounds; what the values mean (head counts, block counts against
+the tensor table) is checked by the model loaders.
 
 What the real SmolLM2-135M-Instruct.Q4_1.gguf holds (``registry.resolve("smollm2-135m-instruct")``)
 -----------------------------------------------------------------------------------------------
@@ -69,6 +74,11 @@ GGML_MAX_DIMS = 4
 MAX_TENSOR_NAME = 63       # GGML_MAX_NAME is 64 including the terminating NUL
 MAX_KEY_BYTES = 65535      # the spec bounds keys to 2^16 - 1 bytes
 MAX_ARRAY_DEPTH = 4        # arrays of arrays nest at most this deep
+MAX_TENSORS = 131_072      # tensors in one file (a 405B-parameter Llama has about 1,100)
+MAX_KV = 65_536            # metadata keys (real files have a few dozen)
+MAX_STRING_BYTES = 64 << 20  # one metadata string (chat templates are kilobytes; an embedded tokenizer.json MBs)
+MAX_ARRAY_ITEMS = 4 << 20  # items of one metadata array (a 262,144-token vocabulary is 1/16 of it)
+MAX_METADATA_ITEMS = 16 << 20  # array items over all the metadata
 
 # value type id -> (name, struct format or None for string/array)
 VALUE_TYPES: dict[int, tuple[str, str | None]] = {
@@ -113,6 +123,7 @@ class _Cursor:
 
     def __init__(self, buf, size: int, label: str):
         self.buf, self.size, self.pos, self.label = buf, size, 0, label
+        self.items = 0  # array items read so far (MAX_METADATA_ITEMS)
 
     def fail(self, msg: str):
         raise DodaiError(f"{self.label}: {msg}")
@@ -134,6 +145,8 @@ class _Cursor:
         if max_len is not None and n > max_len:
             self.fail(f"{field} length {n} exceeds the limit of {max_len} bytes")
         self.need(n, f"{field} (string of {n} bytes)")
+        if n > MAX_STRING_BYTES:
+            self.fail(f"{field} length {n:,} exceeds the limit of {MAX_STRING_BYTES:,} bytes for one string")
         raw = self.buf[self.pos:self.pos + n]
         self.pos += n
         try:
@@ -164,6 +177,11 @@ class _Cursor:
         count = self.unpack("<Q", f"{field} array count")
         # Check against the bytes left before building anything: count × smallest item must fit.
         self.need(count * _min_size(itype), f"{field} array of {count} {VALUE_TYPES[itype][0]} items")
+        if count > MAX_ARRAY_ITEMS:
+            self.fail(f"{field} array of {count:,} items exceeds the limit of {MAX_ARRAY_ITEMS:,}")
+        self.items += count
+        if self.items > MAX_METADATA_ITEMS:
+            self.fail(f"{field}: metadata arrays hold more than {MAX_METADATA_ITEMS:,} items in all")
         if itype in _NP_FORMATS:
             arr = np.frombuffer(self.buf, dtype=_NP_FORMATS[itype], count=count, offset=self.pos)
             self.pos += arr.nbytes
@@ -228,6 +246,10 @@ class GGUFFile:
             c.fail(f"metadata count {n_kv} is impossible for the {left} bytes left in the file")
         if n_tensors * (_STRING_MIN + 4 + 4 + 8) > left:
             c.fail(f"tensor count {n_tensors} is impossible for the {left} bytes left in the file")
+        if n_kv > MAX_KV:
+            c.fail(f"metadata count {n_kv:,} exceeds the limit of {MAX_KV:,}")
+        if n_tensors > MAX_TENSORS:
+            c.fail(f"tensor count {n_tensors:,} exceeds the limit of {MAX_TENSORS:,}")
 
         self.metadata: dict[str, Any] = {}
         self.metadata_types: dict[str, str] = {}   # key -> "uint32", "string", "array[string]", …

@@ -5,6 +5,12 @@ The header maps each name to ``{"dtype", "shape", "data_offsets": [begin, end]}`
 to the end of the header) plus an optional ``"__metadata__"`` of string→string. Reading is strict:
 every field is checked against the file before any tensor is built, so a corrupt or hostile file
 gives a :class:`DodaiError` naming the problem and never allocates more than the file holds.
+
+Before the header is parsed its size (:data:`_MAX_HEADER`, the reference implementation's limit) and the
+number of JSON values it can hold (commas and colons, :data:`MAX_HEADER_ITEMS`, which bounds the Python
+objects ``json.loads`` builds) are checked on the raw bytes; nesting deeper than the parser's recursion
+limit (200,000 ``[``) is a DodaiError, not a RecursionError traceback (a valid header nests 3 deep, and
+anything but the documented structure is refused after parsing).
 """
 
 from __future__ import annotations
@@ -25,6 +31,13 @@ _DTYPES = {
     "U8": ("uint8", 1), "BOOL": ("bool", 1),
 }
 _MAX_HEADER = 100 * 1024 * 1024  # the reference implementation's own limit
+MAX_HEADER_ITEMS = 1_000_000  # commas + colons in the header (a tensor entry has about 10)
+
+
+def _check_header_size(p, raw: bytes) -> None:
+    """The number of JSON values ``raw`` can hold, counted on the bytes before parsing."""
+    if raw.count(b",") + raw.count(b":") > MAX_HEADER_ITEMS:
+        raise DodaiError(f"{p}: safetensors header holds more than {MAX_HEADER_ITEMS:,} JSON values")
 
 
 def _torch_dtype_to_st(dtype) -> str:
@@ -70,10 +83,13 @@ def read_header(path: str | os.PathLike) -> tuple[dict, int, int]:
         if n > _MAX_HEADER or 8 + n > size:
             raise DodaiError(f"{p}: safetensors header length {n} exceeds the file ({size} bytes)")
         raw = f.read(n)
+    _check_header_size(p, raw)
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError):
         raise DodaiError(f"{p}: safetensors header is not valid JSON") from None
+    except RecursionError:
+        raise DodaiError(f"{p}: safetensors header is nested too deeply (a valid header nests 3 deep)") from None
     if not isinstance(header, dict):
         raise DodaiError(f"{p}: safetensors header is not a JSON object")
     header.pop("__metadata__", None)
