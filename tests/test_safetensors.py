@@ -110,7 +110,7 @@ def test_deep_or_huge_headers_are_one_line_errors(tmp_path):
 
     p = tmp_path / "h.safetensors"
     for header, match in [(b"[" * 200_000, "nested too deeply"), (b'{"a":' * 100_000, "nested too deeply"),
-                          (b"[" + b"0," * MAX_HEADER_ITEMS + b"0]", "JSON values")]:
+                          (b"[" + b"0," * (MAX_HEADER_ITEMS + 1) + b"0]", "JSON values")]:
         p.write_bytes(struct.pack("<Q", len(header)) + header)
         with pytest.raises(DodaiError, match=match):
             read_header(p)
