@@ -42,11 +42,13 @@ def run(args) -> int:
     pad = tok.eos_id or 0
     out = Path(args.out)
     before = dpo.implicit_margin(policy, ref, held, args.beta, pad)
-    log = prefdata.step_logger(out / "metrics.jsonl", args.quiet, "dpo")
+    log = prefdata.step_logger(out / "metrics.jsonl", "dpo", out if args.resume else None)
     cfg = dpo.DPOConfig(steps=args.steps, batch_size=args.batch_size, lr=args.learning_rate, beta=args.beta,
-                        label_smoothing=args.label_smoothing, seed=args.seed)
+                        label_smoothing=args.label_smoothing, seed=args.seed, grad_accum=args.grad_accum,
+                        dtype=args.dtype, compile=args.compile, checkpoint_every=args.checkpoint_every)
     t0 = time.perf_counter()
-    dpo.train_dpo(policy, ref, train, cfg, pad, log=log)
+    dpo.train_dpo(policy, ref, train, cfg, pad, log=log, out_dir=out if args.checkpoint_every or args.resume else None,
+                  resume=args.resume, progress=not args.quiet)
     log.close()
     after = dpo.implicit_margin(policy, ref, held, args.beta, pad)
     summary = {"pairs_train": len(train), "pairs_held_out": len(held), "margin_before": before[0],

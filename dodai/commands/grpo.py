@@ -43,16 +43,22 @@ def run(args) -> int:
     prompts = [fmt.prompt_ids(e.messages(False)) for e in train]
     acc_before, _ = sft.task_accuracy(policy, fmt, test, args.max_new_tokens)
     out = Path(args.out)
-    log = prefdata.step_logger(out / "metrics.jsonl", args.quiet, "grpo")
+    log = prefdata.step_logger(out / "metrics.jsonl", "grpo", out if args.resume else None)
     cfg = grpo.GRPOConfig(steps=args.steps, prompts_per_step=args.batch_size, group_size=args.group_size,
-                          max_new_tokens=args.max_new_tokens, lr=args.learning_rate, beta=args.beta, seed=args.seed)
+                          max_new_tokens=args.max_new_tokens, lr=args.learning_rate, beta=args.beta, seed=args.seed,
+                          grad_accum=args.grad_accum, dtype=args.dtype, compile=args.compile,
+                          checkpoint_every=args.checkpoint_every)
     t0 = time.perf_counter()
     hist = grpo.train_grpo(policy, ref, prompts,
                            lambda i, c: tasks.verifiable_reward(tok.decode(strip_end(c, stop)), train[i]),
-                           stop, cfg, tok.eos_id or 0, log=log)
+                           stop, cfg, tok.eos_id or 0, log=log,
+                           out_dir=out if args.checkpoint_every or args.resume else None, resume=args.resume,
+                           progress=not args.quiet)
     log.close()
     secs = time.perf_counter() - t0
     acc_after, _ = sft.task_accuracy(policy, fmt, test, args.max_new_tokens)
+    if not hist:
+        raise DodaiError(f"{out}: the resumed run had already finished (no steps left)")
     summary = {"reward_first": hist[0]["reward"], "reward_last": hist[-1]["reward"], "kl_last": hist[-1]["kl"],
                "accuracy_before": acc_before, "accuracy_after": acc_after, "train_seconds": round(secs, 2),
                **prefdata.save_policy(policy, tok, out, args.lora_rank)}

@@ -3,7 +3,8 @@
 Flags mirror nanoGPT's ``train.py`` (``--n-layer --block-size --max-iters --lr-decay-iters ...``) and
 its defaults for the README CPU recipe (4 layers, 4 heads, 128 dims, block 64, batch 12, no bias,
 dropout 0, lr 1e-3 → 1e-4, warmup 100, AdamW β2 0.99, weight decay 0.1, clip 1.0). Run under
-``torchrun --nproc_per_node=N -m dodai pretrain ...`` for data parallelism.
+``torchrun --nproc_per_node=N -m dodai pretrain ...`` for data parallelism (``--parallel fsdp`` shards the
+parameters instead of replicating them). The loop is :func:`dodai.train.fit.fit`.
 
 The run folder (``--out``) gets config.json, model.safetensors, tokenizer.json (loadable with
 ``dodai.models.load_model``), train_config.json, data_meta.json, metrics.jsonl, loss.png and ckpt/.
@@ -34,7 +35,8 @@ def add_arguments(p) -> None:
                    help="position encoding (default: learned, as GPT-2)")
     g = p.add_argument_group("optimization")
     g.add_argument("--batch-size", type=int, default=12, help="sequences per micro-batch (global)")
-    g.add_argument("--gradient-accumulation-steps", type=int, default=1, help="micro-batches per step")
+    g.add_argument("--gradient-accumulation-steps", "--grad-accum", dest="gradient_accumulation_steps", type=int,
+                   default=1, help="micro-batches per optimizer step")
     g.add_argument("--max-iters", type=int, default=2000, help="optimizer steps")
     g.add_argument("--learning-rate", type=float, default=1e-3, help="peak learning rate")
     g.add_argument("--min-lr", type=float, default=None, help="final learning rate (default: learning-rate / 10)")
@@ -49,7 +51,16 @@ def add_arguments(p) -> None:
     g.add_argument("--seed", type=int, default=1337, help="random seed")
     g.add_argument("--device", default="cpu", help="cpu or cuda")
     g.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
-    g.add_argument("--max-minutes", type=float, default=None, help="wall-clock budget; stops with a final eval")
+    g.add_argument("--max-minutes", type=float, default=None, help="wall-clock limit; stops with a final eval")
+    g.add_argument("--budget-minutes", type=float, default=None,
+                   help="time-driven run: warmup, cosine decay and evaluations follow the fraction of this wall-clock "
+                        "budget, and training ends with it (--max-iters becomes an upper bound)")
+    g.add_argument("--warmup-frac", type=float, default=0.05,
+                   help="with --budget-minutes: warmup as a fraction of the budget (default 0.05)")
+    g.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for the training step (on CPU needs a C++ compiler)")
+    g.add_argument("--parallel", default="ddp", choices=["ddp", "fsdp"],
+                   help="under torchrun: ddp (a replica per process) or fsdp (FSDP2: parameters sharded)")
     g.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     g.add_argument("--out", default="runs/pretrain", help="run folder (default: runs/pretrain)")
     g.add_argument("--resume", action="store_true", help="continue from the run folder's last checkpoint")
@@ -130,7 +141,8 @@ def run(args) -> int:
             lr_decay_iters=args.lr_decay_iters if args.lr_decay_iters is not None else args.max_iters,
             weight_decay=args.weight_decay, beta2=args.beta2, grad_clip=args.grad_clip,
             eval_interval=args.eval_interval, eval_iters=args.eval_iters, seed=args.seed, device=device,
-            dtype=args.dtype, max_minutes=args.max_minutes, quiet=args.quiet,
+            dtype=args.dtype, max_minutes=args.max_minutes, budget_minutes=args.budget_minutes,
+            warmup_frac=args.warmup_frac, compile=args.compile, parallel=args.parallel, quiet=args.quiet,
         )
         if args.resume and not (out / "ckpt").exists() and not (out / "ckpt.old").exists():
             raise DodaiError(f"{out}: nothing to resume (no ckpt/ folder)")

@@ -22,7 +22,7 @@ def add_arguments(p) -> None:
     p.add_argument("--max-new-tokens", type=int, default=20, help="longest sampled reply (default 20)")
     p.add_argument("--no-whiten-rewards", action="store_true", help="do not whiten the reward-model scores")
     p.add_argument("--out", default="runs/rlhf", help="output folder (default runs/rlhf)")
-    add_common_arguments(p, default_steps=30, default_lr=5e-4)
+    add_common_arguments(p, default_steps=30, default_lr=5e-4, resume=False)
 
 
 def run(args) -> int:
@@ -49,7 +49,7 @@ def run(args) -> int:
     train, held = pairs[n_held:], pairs[:n_held] or pairs
     pad = tok.eos_id or 0
     out = Path(args.out)
-    log = prefdata.step_logger(out / "metrics.jsonl", args.quiet, "rm")
+    log = prefdata.step_logger(out / "metrics.jsonl", "rm")
     backbone = copy.deepcopy(ref)
     if args.lora_rank:
         inject_lora(backbone, args.lora_rank, args.lora_alpha)
@@ -58,19 +58,24 @@ def run(args) -> int:
             p.requires_grad_(True)
     rm = RewardModel(backbone)
     t0 = time.perf_counter()
-    reward.train_reward_model(rm, train, reward.RMConfig(steps=args.rm_steps, batch_size=args.batch_size,
-                                                         lr=args.rm_learning_rate, seed=args.seed), pad, log=log)
+    rm_cfg = reward.RMConfig(steps=args.rm_steps, batch_size=args.batch_size, lr=args.rm_learning_rate, seed=args.seed,
+                             grad_accum=args.grad_accum, dtype=args.dtype, compile=args.compile,
+                             checkpoint_every=args.checkpoint_every)
+    reward.train_reward_model(rm, train, rm_cfg, pad, log=log, out_dir=out / "rm" if args.checkpoint_every else None,
+                              progress=not args.quiet)
     rm_acc = reward.pairwise_accuracy(rm, held, pad)
     for p in rm.parameters():
         p.requires_grad_(False)
     log.close()
-    log = prefdata.step_logger(out / "ppo_metrics.jsonl", args.quiet, "ppo")
+    log = prefdata.step_logger(out / "ppo_metrics.jsonl", "ppo")
     cfg = ppo.PPOConfig(steps=args.steps, batch_size=args.batch_size, max_new_tokens=args.max_new_tokens,
                         lr=args.learning_rate, ppo_epochs=args.ppo_epochs, kl_coef=args.kl_coef,
-                        target_kl=args.target_kl, whiten_rewards=not args.no_whiten_rewards, seed=args.seed)
+                        target_kl=args.target_kl, whiten_rewards=not args.no_whiten_rewards, seed=args.seed,
+                        dtype=args.dtype, compile=args.compile, checkpoint_every=args.checkpoint_every)
     prompts = [p for p, _, _ in train]
     hist, _ = ppo.train_ppo(policy, ref, prompts, lambda idx, ps, cs: rm.score(ps, cs, pad), set(fmt.end_ids), cfg,
-                            pad, log=log)
+                            pad, log=log, out_dir=out / "ppo" if args.checkpoint_every else None,
+                            progress=not args.quiet)
     log.close()
     summary = {"rm_pairwise_accuracy_held_out": rm_acc, "reward_first": hist[0]["reward"],
                "reward_last": hist[-1]["reward"], "kl_last": hist[-1]["kl"], "beta_last": hist[-1]["beta"],

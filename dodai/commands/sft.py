@@ -31,9 +31,17 @@ def add_arguments(p) -> None:
     p.add_argument("--max-len", type=int, default=256, help="conversations are cut to this many tokens (default 256)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--merge", action="store_true", help="with LoRA: also save the merged model folder")
+    p.add_argument("--grad-accum", type=int, default=1,
+                   help="micro-batches of --batch-size conversations per optimizer step (default 1)")
+    p.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile the model for the training step (on CPU needs a C++ compiler)")
+    p.add_argument("--checkpoint-every", type=int, default=0,
+                   help="checkpoint into OUT/ckpt every N steps (default: none)")
+    p.add_argument("--resume", action="store_true", help="continue from OUT/ckpt (same flags as the first run)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     p.add_argument("--out", default="runs/sft", help="output folder (default runs/sft)")
-    p.add_argument("--quiet", action="store_true", help="no progress bar")
+    p.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
 
 def run(args) -> int:
@@ -46,6 +54,7 @@ def run(args) -> int:
 
     from dodai.errors import DodaiError
     from dodai.finetune import lora, sft, tasks
+    from dodai.finetune.prefdata import step_logger
     from dodai.io import atomic_write_json
     from dodai.models import load_model
 
@@ -53,11 +62,15 @@ def run(args) -> int:
         torch.set_num_threads(args.threads)
     if args.task_size <= 0:
         raise DodaiError(f"--task-size must be positive, got {args.task_size}")
+    if args.grad_accum < 1 or args.checkpoint_every < 0:
+        raise DodaiError("need --grad-accum >= 1 and --checkpoint-every >= 0")
     targets = [t.strip() for t in args.lora_targets.split(",") if t.strip()]
     lr = args.learning_rate if args.learning_rate is not None else (2e-3 if args.lora_rank else 3e-5)
     cfg = sft.SFTConfig(steps=args.steps, batch_size=args.batch_size, lr=lr, warmup=args.warmup_iters,
                         max_len=args.max_len, lora_rank=args.lora_rank, lora_alpha=args.lora_alpha,
-                        lora_dropout=args.lora_dropout, lora_targets=targets, seed=args.seed)
+                        lora_dropout=args.lora_dropout, lora_targets=targets, seed=args.seed,
+                        grad_accum=args.grad_accum, dtype=args.dtype, compile=args.compile,
+                        checkpoint_every=args.checkpoint_every)
     cfg.validate()
     if args.data == "dates":
         convs = [e.messages() for e in tasks.make_dates(args.task_size, args.seed)]
@@ -66,15 +79,20 @@ def run(args) -> int:
     model, tok = load_model(args.model)
     fmt = sft.ChatFormatter(tok)
     data = [fmt.encode(c) for c in convs]
+    torch.manual_seed(args.seed)  # the LoRA A matrices are drawn here: --seed makes a run repeatable
     trainable, total = sft.prepare(model, cfg)
     print(f"sft: {len(data)} conversations, {trainable:,} of {total:,} parameters trainable", file=sys.stderr)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    metrics = open(out / "metrics.jsonl", "w", encoding="utf-8")
+    log = step_logger(out / "metrics.jsonl", "sft", out if args.resume else None)
     t0 = time.perf_counter()
-    with metrics:
-        hist = sft.train_sft(model, data, cfg, pad_id=tok.eos_id or 0,
-                             log=lambda r: metrics.write(json.dumps(r) + "\n"), progress=not args.quiet)
+    try:
+        hist = sft.train_sft(model, data, cfg, pad_id=tok.eos_id or 0, log=log, progress=not args.quiet,
+                             out_dir=out if args.checkpoint_every or args.resume else None, resume=args.resume)
+    finally:
+        log.close()
+    if not hist:
+        raise DodaiError(f"{out}: the resumed run had already finished (no steps left)")
     secs = time.perf_counter() - t0
     summary = {"conversations": len(data), "trainable_params": trainable, "total_params": total,
                "first_loss": hist[0]["loss"], "final_loss": hist[-1]["loss"], "train_seconds": round(secs, 2),

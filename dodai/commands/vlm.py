@@ -28,7 +28,11 @@ def add_arguments(p) -> None:
     tr.add_argument("--vit-layers", type=int, default=2, help="vision Transformer blocks (default 2)")
     tr.add_argument("--eval-scenes", type=int, default=500, help="held-out scenes to score (default 500)")
     tr.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
-    tr.add_argument("--quiet", action="store_true", help="no progress bar")
+    tr.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimizer step (default 1)")
+    tr.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"], help="autocast dtype")
+    tr.add_argument("--compile", action="store_true",
+                    help="torch.compile the model for the training step (on CPU needs a C++ compiler)")
+    tr.add_argument("--quiet", action="store_true", help="no progress on stderr")
 
     cap = sub.add_parser("caption", help="print a caption for each image")
     cap.add_argument("images", nargs="+", metavar="IMAGE", help=".npy, .pgm or (with Pillow) .png files")
@@ -47,7 +51,7 @@ def _train(args) -> int:
     from dodai.errors import DodaiError
     from dodai.models.vlm import VLM, caption_batches, default_config, fit, scene_batches
 
-    for name in ("steps", "batch_size", "n_embd", "n_layer", "vit_width", "vit_layers"):
+    for name in ("steps", "batch_size", "n_embd", "n_layer", "vit_width", "vit_layers", "grad_accum"):
         if getattr(args, name) < 1:
             raise DodaiError(f"--{name.replace('_', '-')} must be positive, got {getattr(args, name)}")
     if args.eval_scenes < 0 or not args.lr > 0:
@@ -62,7 +66,8 @@ def _train(args) -> int:
     model = VLM(default_config(tok.vocab_size, vit_width=args.vit_width, vit_layers=args.vit_layers,
                                n_embd=args.n_embd, n_layer=args.n_layer))
     hist = fit(model, scene_batches(images, labels, split["train"], args.batch_size, tok, seed=args.seed),
-               args.steps, lr=args.lr, progress=not args.quiet)
+               args.steps, lr=args.lr, progress=not args.quiet, grad_accum=args.grad_accum, dtype=args.dtype,
+               compile=args.compile)
     model.save(out, words=tok.itos)
     test = make_scenes(max(args.eval_scenes, 4), images, labels, split["test"], seed=args.seed + 1)
     (out / "samples").mkdir(parents=True, exist_ok=True)

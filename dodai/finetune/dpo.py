@@ -102,7 +102,8 @@ def train_dpo(policy, ref, pairs: list[Pair], cfg: DPOConfig, pad_id: int = 0,
 
     fcfg = FitConfig(steps=cfg.steps, optimizer="adamw", lr=cfg.lr, weight_decay=0.0, decay_matrices_only=False,
                      grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum, dtype=cfg.dtype, compile=cfg.compile,
-                     eval_every=cfg.checkpoint_every or None, quiet=not progress, desc="dpo")
+                     eval_every=cfg.checkpoint_every or None, quiet=not progress, desc="dpo",
+                     metrics_file="events.jsonl")
     res = fit(policy, pair_batches(pairs, cfg.batch_size, cfg.seed), loss_fn, fcfg, out_dir=out_dir, resume=resume,
               on_step=log)
     policy.eval()

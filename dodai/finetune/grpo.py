@@ -114,7 +114,8 @@ def train_grpo(policy, ref, prompts: list[list[int]], reward_fn: RewardFn, stop_
 
     fcfg = FitConfig(steps=cfg.steps, optimizer="adamw", lr=cfg.lr, weight_decay=0.0, decay_matrices_only=False,
                      grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum, dtype=cfg.dtype, compile=cfg.compile,
-                     eval_every=cfg.checkpoint_every or None, quiet=not progress, desc="grpo")
+                     eval_every=cfg.checkpoint_every or None, quiet=not progress, desc="grpo",
+                     metrics_file="events.jsonl")
     source = Rollouts(policy, ref, prompts, reward_fn, stop_ids, cfg, pad_id)
     res = fit(policy, source, loss_fn, fcfg, out_dir=out_dir, resume=resume, on_step=log)
     policy.eval()

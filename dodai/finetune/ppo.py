@@ -187,7 +187,8 @@ def train_ppo(policy, ref, prompts: list[list[int]], score_fn: ScoreFn, stop_ids
 
     fcfg = FitConfig(steps=cfg.steps * cfg.ppo_epochs, optimizer="adamw", lr=cfg.lr, weight_decay=0.0,
                      decay_matrices_only=False, grad_clip=cfg.grad_clip, dtype=cfg.dtype, compile=cfg.compile,
-                     eval_every=cfg.checkpoint_every * cfg.ppo_epochs or None, quiet=not progress, desc="ppo")
+                     eval_every=cfg.checkpoint_every * cfg.ppo_epochs or None, quiet=not progress, desc="ppo",
+                     metrics_file="events.jsonl")
     fit(model, source, loss_fn, fcfg, out_dir=out_dir, resume=resume, on_step=on_step)
     policy.eval()
     return history, model.head

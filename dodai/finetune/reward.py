@@ -70,7 +70,7 @@ def train_reward_model(rm: RewardModel, pairs: list[Pair], cfg: RMConfig, pad_id
     fcfg = FitConfig(steps=cfg.steps, optimizer="adamw", lr=cfg.lr, weight_decay=0.0, decay_matrices_only=False,
                      grad_clip=cfg.grad_clip, grad_accum=cfg.grad_accum, dtype=cfg.dtype, compile=cfg.compile,
                      find_unused_parameters=True, eval_every=cfg.checkpoint_every or None, quiet=not progress,
-                     desc="reward model")
+                     desc="reward model", metrics_file="events.jsonl")
     res = fit(rm, pair_batches(pairs, cfg.batch_size, cfg.seed), loss_fn, fcfg, out_dir=out_dir, resume=resume,
               on_step=log)
     rm.eval()

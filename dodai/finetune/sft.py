@@ -261,7 +261,8 @@ def train_sft(model, data: list[tuple[list[int], list[int]]], cfg: SFTConfig, pa
     fcfg = FitConfig(steps=cfg.steps, optimizer="adamw", lr=cfg.lr, betas=(0.9, 0.999),
                      weight_decay=cfg.weight_decay, decay_matrices_only=False, grad_clip=cfg.grad_clip,
                      grad_accum=cfg.grad_accum, dtype=cfg.dtype, compile=cfg.compile, seed=cfg.seed,
-                     eval_every=cfg.checkpoint_every or None, quiet=not progress, desc="sft")
+                     eval_every=cfg.checkpoint_every or None, quiet=not progress, desc="sft",
+                     metrics_file="events.jsonl")
     res = fit(model, batches(), lambda m, b: masked_lm_loss(m, *b), fcfg, out_dir=out_dir, resume=resume,
               on_step=log, lr_fn=lambda step: lr_at(step, cfg))
     model.eval()

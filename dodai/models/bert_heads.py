@@ -314,7 +314,8 @@ def finetune_classifier(model: BertForSequenceClassification, rows: list[list[in
 
     cfg = FitConfig(steps=total, optimizer="adamw", lr=lr, weight_decay=weight_decay, grad_clip=1.0,
                     grad_accum=grad_accum, dtype=dtype, compile=compile, device=str(device), seed=seed,
-                    eval_every=checkpoint_every or None, quiet=not progress, desc="fine-tune")
+                    eval_every=checkpoint_every or None, quiet=not progress, desc="fine-tune",
+                    metrics_file="events.jsonl")
     res = fit(model, batches(), loss_fn, cfg, lr_fn=lr_fn, param_groups=default_param_groups(model, weight_decay),
               out_dir=out_dir, resume=resume, on_step=log)
     model.eval()

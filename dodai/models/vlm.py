@@ -393,7 +393,7 @@ def fit(model: VLM, batches: Callable[[int], tuple], steps: int, lr: float = 1e-
 
     cfg = FitConfig(steps=steps, optimizer="adamw", lr=lr, betas=(0.9, 0.99), grad_clip=1.0, grad_accum=grad_accum,
                     dtype=dtype, compile=compile, eval_every=checkpoint_every or None, quiet=not progress,
-                    desc="vlm train")
+                    desc="vlm train", metrics_file="events.jsonl")
     res = fit_loop(model, batches, loss_fn, cfg, lr_fn=lr_at, param_groups=groups, out_dir=out_dir, resume=resume,
                    on_step=log)
     model.eval()

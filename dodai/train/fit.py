@@ -105,6 +105,7 @@ class FitConfig:
     evals: int = 10  # with a time budget: events at every 1/evals of it
     eval_at_start: bool = True  # an event before the first step (when there is an evaluate function)
     checkpoint: bool = True  # write ckpt/ at every event (needs an out_dir)
+    metrics_file: str = "metrics.jsonl"  # the event rows, in out_dir
     save_model: bool = False  # write the final model folder (model.safetensors, config.json) into out_dir
     # --- runtime ---
     seed: int | None = None  # torch.manual_seed at the start (None: leave the global RNG alone)
@@ -289,8 +290,8 @@ def append_jsonl(path: Path, row: dict) -> None:
         os.fsync(f.fileno())
 
 
-def read_metrics(run_dir: str | Path) -> list[dict]:
-    p = Path(run_dir) / "metrics.jsonl"
+def read_metrics(run_dir: str | Path, name: str = "metrics.jsonl") -> list[dict]:
+    p = Path(run_dir) / name
     if not p.is_file():
         return []
     return [json.loads(line) for line in p.read_text(encoding="utf-8").splitlines() if line.strip()]
@@ -357,12 +358,12 @@ def fit(model: torch.nn.Module, batches, loss_fn: Callable, cfg: FitConfig, *, o
     params = [p for p in raw.parameters() if id(p) in in_opt]  # model order: the clip norm sums in that order
     source = _Source(batches)
     step, prior_elapsed = 0, 0.0
-    metrics_path = out / "metrics.jsonl" if out is not None else None
+    metrics_path = out / cfg.metrics_file if out is not None else None
 
     if resume:
         step, prior_elapsed = _load(out, raw, optimizer, source, extra_state, fsdp, cfg)
         if info.is_main and metrics_path is not None:  # rows logged after the checkpoint are dropped
-            rows = [r for r in read_metrics(out) if r["step"] <= step]
+            rows = [r for r in read_metrics(out, cfg.metrics_file) if r["step"] <= step]
             tmp = metrics_path.with_suffix(".jsonl.tmp")
             tmp.write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
             os.replace(tmp, metrics_path)

@@ -152,7 +152,7 @@ def pretrain_mlm(model: BertForMaskedLM, train_blocks: torch.Tensor, *, mask_id:
     cfg = FitConfig(steps=steps, max_seconds=max_seconds, optimizer="adamw", lr=lr, betas=(0.9, 0.98),
                     schedule="cosine", warmup=warmup, min_lr=min_lr, decay_steps=steps, grad_clip=1.0,
                     grad_accum=grad_accum, dtype=dtype, compile=compile, device=str(dev), eval_every=eval_every,
-                    eval_at_start=False, quiet=not progress, desc="MLM pre-train")
+                    eval_at_start=False, quiet=not progress, desc="MLM pre-train", metrics_file="events.jsonl")
     res = fit(model, batches(), lambda m, b: m.mlm_loss(*b), cfg, param_groups=groups, out_dir=out_dir,
               resume=resume, evaluate=evaluate if val_blocks is not None else None, on_step=log)
     model.eval()
