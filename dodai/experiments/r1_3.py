@@ -61,6 +61,9 @@ def trajectory(name: str, steps: int) -> np.ndarray:
 
 
 def torch_trajectory(name: str, steps: int) -> np.ndarray:
+    """torch.optim's path on Rosenbrock, the reference for dodai's optimizers. Not a model's training loop
+    (two coordinates, no data, no batches): the experiment *is* the optimizer's update rule, so it calls
+    ``step`` by hand rather than through :func:`dodai.train.fit.fit`."""
     import torch
 
     cls, kw = OPTIMIZERS[name]

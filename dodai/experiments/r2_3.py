@@ -33,7 +33,10 @@ def logit_gradients(z: np.ndarray, y: float = 1.0) -> tuple[np.ndarray, np.ndarr
 
 
 def train_curve(loss_name: str, split: dict, epochs: int, lr: float, seed: int = 0, hidden: int = 64) -> list[dict]:
-    """Plain SGD (no adaptive step sizes that would hide the gradient scale), same init for both losses."""
+    """Plain SGD (no adaptive step sizes that would hide the gradient scale), same init for both losses.
+
+    dodai's NumPy autograd (:mod:`dodai.basics`), not torch: :func:`dodai.train.fit.fit` is a torch loop, and
+    R2 is about the maths written out in NumPy, so this loop stays here."""
     m = MLP([64, hidden, 10], seed=seed)
     opt = SGD(m.parameters(), lr=lr)
     rng = np.random.default_rng(seed)

@@ -93,7 +93,13 @@ def val_loss(model, val, block, batches: int = 4, batch: int = 16) -> float:
 
 def train_budget(model, train, val, block, batch, steps: int, seconds: float, lr: float, evals: int = 10,
                  warmup: int = 50) -> dict:
-    """Train until both ``steps`` steps and ``seconds`` CPU seconds are done; val loss at both marks."""
+    """Train until both ``steps`` steps and ``seconds`` CPU seconds are done; val loss at both marks.
+
+    Its own loop, not :func:`dodai.train.fit.fit`, on purpose: the comparison needs a clock that counts only
+    this process's CPU time spent *in training steps* (evaluations and other jobs on a shared machine
+    excluded), evaluations at marks of that clock *and* at a fixed step count, and a run that continues
+    until both marks are passed. fit's budget is wall-clock time including evaluations (a run's budget),
+    which would make the models' equal-compute comparison depend on the machine's load."""
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.0, betas=(0.9, 0.99))
     g = make_generator(0)  # the same windows, in the same order, for every model
     curve = [(0.0, 0, val_loss(model, val, block))]  # (CPU seconds, steps, val loss)
