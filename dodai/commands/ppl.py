@@ -2,10 +2,11 @@
 
 The table says, for each format, the weight memory, the perplexity and its change against fp32, and
 whether dodai offers the format (``dodai generate --format``): only formats within 1 % of fp32 on
-SmolLM2 are offered (dodai.quant.OFFERED_FORMATS, asserted by tests/test_quant.py).
+the model family's real model are offered (dodai.quant.offered_formats(model_type); SmolLM2 asserted by
+tests/test_quant.py, Gemma 3 by tests/test_gemma3_formats.py).
 """
 
-from dodai.quant import FORMATS, MAX_PPL_INCREASE, OFFERED_FORMATS
+from dodai.quant import FORMATS, MAX_PPL_INCREASE, offered_formats
 
 HELP = "perplexity on held-out text for each weight format (fp32 / bf16 / int8) and which ones are offered"
 
@@ -58,8 +59,9 @@ def run(args) -> int:
     print(f"dodai ppl: {args.model}, {len(ids)} tokens of {source}, formats {', '.join(formats)} ...",
           file=sys.stderr)
     res = format_perplexities(model, ids, formats, args.window)
+    offered = offered_formats(getattr(model.config, "model_type", None))
     for fmt, r in res.items():
-        r["offered"] = fmt in OFFERED_FORMATS
+        r["offered"] = fmt in offered
     if args.json:
         print(json.dumps({"model": str(args.model), "text": source, "formats": res}, indent=1))
         return 0

@@ -16,7 +16,9 @@ What makes it Gemma (every item a field of :class:`dodai.models.decoder.DecoderC
 - **GeGLU FFN**: ``W_down (GELU_tanh(W_gate x) ⊙ W_up x)``.
 - **embeddings scaled by √C**, the factor rounded to the model dtype first (HF does this; in bf16 √640 =
   25.30 becomes 25.25), and the output head tied to the embedding (262,144 × 640 in the 270M model).
-- optional final-logit soft-capping ``cap · tanh(logits / cap)`` when the file sets one (Gemma 2 did).
+- optional final-logit soft-capping ``cap · tanh(logits / cap)`` when the file sets one (Gemma 2 did). Gemma 2's
+  attention-logit soft-capping is not applied: HF's ``Gemma3Attention`` and llama.cpp's gemma3 graph ignore
+  ``attn_logit_softcapping`` (the decoder keeps the knob, ``attn_softcap``, for Gemma 2-style configs).
 
 GGUF specifics (llama.cpp's converter): the norm weights are stored as ``1 + g`` (dodai subtracts 1, as HF's
 loader does, and the norm adds it back in fp32); Q/K rows are *not* permuted (Gemma uses the half-split
@@ -114,7 +116,6 @@ class Gemma3Config(DecoderConfig):
             **common, layer_types=types, sliding_window=window,
             rope_theta_local=g.float("rope.freq_base_swa", 0.0, 1e12, default=LOCAL_ROPE_BASE),
             rope_scaling=rope_scaling_from_gguf(md, arch), attn_scale=float(scalar),
-            attn_softcap=g.float("attn_logit_softcapping", 0.0, 1e6, default=0.0, lo_open=False),
             final_softcap=g.float("final_logit_softcapping", 0.0, 1e6, default=0.0, lo_open=False),
         )
 
@@ -155,7 +156,7 @@ class Gemma3Config(DecoderConfig):
                 tie_embeddings=bool(hf.get("tie_word_embeddings", True)), layer_types=types,
                 sliding_window=int(hf.get("sliding_window") or 4096),
                 attn_scale=float(hf.get("query_pre_attn_scalar", 256)),
-                attn_softcap=float(hf.get("attn_logit_softcapping") or 0.0),
+                # HF's Gemma3Attention never applies attn_logit_softcapping (Gemma 3 replaced it by QK-norm)
                 final_softcap=float(hf.get("final_logit_softcapping") or 0.0),
             )
         except (KeyError, TypeError, ValueError) as e:

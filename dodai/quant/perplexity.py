@@ -34,9 +34,17 @@ def heldout_text(n_chars: int = 20_000) -> str:
 
 
 def heldout_ids(tokenizer, n_tokens: int) -> list[int]:
-    """The first ``n_tokens`` token ids of the held-out text under ``tokenizer``."""
+    """The first ``n_tokens`` token ids of the held-out text under ``tokenizer``, after BOS when the tokenizer
+    says raw text should start with one (``add_bos``: Gemma, whose predictions without it are not its own)."""
     if n_tokens < 2:
         raise DodaiError(f"perplexity needs at least 2 tokens, got {n_tokens}")
+    bos = getattr(tokenizer, "bos_id", None)
+    if getattr(tokenizer, "add_bos", False) and bos is not None:
+        return [bos] + _heldout_text_ids(tokenizer, n_tokens - 1)
+    return _heldout_text_ids(tokenizer, n_tokens)
+
+
+def _heldout_text_ids(tokenizer, n_tokens: int) -> list[int]:
     n_chars = 8 * n_tokens
     while True:  # encode a prefix; grow it until it holds enough tokens
         text = heldout_text(n_chars)

@@ -14,7 +14,8 @@ hold dodai to:
   its user-defined pieces (-1000) do not follow it: there the rank is the position in the file. Merging applies
   the best-ranked pair first, the leftmost on ties (the BPE loop of HF ``tokenizers``; Sennrich et al. 2016).
 - **normalisation**: spaces become ``▁``; a ``▁`` is prepended to the text's first segment when
-  ``add_space_prefix`` is set (not for Gemma, whose tokenizer never adds one).
+  ``add_space_prefix`` is set and the text does not already begin with one (HF's ``Metaspace``, scheme
+  "first"; decoding then drops one leading space). Gemma's tokenizer never adds one.
 - **added tokens**: control (3) and user-defined (4) pieces are matched whole in the raw text first, leftmost
   then longest, and the text between them is tokenised on its own. Gemma's converter stores its whitespace-run
   pieces with real spaces (``"  "``); they are spelled ``▁▁`` again and take part in merging like any piece.
@@ -25,6 +26,8 @@ hold dodai to:
 
 ``encode`` never adds BOS/EOS itself (like every dodai tokenizer); ``add_bos`` / ``add_eos`` say whether a raw
 prompt should get them (HF's ``tokenizer(text)`` adds BOS for Gemma), and chat templates write ``<bos>``.
+``chat_template`` is the file's, or :data:`GEMMA_TURNS` for a Gemma file without one
+(``chat_template_from_file`` tells which).
 
 Speed: merging cannot cross a ``▁`` that follows another character unless some piece contains such a
 ``x▁`` pair (Gemma has one, ``>▁</``), so each segment is cut into words before such spaces (outside any
@@ -40,6 +43,15 @@ from dodai.errors import DodaiError
 SPACE = "\u2581"  # "▁"
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 GEMMA_ARCHS = ("gemma", "gemma2", "gemma3")
+# Gemma's turn format (Gemma Team, 2024/2025: "<start_of_turn>{user|model}\n…<end_of_turn>\n", <bos> first, a
+# system prompt folded into the first user turn), written by dodai as a Jinja template for Gemma GGUF files that
+# carry no tokenizer.chat_template of their own (gemma-3-270m's base conversion has none).
+GEMMA_TURNS = ("{{ bos_token }}{% set ns = namespace(prefix='') %}{% for message in messages %}"
+               "{% if message['role'] == 'system' %}"
+               "{% set ns.prefix = ns.prefix + message['content'] | trim + '\n\n' %}"
+               "{% else %}{{ '<start_of_turn>' + ('model' if message['role'] == 'assistant' else message['role'])"
+               " + '\n' + ns.prefix + message['content'] | trim + '<end_of_turn>\n' }}{% set ns.prefix = '' %}"
+               "{% endif %}{% endfor %}{% if add_generation_prompt %}{{ '<start_of_turn>model\n' }}{% endif %}")
 _CACHE_MAX = 200_000
 
 
@@ -90,6 +102,7 @@ class GGUFSentencePiece:
         self.bos_id, self.eos_id, self.pad_id = bos_id, eos_id, pad_id
         self.add_bos, self.add_eos = add_bos, add_eos
         self.chat_template = chat_template
+        self.chat_template_from_file = chat_template is not None
         # pieces holding "x▁" (a non-▁ character before a ▁): merging may cross such a space
         self._cross = [t for t, i in self.piece_to_id.items()
                        if types[i] not in (CONTROL, BYTE) and any(a != SPACE and b == SPACE for a, b in zip(t, t[1:]))]
@@ -259,8 +272,8 @@ class GGUFSentencePiece:
                 first = False
                 continue
             s = seg.replace(" ", SPACE)
-            if first and self.add_space_prefix:
-                s = SPACE + s
+            if first and self.add_space_prefix and not s.startswith(SPACE):
+                s = SPACE + s  # HF's Metaspace "first": only where the text begins, and only if no ▁ is there
             first = False
             for w in self._words(s):
                 ids = cache.get(w)
@@ -302,7 +315,10 @@ class GGUFSentencePiece:
                 continue
             parts.append(self.pieces[i].replace(SPACE, " "))
         flush()
-        return "".join(parts)
+        text = "".join(parts)
+        if self.add_space_prefix and text.startswith(" "):
+            text = text[1:]  # the prefix space encoding added (HF's decoder strips one leading space)
+        return text
 
     def token_bytes(self, i: int) -> bytes:
         """The bytes a token stands for (a byte piece: its byte)."""

@@ -124,7 +124,7 @@ def _template(md: dict) -> str | None:
 
 def sentencepiece_from_metadata(md: dict):
     """GGUF metadata of a SentencePiece vocabulary -> GGUFSentencePiece (ids equal to HF's GGUF tokenizer)."""
-    from dodai.tokenizers.gguf_spm import GEMMA_ARCHS, GGUFSentencePiece
+    from dodai.tokenizers.gguf_spm import GEMMA_ARCHS, GEMMA_TURNS, GGUFSentencePiece
 
     tokens = _list_of(md, "tokenizer.ggml.tokens", str)
     n = len(tokens)
@@ -139,7 +139,7 @@ def sentencepiece_from_metadata(md: dict):
                 isinstance(x, (int, float)) and not isinstance(x, bool) for x in scores):
             raise DodaiError(f"GGUF metadata tokenizer.ggml.scores is missing or not {n} numbers")
     unk = _token_id(md, "tokenizer.ggml.unknown_token_id", n)
-    return GGUFSentencePiece(
+    tok = GGUFSentencePiece(
         tokens, scores, types, rank_by_position=gemma, respell_spaces=gemma,
         # llama.cpp prepends a space to SentencePiece text unless the file says otherwise; Gemma's never does
         add_space_prefix=False if gemma else _flag(md, "tokenizer.ggml.add_space_prefix", True),
@@ -148,6 +148,9 @@ def sentencepiece_from_metadata(md: dict):
         add_bos=_flag(md, "tokenizer.ggml.add_bos_token", True),
         add_eos=_flag(md, "tokenizer.ggml.add_eos_token", False),
         chat_template=_template(md))
+    if tok.chat_template is None and gemma:
+        tok.chat_template = GEMMA_TURNS  # the file has none: Gemma's turn format (chat_template_from_file False)
+    return tok
 
 
 def tokenizer_from_gguf(path: str | os.PathLike, gguf=None):
