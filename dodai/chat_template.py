@@ -254,12 +254,15 @@ def _text_size(x, limit: int = MAX_VALUE) -> int:
 
 _OVER = MAX_VALUE + 1
 _VIEWS = (type({}.keys()), type({}.values()), type({}.items()))
+_SCALARS = (bool, float, type(None))
+_NAMESPACE: type = type(None)  # jinja2.utils.Namespace, set by _make_env (jinja2 is imported lazily)
+_CONTAINER_TYPES: tuple = (*_CONTAINERS, *_VIEWS)
 
 
 def _leaf_size(y) -> int:
-    if isinstance(y, str):  # repr inside a container: printable text doubles at most, escapes take ≤ 6 chars
+    if type(y) is str or isinstance(y, str):  # repr in a container: printable text at most doubles, escapes ≤ 6
         return len(y) * (2 if y.isprintable() else 6) + 2
-    if y is None or isinstance(y, (bool, float)):
+    if isinstance(y, _SCALARS):
         return 24
     if isinstance(y, int):
         return y.bit_length() // 3 + 2
@@ -268,23 +271,12 @@ def _leaf_size(y) -> int:
     return 64  # undefined, loop/macro objects, ranges, generators: short reprs
 
 
-def _children(y):
-    from jinja2.utils import Namespace
-
+def _children(y) -> list:
     if isinstance(y, (dict, _VIEWS[2])):  # a dict, or its items() view (whose pairs are new tuples each time)
-        for k, v in (y.items() if isinstance(y, dict) else y):
-            yield k
-            yield v
-    elif isinstance(y, Namespace):
-        yield y._Namespace__attrs
-    else:
-        yield from y
-
-
-def _is_container(y) -> bool:
-    from jinja2.utils import Namespace
-
-    return isinstance(y, (*_CONTAINERS, *_VIEWS, Namespace))
+        return [z for pair in (y.items() if isinstance(y, dict) else y) for z in pair]
+    if isinstance(y, _NAMESPACE):
+        return [y._Namespace__attrs]
+    return list(y)
 
 
 def _walk(x) -> tuple[int, int]:
@@ -296,15 +288,15 @@ def _walk(x) -> tuple[int, int]:
     exponential unfolding. A namespace can change (``{% set ns.x = … %}``), so it and everything that
     contains it are measured afresh each time; a cycle through a namespace counts as over the limit.
     """
-    from jinja2.utils import Namespace
-
-    if not _is_container(x):
+    containers = _CONTAINER_TYPES
+    if not isinstance(x, containers):
         return min(_leaf_size(x), _OVER), 0
     b = _budget()
-    memo = b.memo if b is not None else {}  # id -> (object, size, depth); the object pins the id
+    memo = b.memo if b is not None else {}  # id -> (object, size, depth, mutable); the object pins the id
     local: dict[int, tuple] = {}  # the same for values that contain a namespace
     active: set[int] = set()
     cyclic: set[int] = set()
+    kids: dict[int, list] = {}  # children listed once per container (a view's pairs are new each time)
     stack = [(x, False)]
     while stack:
         y, done = stack.pop()
@@ -314,22 +306,26 @@ def _walk(x) -> tuple[int, int]:
                 continue
             active.add(key)
             stack.append((y, True))
-            for c in _children(y):
-                if _is_container(c) and id(c) not in memo and id(c) not in local:
+            kids[key] = children = _children(y)
+            for c in children:
+                if type(c) is not str and isinstance(c, containers) and id(c) not in memo and id(c) not in local:
                     if id(c) in active:
                         cyclic.add(key)
                     else:
                         stack.append((c, False))
             continue
         active.discard(key)
-        total, depth, mutable = (14 if isinstance(y, Namespace) else 2), 0, isinstance(y, Namespace)
+        is_ns = isinstance(y, _NAMESPACE)
+        total, depth, mutable = (14 if is_ns else 2), 0, is_ns
         if key in cyclic:
             total = _OVER
-        for c in _children(y):
+        for c in kids.pop(key):
             if total > MAX_VALUE:
-                total = _OVER
                 break
-            if _is_container(c):
+            if type(c) is str:
+                total += len(c) * (2 if c.isprintable() else 6) + 4
+                depth = depth or 1
+            elif isinstance(c, containers):
                 entry = memo.get(id(c)) or local.get(id(c))
                 if entry is None:  # still open: a cycle
                     total = _OVER
@@ -339,7 +335,7 @@ def _walk(x) -> tuple[int, int]:
                 mutable = mutable or entry[3]
             else:
                 total += _leaf_size(c) + 2
-                depth = max(depth, 1)
+                depth = depth or 1
         total = min(total, _OVER)
         (local if mutable else memo)[key] = (y, total, depth, mutable)
     entry = memo.get(id(x)) or local[id(x)]
@@ -803,8 +799,10 @@ def _make_env():
     from jinja2.defaults import DEFAULT_FILTERS, DEFAULT_TESTS
     from jinja2.runtime import LoopContext, Macro
     from jinja2.sandbox import ImmutableSandboxedEnvironment, SecurityError
-    from jinja2.utils import generate_lorem_ipsum
+    from jinja2.utils import Namespace, generate_lorem_ipsum
 
+    global _NAMESPACE, _CONTAINER_TYPES
+    _NAMESPACE, _CONTAINER_TYPES = Namespace, (*_CONTAINERS, *_VIEWS, Namespace)
     internal: set[int] = set()  # ids of the helpers below
 
     class _Env(ImmutableSandboxedEnvironment):
