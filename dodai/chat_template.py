@@ -67,6 +67,7 @@ MAX_BUILT = 64_000_000  # units built over one render, all operations together
 MAX_STEPS = 2_000_000  # loop iterations, calls, filters, operators, lookups over one render
 MAX_ITERATIONS = 1_000_000  # longest range()
 MAX_CALL_DEPTH = 64  # macro / loop() / function calls nested in each other
+MAX_CALL_ARGS = 4096  # arguments of one call (``f(*range(1000000))``)
 MAX_INT_BITS = 16_384  # largest integer an operator may produce (str() refuses > 4300 digits anyway)
 MAX_SECONDS = 2.0  # wall clock for one render
 SLOW_INPUT_CHARS = 262_144  # input limit of the filters that run Python-level loops per word or item
@@ -303,6 +304,9 @@ def _walk(x) -> tuple[int, int]:
         key = id(y)
         if not done:
             if key in memo or key in local:
+                continue
+            if 2 + 4 * len(y._Namespace__attrs if isinstance(y, _NAMESPACE) else y) > MAX_VALUE:
+                memo[key] = (y, _OVER, 1, False)  # every item prints as at least 3 characters and a comma
                 continue
             active.add(key)
             stack.append((y, True))
@@ -843,6 +847,8 @@ def _make_env():
 
         def call(__self, __context, __obj, *args, **kwargs):  # noqa: N805 (jinja's own signature)
             b = _tick()
+            if len(args) + len(kwargs) > MAX_CALL_ARGS:
+                _refuse(f"a call with {len(args) + len(kwargs):,} arguments (limit {MAX_CALL_ARGS:,})")
             if id(__obj) in internal:  # Jinja adds these for context-aware callables only
                 kwargs.pop("_loop_vars", None)
                 kwargs.pop("_block_vars", None)
@@ -857,6 +863,10 @@ def _make_env():
                            "the result of str.join()")
                 else:
                     _check(_str_method_size(owner, name, args, kwargs), f"the result of str.{name}()")
+            elif isinstance(owner, (*_CONTAINERS, type)):  # list/dict/set methods, dict.fromkeys(range(…)), …
+                sized = (len(x) for x in (owner, *args, *kwargs.values())
+                         if isinstance(x, (str, bytes, range, *_CONTAINERS)))
+                _check(sum(sized) * ITEM_UNITS, f"the result of {getattr(__obj, '__qualname__', 'a method')}()")
             args = tuple(_iter_guard(x) for x in args)
             if b is None:
                 return super().call(__context, __obj, *args, **kwargs)

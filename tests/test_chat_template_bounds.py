@@ -89,6 +89,14 @@ HOSTILE = {
     "shared_list_tojson": "{% set ns = namespace(l=['xxxxxxxxxx']) %}{% for i in range(40) %}"
                           "{% set ns.l = [ns.l, ns.l] %}{% endfor %}{{ ns.l|tojson|length }}",
     "sum_of_lists": "{{ ([[1]] * 60000)|sum(start=[])|length }}",
+    "dict_fromkeys": "{{ {}.fromkeys(range(1000000))|length }}",
+    "map_then_join": "{{ range(1000000)|map('string')|join }}",
+    "varargs_splat": "{% macro m() %}{{ varargs }}{% endmacro %}{{ m(*range(1000000)) }}",
+    "deeply_nested_value": "{% set ns = namespace(l=[]) %}{% for i in range(20000) %}{% set ns.l = [ns.l] %}"
+                           "{% endfor %}{{ ns.l }}",
+    "filter_block": "{% filter center(1500000000) %}x{% endfilter %}",
+    "block_self_recursion": "{% block a %}{{ self.a() }}{% endblock %}",
+    "strftime_format": "{{ strftime_now('%c' * 300000) }}",
     # work: loops, recursion, fan-out
     "silent_nested_loops": "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}",
     "huge_range": "{{ range(10**10)|list|length }}",
