@@ -27,7 +27,8 @@ class Stop(Exception):
 
 
 def lm_run(info, parallel: str = "ddp", out=None, resume: bool = False, stop_at: int | None = None) -> dict:
-    """8 sequences per micro-batch, 2 micro-batches per step, clipping, AdamW with decay, cosine schedule."""
+    """8 sequences per micro-batch, 2 micro-batches per step, clipping, AdamW with decay, cosine schedule;
+    an evaluation (and with ``out`` a checkpoint) at steps 0, 2, 4, 6."""
     torch.manual_seed(0)
     model = S.TinyLM(S.TinyConfig(block_size=8))
     data = S.lm_stream()
@@ -44,7 +45,7 @@ def lm_run(info, parallel: str = "ddp", out=None, resume: bool = False, stop_at:
             raise Stop
 
     cfg = FitConfig(steps=6, lr=1e-2, weight_decay=0.1, grad_clip=1.0, grad_accum=2, schedule="cosine", warmup=2,
-                    parallel=parallel, eval_every=2, eval_at_start=False)
+                    parallel=parallel, eval_every=2, eval_at_start=True)
     res = fit(model, batches, lambda m, b: m(*b)[1], cfg, info=info, out_dir=out, resume=resume, on_step=on_step,
               evaluate=lambda m: {"fixed": float(m(fixed[:, :-1], fixed[:, 1:])[1])})
     return {"loss": [r["loss"] for r in res.history], "fixed": [r["fixed"] for r in res.evals]}

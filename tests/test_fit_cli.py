@@ -89,3 +89,49 @@ def test_pretrain_budget_minutes_ends_with_the_budget(tmp_path):
     assert rows[-1]["elapsed_s"] < 3.0 + 1.0  # training (with its evaluations) ended with the budget
     assert wall < 3.0 + 15  # + data, tokenizer and model setup
     assert rows[-1]["step"] > 10 and rows[-1]["val_loss"] < rows[0]["val_loss"]
+
+
+def test_pretrain_fsdp_two_processes_equal_one_and_save_a_loadable_model(tmp_path):
+    """`torchrun --nproc_per_node=2 -m dodai pretrain --parallel fsdp`: the same metrics as one process (GPT with
+    tied embeddings, checkpoints at step 0, 10, 20 gathered from the shards), and a final model folder that
+    loads with the same weights."""
+    import os
+    import random
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from dodai.models import load_model
+
+    repo = Path(__file__).resolve().parents[1]
+    rng = random.Random(0)
+    words = "the quick brown fox jumps over the lazy dog while a wizard brews".split()
+    text = tmp_path / "w.txt"
+    text.write_text("\n".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(400)))
+    args = ["pretrain", "--data", str(text), "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+            "--eval-iters", "2", "--warmup-iters", "5", "--learning-rate", "1e-2", "--quiet", "--threads", "1",
+            "--batch-size", "8", "--max-iters", "20", "--eval-interval", "10"]
+    assert main([*args, "--out", str(tmp_path / "one")]) == 0
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(repo))
+    proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                             "-m", "dodai", *args, "--parallel", "fsdp", "--out", str(tmp_path / "two")],
+                            cwd=repo, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+    try:
+        _, err = proc.communicate(timeout=300)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        raise
+    assert proc.returncode == 0, err[-3000:]
+    a, b = _rows(tmp_path / "one" / "metrics.jsonl"), _rows(tmp_path / "two" / "metrics.jsonl")
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 10, 20]
+    assert a[-1]["val_loss"] < a[0]["val_loss"] - 0.3  # it trained
+    for x, y in zip(a, b):
+        assert y["val_loss"] == pytest.approx(x["val_loss"], abs=1e-5)
+        assert y["train_loss"] == pytest.approx(x["train_loss"], abs=1e-5)
+    m1, _ = load_model(tmp_path / "one")
+    m2, _ = load_model(tmp_path / "two")
+    for (k, v), w in zip(m1.state_dict().items(), m2.state_dict().values()):
+        torch.testing.assert_close(v, w, atol=1e-5, rtol=0, msg=k)

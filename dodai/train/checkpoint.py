@@ -188,10 +188,17 @@ def load_checkpoint(run_dir: str | Path, model, optimizer=None, map_location="cp
         state = torch.load(d / "trainer_state.pt", map_location=map_location, weights_only=True)
     except Exception as e:  # corrupt/truncated file
         raise DodaiError(f"{d}/trainer_state.pt: unreadable ({type(e).__name__})") from None
-    if optimizer is not None and "optimizer" in state:
-        try:
-            optimizer.load_state_dict(state["optimizer"])
-        except (ValueError, KeyError, RuntimeError) as e:  # other trainable parameters than when it was written
-            first = (str(e).strip().splitlines() or [""])[0]
-            raise DodaiError(f"{d}: the optimizer state does not fit the trainable parameters ({first})") from None
+    if optimizer is not None:
+        load_optimizer_state(optimizer, state, d)
     return state
+
+
+def load_optimizer_state(optimizer, state: dict, where) -> None:
+    """``optimizer.load_state_dict`` with a one-line error when the trainable parameters changed."""
+    if "optimizer" not in state:
+        return
+    try:
+        optimizer.load_state_dict(state["optimizer"])
+    except (ValueError, KeyError, RuntimeError) as e:  # other trainable parameters than when it was written
+        first = (str(e).strip().splitlines() or [""])[0]
+        raise DodaiError(f"{where}: the optimizer state does not fit the trainable parameters ({first})") from None

@@ -340,14 +340,12 @@ def fit(model: torch.nn.Module, batches, loss_fn: Callable, cfg: FitConfig, *, o
 
     if cfg.seed is not None:
         torch.manual_seed(cfg.seed)
-    model.to(device)
     raw = model
-    twin = None
+    twin = _meta_twin(raw) if fsdp and info.is_main and out is not None else None  # to save gathered weights
+    model.to(device)
     if fsdp:
         from torch.distributed.fsdp import fully_shard
 
-        if info.is_main and out is not None:
-            twin = copy.deepcopy(raw).to("meta")  # an empty copy to save the gathered weights through
         for m in list(raw.modules()):
             if isinstance(m, torch.nn.ModuleList):
                 for block in m:
@@ -404,6 +402,7 @@ def fit(model: torch.nn.Module, batches, loss_fn: Callable, cfg: FitConfig, *, o
     t_perf = time.perf_counter()
     tok_step0 = step
     step_times: list[float] = []  # seconds per step since the last event (evaluation/checkpoint excluded)
+    recent: list[float] = []  # the last few step times: the next step's expected duration
     window: list[float] = []  # step losses since the last event
     last_event_s = 0.0  # duration of the last event: reserved at the end of a time budget
     resumed_at = step if resume else None
@@ -465,7 +464,7 @@ def fit(model: torch.nn.Module, batches, loss_fn: Callable, cfg: FitConfig, *, o
             if cfg.steps is not None and step >= cfg.steps:
                 reason = "steps"
             elif by_time:
-                est = sorted(step_times[-5:])[len(step_times[-5:]) // 2] if step_times else 0.0
+                est = sorted(recent)[len(recent) // 2] if recent else 0.0
                 if el + est + (last_event_s if (evaluate is not None or cfg.checkpoint) else 0.0) \
                         >= cfg.time_budget_s:
                     reason = "time"
@@ -541,6 +540,8 @@ def fit(model: torch.nn.Module, batches, loss_fn: Callable, cfg: FitConfig, *, o
             step += 1
             dt = time.perf_counter() - ts
             step_times.append(dt)
+            recent.append(dt)
+            del recent[:-5]
             res.train_time_s += dt
             res.last_loss = last_loss
             window.append(last_loss)
@@ -593,6 +594,17 @@ def _all_reduce_max(x: float, info, device) -> float:
     return float(t.item())
 
 
+def _meta_twin(model: torch.nn.Module) -> torch.nn.Module:
+    """A copy of ``model`` whose parameters and buffers live on the meta device (no memory): the module
+    structure (and ``save``) to write weights gathered from FSDP shards through."""
+    memo = {}
+    for p in model.parameters():
+        memo[id(p)] = torch.nn.Parameter(torch.empty_like(p, device="meta"), requires_grad=p.requires_grad)
+    for b in model.buffers():
+        memo[id(b)] = torch.empty_like(b, device="meta")
+    return copy.deepcopy(model, memo)
+
+
 def _gathered(raw, twin, fsdp: bool, info):
     """The module whose state is the full model: ``raw`` itself, or under FSDP the empty twin filled with the
     weights gathered from every rank (a collective: every rank calls it; only rank 0 gets the weights)."""
@@ -611,8 +623,10 @@ def _save(out: Path, raw, twin, optimizer, source, extra_state, fsdp: bool, info
     if fsdp:
         from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
 
-        opt_state = get_optimizer_state_dict(raw, optimizer,
-                                             options=StateDictOptions(full_state_dict=True, cpu_offload=True))
+        # before the first step there is no state to save, and asking for it would create it by a zero-gradient
+        # step (torch's _init_optim_state), which counts as Adam's first step and shifts its bias correction
+        opt_state = get_optimizer_state_dict(raw, optimizer, options=StateDictOptions(
+            full_state_dict=True, cpu_offload=True)) if optimizer.state else {}
     else:
         opt_state = optimizer.state_dict()
     if not info.is_main:
@@ -638,13 +652,13 @@ def _load(out: Path, raw, optimizer, source, extra_state, fsdp: bool, cfg) -> tu
         set_model_state_dict(raw, weights, options=opts)
         if not state.get("fsdp"):
             raise DodaiError(f"{out}: the checkpoint was written without FSDP; resume it the way it was started")
-        set_optimizer_state_dict(raw, optimizer, optim_state_dict=state["optimizer"], options=opts)
+        if state["optimizer"]:  # empty: written before the first step
+            set_optimizer_state_dict(raw, optimizer, optim_state_dict=state["optimizer"], options=opts)
     else:
-        if ckpt_io.find_checkpoint(out) is not None:
-            _, peek = ckpt_io.read_checkpoint(out, weights=False)
-            if peek.get("fsdp"):
-                raise DodaiError(f"{out}: the checkpoint was written by an FSDP run; resume it with FSDP")
-        state = ckpt_io.load_checkpoint(out, raw, optimizer)
+        state = ckpt_io.load_checkpoint(out, raw)
+        if state.get("fsdp"):
+            raise DodaiError(f"{out}: the checkpoint was written by an FSDP run; resume it with FSDP")
+        ckpt_io.load_optimizer_state(optimizer, state, out)
     step = int(state["step"])
     if "batches" in state:
         source.load_state_dict(state["batches"])
