@@ -113,6 +113,38 @@ def read_user_bytes(path: str | os.PathLike, max_bytes: int = MAX_USER_FILE_BYTE
         os.close(fd)
 
 
+MAX_FOLDER_DEPTH = 64  # folders nested below an input folder
+MAX_FOLDER_ENTRIES = 1_000_000  # directory entries looked at below an input folder
+
+
+def user_files_in(folder: str | os.PathLike, suffixes: tuple[str, ...]) -> list[Path]:
+    """The files below ``folder`` (recursively) whose suffix, lower-cased, is one of ``suffixes``, in no
+    particular order. Walked without recursion and without following symlinked folders; symlinked files are
+    followed, and anything that is not a regular file is skipped. A tree deeper than :data:`MAX_FOLDER_DEPTH`
+    or with more than :data:`MAX_FOLDER_ENTRIES` entries is a one-line DodaiError."""
+    root = Path(folder)
+    out: list[Path] = []
+    seen = 0
+    stack = [(root, 0)]
+    while stack:
+        d, depth = stack.pop()
+        try:
+            with os.scandir(d) as it:
+                for e in it:
+                    seen += 1
+                    if seen > MAX_FOLDER_ENTRIES:
+                        raise DodaiError(f"{root}: more than {MAX_FOLDER_ENTRIES:,} entries below this folder")
+                    if e.is_dir(follow_symlinks=False):
+                        if depth + 1 > MAX_FOLDER_DEPTH:
+                            raise DodaiError(f"{root}: folders nested more than {MAX_FOLDER_DEPTH} deep")
+                        stack.append((Path(e.path), depth + 1))
+                    elif Path(e.name).suffix.lower() in suffixes and e.is_file():
+                        out.append(Path(e.path))
+        except OSError as err:
+            raise DodaiError(f"{d}: cannot list this folder ({err.strerror or err})") from None
+    return out
+
+
 def read_user_texts(paths, max_total_bytes: int = MAX_USER_FILE_BYTES, skip_empty: bool = False) -> list[str]:
     """:func:`read_user_text` of each path; every path is checked (regular file, size) before any is read, and
     the sizes together may not exceed ``max_total_bytes``; empty files are skipped when ``skip_empty``."""

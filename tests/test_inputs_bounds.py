@@ -3,7 +3,7 @@ memory (each case in its own process; peak RSS read with ru_maxrss).
 
 - data readers through the CLI (``dodai tokenizer train --data``, ``dodai data prepare``, ``dodai rag index
   --corpus``, ``dodai pretrain --data``): ``/dev/zero``, a FIFO with no writer, files larger than the read
-  cap (sparse, so they cost no disk), JSON Lines nested 200,000 deep;
+  cap (sparse, so they cost no disk), JSON Lines nested 200,000 deep, a folder tree 1,200 deep;
 - the file-format readers (safetensors header, GGUF header) on hand-made files: a header of 200,000 ``[``,
   a GGUF string or array that claims a gigabyte (backed by a sparse file, so every length check on "bytes
   left" passes and only the absolute bounds stop it).
@@ -49,9 +49,20 @@ def hostile_paths(tmp_path_factory):
     os.mkfifo(fifo)
     deep = d / "deep.jsonl"
     deep.write_text('{"text": "ok"}\n' + "[" * 200_000 + "\n", encoding="utf-8")
-    return {"fifo": str(fifo), "deep": str(deep), "big": _sparse(d / "big.txt", MAX_USER_FILE_BYTES + 1),
-            "half1": _sparse(d / "half1.txt", MAX_USER_FILE_BYTES // 2 + 1),
-            "half2": _sparse(d / "half2.txt", MAX_USER_FILE_BYTES // 2 + 1), "out": str(d / "out")}
+    # 1,200 nested folders with one text file at the bottom (a recursive walk hits Python's recursion limit)
+    tree = [d / "tree"]
+    tree[0].mkdir()
+    for _ in range(1200):
+        tree.append(tree[-1] / "a")
+        tree[-1].mkdir()
+    (tree[-1] / "doc.txt").write_text("deep down\n", encoding="utf-8")
+    yield {"fifo": str(fifo), "deep": str(deep), "big": _sparse(d / "big.txt", MAX_USER_FILE_BYTES + 1),
+           "half1": _sparse(d / "half1.txt", MAX_USER_FILE_BYTES // 2 + 1),
+           "half2": _sparse(d / "half2.txt", MAX_USER_FILE_BYTES // 2 + 1), "out": str(d / "out"),
+           "tree": str(tree[0])}
+    (tree[-1] / "doc.txt").unlink()  # bottom up: shutil.rmtree would recurse 1,200 deep
+    for folder in reversed(tree):
+        folder.rmdir()
 
 
 # name: (arguments, a fragment of the one error line, imports torch)
@@ -64,7 +75,10 @@ CLI_CASES = {
     "prepare_dev_zero": (["data", "prepare", "/dev/zero", "--out", "{out}"], "character device", 0),
     "prepare_fifo": (["data", "prepare", "{fifo}", "--out", "{out}"], "FIFO", 0),
     "prepare_deep_jsonl": (["data", "prepare", "{deep}", "--out", "{out}"], "nested too deeply", 0),
+    "prepare_deep_folder": (["data", "prepare", "{tree}", "--out", "{out}"], "nested more than", 0),
     "rag_fifo": (["rag", "index", "--corpus", "{fifo}", "--out", "{out}", "--no-dense", "--quiet"], "FIFO", 0),
+    "rag_deep_folder": (["rag", "index", "--corpus", "{tree}", "--out", "{out}", "--no-dense", "--quiet"],
+                        "nested more than", 0),
     "rag_deep_jsonl": (["rag", "index", "--corpus", "{deep}", "--out", "{out}", "--no-dense", "--quiet"],
                        "not valid JSON", 0),
     "pretrain_dev_zero": (["pretrain", "--data", "/dev/zero", "--out", "{out}"], "character device", 1),
@@ -101,6 +115,21 @@ def test_data_readers_refuse_hostile_paths_through_the_cli(hostile_paths, tmp_pa
             bad.append((name, f"{rss} MB"))
     assert not bad, bad
     assert time.monotonic() - t0 < 60  # all together, on a loaded machine (each alone: < 1 s, pretrain ~6 s)
+
+
+def test_folder_walk_skips_what_is_not_a_regular_file(tmp_path):
+    from dodai.io import user_files_in
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "a.txt").write_text("a")
+    (tmp_path / "B.MD").write_text("b")
+    (tmp_path / "c.json").write_text("{}")
+    os.mkfifo(tmp_path / "fifo.txt")
+    (tmp_path / "zero.txt").symlink_to("/dev/zero")
+    (tmp_path / "loop").symlink_to(tmp_path)  # a symlinked folder is not followed
+    (tmp_path / "link.txt").symlink_to(tmp_path / "sub" / "a.txt")  # a symlinked file is
+    got = sorted(p.relative_to(tmp_path).as_posix() for p in user_files_in(tmp_path, (".txt", ".md")))
+    assert got == ["B.MD", "link.txt", "sub/a.txt"]
 
 
 def test_read_user_text_reads_only_regular_files_and_at_most_their_size(tmp_path):

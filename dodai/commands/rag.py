@@ -51,14 +51,14 @@ def _load_docs(spec: str) -> tuple[list[str], list[str]]:
 
     from dodai.data.corpora import CORPORA, corpus_documents
     from dodai.errors import DodaiError
-    from dodai.io import read_user_text, read_user_texts
+    from dodai.io import read_user_text, read_user_texts, user_files_in
 
     if spec in CORPORA:
         docs = corpus_documents(spec)
         return docs, [f"{spec} #{i}" for i in range(len(docs))]
     p = Path(spec).expanduser()
     if p.is_dir():
-        files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in (".txt", ".md"))
+        files = sorted(user_files_in(p, (".txt", ".md")))
         if not files:
             raise DodaiError(f"{p}: no .txt or .md files")
         return read_user_texts(files), [f.relative_to(p).as_posix() for f in files]

@@ -28,7 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dodai.errors import DodaiError
-from dodai.io import atomic_write_json, atomic_write_text, parse_json_line, read_user_text, read_user_texts
+from dodai.io import (
+    atomic_write_json,
+    atomic_write_text,
+    parse_json_line,
+    read_user_text,
+    read_user_texts,
+    user_files_in,
+)
 
 TEXT_SUFFIXES = (".txt", ".md")
 DOC_SEP = "\n\n"
@@ -63,10 +70,7 @@ def _jsonl_documents(path: Path, text_field: str) -> list[str]:
 
 
 def _folder_documents(path: Path) -> list[str]:
-    files = sorted(
-        (p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in TEXT_SUFFIXES),
-        key=lambda p: p.relative_to(path).as_posix(),
-    )
+    files = sorted(user_files_in(path, TEXT_SUFFIXES), key=lambda p: p.relative_to(path).as_posix())
     if not files:
         raise DodaiError(f"{path}: folder holds no .txt or .md files")
     docs = read_user_texts(files, skip_empty=True)  # an empty file in a folder is skipped, not fatal
