@@ -11,32 +11,19 @@ SQLite file's SHA-256, must be unchanged.
 Measured: per tool, the blocked-attack rate, the false-block rate on the benign set and the median
 latency per call; a few example calls. The full run adds
 
-* an **ablation** of the Python sandbox (only when the host runs as root, so the child drops to an
-  unprivileged uid): every Python attack again *without the audit hook* — what the separate process,
-  rlimits and uid stop on their own — and so which attacks only the (in-process, bypassable) hook
-  stops;
+* an **ablation** of the Python sandbox: every Python attack again *without the audit hook*, i.e. with the OS
+  sandbox alone (bubblewrap namespaces, a private read-only file system, the seccomp filter, rlimits;
+  :mod:`dodai.tools.osbox`). The hook only gives friendlier messages; the boundary is the operating system, so
+  every attack must stay harmless here too;
 * benign-call latency with the default limits (5 s, 256 MB), repeated, and search over the whole
   python-docs corpus (BM25).
 
-Quick mode (the test) asserts: every attack blocked, every benign call succeeds.
-
-Full run (2026-11-28, 2-core AMD EPYC shared with 7 other jobs, load ≈ 16, host running as root;
-``dodai roadmap run R7.5``, 61 s wall): 102/102 attacks blocked (calculator 19/19, python 44/44, sql
-26/26, search 13/13) and 0/30 benign calls blocked. Median latency per benign call: calculator
-0.03 ms, python 315 ms with 1 s / 128 MB limits and 327 ms with the defaults (5 s / 256 MB) — process
-start plus pre-imports (≈ 70 ms of CPU) on a very busy machine —, sql 0.2 ms (a fresh read-only
-connection per call), search 0.13 ms (BM25 over the whole python-docs corpus, 7,362 chunks).
-Ablation without the audit hook: 35/44 Python attacks still do no harm and 21/44 still end in a
-visible refusal or limit; the harm only the hook prevents is *reading* world-readable host paths
-(``/etc/passwd`` by path, bytes path, ``pathlib``, ``_io.FileIO``, a custom opener, ``../`` traversal,
-a symlink, after ``chdir('/')``) and listing ``/``. No write outside the sandbox, delete, chmod, fork,
-exec, signal, memory/CPU/file-size/open-file/thread bomb succeeded without the hook; ``disk_fill`` is
-then bounded only by the clock (8 MB files until the timeout, inside the sandbox dir, deleted after).
+Quick mode (the test) asserts: every attack blocked, every benign call succeeds. Figures of full runs live in
+the committed evidence (``evidence/R7.5``), not here.
 """
 
 from __future__ import annotations
 
-import os
 import statistics
 from pathlib import Path
 
@@ -77,7 +64,7 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         failed = [o for o in outcomes if not o.passed]
 
         ablation = None
-        if not quick and hasattr(os, "geteuid") and os.geteuid() == 0:
+        if not quick:
             from dodai.tools.python_sandbox import python_tool
 
             h.tools["python"] = python_tool(1.0, 128, audit_hook=False)
@@ -128,14 +115,12 @@ def run(out_dir: Path, quick: bool = False) -> dict:
         refused = [o.case.name for o, _ in ablation if o.passed]
         harmless = [o.case.name for o, harm in ablation if not harm]
         harmful = [(o.case.name, harm) for o, harm in ablation if harm]
-        rep.heading("Ablation: the Python sandbox without its audit hook (uid drop + rlimits + process only)")
+        rep.heading("Ablation: the Python sandbox without its audit hook (the OS sandbox alone)")
         rep.text(f"Without the hook, {len(harmless)}/{len(ablation)} Python attacks still do no harm (host "
                  f"witnesses unchanged, nothing secret printed, time and output bounded), and "
-                 f"{len(refused)}/{len(ablation)} still end in a visible refusal or limit. Harm only the hook "
-                 f"prevents: {', '.join(n for n, _ in harmful) or 'none'}. The other attacks fail without the hook "
-                 "because no process or thread can start (RLIMIT_NPROC after the uid drop), the unprivileged uid "
-                 "may not write outside its directory, or it cannot read the stdlib to import socket/ctypes/…"
-                 " — the last one is an accident of where Python is installed, not a guarantee.")
+                 f"{len(refused)}/{len(ablation)} still end in a visible refusal or limit. Harm that only the hook "
+                 f"would prevent: {', '.join(n for n, _ in harmful) or 'none'}. The boundary is the kernel: "
+                 "namespaces, a file system that does not contain the host, seccomp and rlimits.")
         rep.table([{"attack": o.case.name, "harmless without hook": not harm,
                     "refusal/limit shown without hook": o.passed,
                     "what happened": harm or " ".join(((o.error or o.result) or "").split())[-90:].replace("|", "\\|")}
