@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import math
+from pathlib import Path
 
 import pytest
 
@@ -19,9 +20,23 @@ def text():
     return load_corpus("python-docs")[:40_000]
 
 
+def _benchmark_references():
+    """The reference trainers live in benchmarks/ (dodai never imports HF tokenizers or sentencepiece)."""
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "tokenizer_compare.py"
+    spec = importlib.util.spec_from_file_location("_tokenizer_compare_bench", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.available_references()
+
+
 @pytest.fixture(scope="module")
 def rows(text):
-    return compare(text, vocab_size=400)
+    return compare(text, vocab_size=400, references=_benchmark_references())
+
+
+def test_dodai_alone_has_only_dodai_rows(text):
+    got = {(r.name, r.library) for r in compare(text[:20_000], vocab_size=350)}
+    assert got == {("BPE (byte-level)", "dodai"), ("Unigram", "dodai"), ("WordPiece", "dodai")}
 
 
 def test_split_is_90_10(text):

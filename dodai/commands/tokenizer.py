@@ -75,12 +75,14 @@ def add_arguments(p) -> None:
     d.add_argument("--tokenizer", required=True, metavar="SPEC",
                    help="tokenizer.json, a folder holding one, a .gguf file, or a registry model name")
     d.add_argument("ids", metavar="IDS_JSON", help="a JSON list of token ids, e.g. '[15496, 995]' ('-' reads stdin)")
-    c = sub.add_parser("compare", help="train dodai's BPE, Unigram, WordPiece (and HF tokenizers, sentencepiece "
-                                       "when installed) on 90%% of a text; print a markdown table for the rest")
+    c = sub.add_parser("compare", help="train dodai's BPE, Unigram, WordPiece on 90%% of a text; print a markdown "
+                                       "table for the rest (benchmarks/tokenizer_compare.py adds HF and sentencepiece)")
     c.add_argument("--data", required=True, metavar="FILE", help="UTF-8 text file")
     c.add_argument("--vocab-size", type=int, default=2000, help="vocabulary size for every tokenizer (default 2000)")
     c.add_argument("--max-bytes", type=int, default=None, metavar="N", help="use only the first N bytes of the file")
-    c.add_argument("--no-reference", action="store_true", help="only dodai's tokenizers (skip HF and sentencepiece)")
+    c.add_argument("--no-reference", action="store_true",
+                   help="accepted for old scripts; dodai's table has only dodai's tokenizers (reference rows: "
+                        "benchmarks/tokenizer_compare.py)")
 
 
 def _arg_text(value: str) -> str:
@@ -125,7 +127,7 @@ def run(args) -> int:
         text = read_user_text(args.data)
         if args.max_bytes is not None:
             text = text.encode("utf-8")[:args.max_bytes].decode("utf-8", errors="ignore")
-        rows = compare(text, args.vocab_size, references=not args.no_reference,
+        rows = compare(text, args.vocab_size,
                        log=lambda m: print(f"dodai: {m}", file=sys.stderr))
         print(markdown_table(rows))
         return 0

@@ -8,10 +8,9 @@ Each tokenizer is trained on the first 90 % of the text and measured on the last
 - **encode MB/s**: held-out megabytes (10^6 bytes) per second of one ``encode`` call on the whole
   held-out text, the first call after training (word caches start cold for everyone).
 
-dodai's byte-level BPE, Unigram and WordPiece are always in the table. HF ``tokenizers`` (byte-level
-BPE, Unigram and WordPiece trainers) and ``sentencepiece`` (unigram) rows are added beside them
-**when those libraries are importable**: they are optional extras, not runtime dependencies, so they
-are imported only here, inside functions, at call time, behind ``try/except ImportError``.
+The table has dodai's byte-level BPE, Unigram and WordPiece. dodai never imports a reference library: the
+rows of HF ``tokenizers`` (byte-level BPE, Unigram and WordPiece trainers) and ``sentencepiece`` (unigram) are
+added by ``benchmarks/tokenizer_compare.py``, which passes its own trainers as ``references``.
 
 Caveats when reading the table: WordPiece lower-cases, strips accents and drops whitespace (BERT's
 normaliser), so its tokens cover less information than the lossless byte-level BPE's; Unigram rows
@@ -82,73 +81,13 @@ def _dodai_wordpiece(text: str, vocab_size: int):
     return (lambda s: tok.encode(s, add_special_tokens=False)), tok.vocab_size
 
 
-# -- references (optional) ------------------------------------------------------------------------------
-
-def _hf_bpe(text: str, vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tok.decoder = decoders.ByteLevel()
-    tok.train_from_iterator([text], trainers.BpeTrainer(
-        vocab_size=vocab_size, special_tokens=["<|endoftext|>"], show_progress=False,
-        initial_alphabet=pre_tokenizers.ByteLevel.alphabet()))
-    return (lambda s: tok.encode(s).ids), tok.get_vocab_size()
-
-
-def _hf_unigram(text: str, vocab_size: int):
-    from tokenizers import Tokenizer, models, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.Unigram())
-    tok.pre_tokenizer = pre_tokenizers.Metaspace()
-    tok.train_from_iterator(text.splitlines(), trainers.UnigramTrainer(
-        vocab_size=vocab_size, special_tokens=["<unk>"], unk_token="<unk>", show_progress=False))
-    return (lambda s: tok.encode(s).ids), tok.get_vocab_size()
-
-
-def _hf_wordpiece(text: str, vocab_size: int):
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
-
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer()
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.train_from_iterator([text], trainers.WordPieceTrainer(
-        vocab_size=vocab_size, special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"],
-        show_progress=False))
-    return (lambda s: tok.encode(s, add_special_tokens=False).ids), tok.get_vocab_size()
-
-
-def _spm_unigram(text: str, vocab_size: int):
-    import io
-
-    import sentencepiece as spm
-
-    model = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter([line for line in text.splitlines() if line.strip()]), model_writer=model,
-        vocab_size=vocab_size, model_type="unigram", byte_fallback=True, hard_vocab_limit=False,
-        max_sentence_length=1 << 16, minloglevel=2)
-    sp = spm.SentencePieceProcessor(model_proto=model.getvalue())
-    return sp.encode, sp.get_piece_size()
-
-
 DODAI = [("BPE (byte-level)", _dodai_bpe), ("Unigram", _dodai_unigram), ("WordPiece", _dodai_wordpiece)]
-REFERENCES = [("BPE (byte-level)", "HF tokenizers", "tokenizers", _hf_bpe),
-              ("Unigram", "HF tokenizers", "tokenizers", _hf_unigram),
-              ("WordPiece", "HF tokenizers", "tokenizers", _hf_wordpiece),
-              ("Unigram", "sentencepiece", "sentencepiece", _spm_unigram)]
 
 
-def _importable(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
-
-
-def compare(text: str, vocab_size: int = 2000, references: bool = True, log=None) -> list[Row]:
-    """Train every available tokenizer on the first 90 % of ``text``, measure on the rest."""
+def compare(text: str, vocab_size: int = 2000, references=(), log=None) -> list[Row]:
+    """Train dodai's tokenizers (and any ``references``: ``(name, library, train_fn)`` triples, where
+    ``train_fn(text, vocab_size)`` returns ``(encode, vocab_size)``) on the first 90 % of ``text``; measure on
+    the rest."""
     if vocab_size < 300:
         raise DodaiError(f"--vocab-size {vocab_size} is too small to compare (byte-level BPE and "
                          f"byte-fallback Unigram need 256 byte tokens + merges): use at least 300")
@@ -157,8 +96,7 @@ def compare(text: str, vocab_size: int = 2000, references: bool = True, log=None
         raise DodaiError(f"the text is too short to compare tokenizers ({len(text)} characters; it needs at "
                          f"least 1000, with some words in its last 10 %)")
     jobs = [(name, "dodai", fn) for name, fn in DODAI]
-    if references:
-        jobs += [(name, lib, fn) for name, lib, module, fn in REFERENCES if _importable(module)]
+    jobs += [(name, lib, fn) for name, lib, fn in (references or ())]
     rows = []
     for name, lib, fn in jobs:
         if log:
