@@ -140,70 +140,21 @@ def bench_generate(model_spec: str, prompt_tokens: int = 200, new_tokens: int = 
 
 
 # --------------------------------------------------------------------------------- HF (subprocess)
-def _hf_worker(spec: dict) -> dict:
-    """HF transformers fp32 prefill/decode on the same GGUF and the same prompt ids (runs in a child)."""
-    import torch
-
-    try:
-        import transformers
-        from transformers.generation.streamers import BaseStreamer
-    except ImportError:
-        return {"engine": "HF transformers fp32", "skipped": "transformers is not installed"}
-    from dodai.weights.registry import resolve
-
-    torch.set_num_threads(spec["threads"])
-    path = Path(resolve(spec["model"]))
-    if path.suffix != ".gguf":
-        return {"engine": "HF transformers fp32", "skipped": "HF comparison needs a GGUF or registry model"}
-    t = time.perf_counter()
-    model = transformers.AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
-                                                              dtype=torch.float32).eval()
-    load_s = time.perf_counter() - t
-    ids, n = spec["ids"], spec["new_tokens"]
-    x = torch.tensor([ids])
-    prefill = []
-    with torch.inference_mode():
-        model(x[:, :1], use_cache=True, logits_to_keep=1)  # warm-up
-        for _ in range(spec["repeats"]):
-            t = time.perf_counter()
-            model(x, use_cache=True, logits_to_keep=1)
-            prefill.append(time.perf_counter() - t)
-
-    class Stamps(BaseStreamer):
-        def __init__(self):
-            self.t, self.calls = [], 0
-
-        def put(self, value):
-            self.calls += 1
-            if self.calls > 1:  # the first put() is the prompt
-                self.t.append(time.perf_counter())
-
-        def end(self):
-            pass
-
-    decode = []
-    for _ in range(spec["repeats"]):
-        s = Stamps()
-        with torch.inference_mode():
-            model.generate(x, attention_mask=torch.ones_like(x), max_new_tokens=n, min_new_tokens=n,
-                           do_sample=False, streamer=s, pad_token_id=0)
-        decode.append((n - 1) / (s.t[-1] - s.t[0]))
-    return {"engine": "HF transformers fp32", "load_s": load_s, "prefill_s": statistics.median(prefill),
-            "decode_tok_s": statistics.median(decode), "peak_rss_mb": peak_rss_mb()}
+# dodai never imports transformers: the HF side runs in a child process from a benchmark script of the checkout.
+HF_WORKER = Path(__file__).resolve().parent.parent / "benchmarks" / "hf_generate_worker.py"
 
 
 def bench_hf(model_spec: str, ids: list[int], new_tokens: int, threads: int, repeats: int) -> dict:
     """Run :func:`_hf_worker` in a fresh Python process; its dict, or one with a ``skipped`` reason."""
     spec = {"model": str(model_spec), "ids": ids, "new_tokens": new_tokens, "threads": threads,
             "repeats": repeats}
+    worker = HF_WORKER
+    if not worker.is_file():
+        return {"engine": "HF transformers fp32", "skipped": f"the HF comparison is a benchmark script ({worker.name}) "
+                "that only a source checkout has"}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
-    r = subprocess.run([sys.executable, "-m", "dodai.bench", "--hf-worker", json.dumps(spec)],
-                       capture_output=True, text=True, env=env)
+    r = subprocess.run([sys.executable, str(worker), json.dumps(spec)], capture_output=True, text=True, env=env)
     if r.returncode != 0:
         last = (r.stderr.strip().splitlines() or ["?"])[-1]
         return {"engine": "HF transformers fp32", "skipped": f"worker failed: {last}"}
     return json.loads(r.stdout.strip().splitlines()[-1])
-
-
-if __name__ == "__main__" and len(sys.argv) == 3 and sys.argv[1] == "--hf-worker":
-    print(json.dumps(_hf_worker(json.loads(sys.argv[2]))))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 
@@ -19,7 +17,6 @@ def _one_blas_thread():
 
 @pytest.fixture(scope="module")
 def split():
-    pytest.importorskip("sklearn", reason="digits ship with scikit-learn")
     return M.standardize(M.digits_split(seed=0))
 
 
@@ -33,7 +30,6 @@ def test_digits_loader_matches_sklearn():
 
 
 def test_split_is_disjoint_and_fixed():
-    pytest.importorskip("sklearn")
     a, b = M.digits_split(0), M.digits_split(0)
     np.testing.assert_array_equal(a["y_test"], b["y_test"])
     sizes = [len(a[k]) for k in ("y_train", "y_val", "y_test")]
@@ -81,10 +77,22 @@ def test_dropout_only_in_training():
     assert not np.array_equal(m(x, training=True).data, m(x, training=True).data)
 
 
-def test_missing_sklearn_gives_clear_error(monkeypatch):
-    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(DodaiError, match="pip install scikit-learn"):
+def test_digits_come_from_dodais_cache_not_an_installed_sklearn(monkeypatch, tmp_path):
+    """An empty cache and a failing download give one DodaiError, even with scikit-learn installed."""
+    import subprocess
+
+    from dodai.data import digit_scenes
+
+    monkeypatch.setenv("DODAI_CACHE", str(tmp_path))
+
+    def no_network(*a, **k):
+        raise subprocess.CalledProcessError(1, a[0])
+
+    monkeypatch.setattr(digit_scenes.subprocess, "run", no_network)
+    with pytest.raises(DodaiError, match="could not download"):
         M.load_digits()
+    with pytest.raises(DodaiError, match="not in dodai's cache"):
+        digit_scenes.digits_path(download=False)
 
 
 def test_bad_configs_raise():

@@ -39,7 +39,7 @@ def _tiny(pos="learned", seed=0) -> VLM:
 @pytest.fixture(scope="module")
 def digits():
     try:
-        return ds.load_digits(ds.digits_path(download=False))
+        return ds.load_digits(ds.digits_path())  # fetched into dodai's cache on first use
     except DodaiError as e:
         pytest.skip(f"digits data unavailable: {e}")
 

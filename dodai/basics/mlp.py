@@ -3,11 +3,10 @@
 Shapes: B batch, D_in input features, H hidden width, C classes. ``MLP([D_in, H, ..., C])`` is
 Linear → activation → (dropout) → ... → Linear, producing logits (B, C).
 
-Data: scikit-learn's bundled *digits* (1,797 8×8 handwritten digits, UCI; Alpaydin & Kaynak 1998).
-Decision: we read the CSV that ships inside the scikit-learn package (``sklearn/datasets/data/digits.csv.gz``)
-by locating the installed package with ``importlib.util.find_spec`` — no sklearn import, no network.
-scikit-learn is only in the ``test`` extras, so without it :func:`load_digits` raises a DodaiError
-that says ``pip install scikit-learn``.
+Data: the *digits* scans (1,797 8×8 handwritten digits, UCI; Alpaydin & Kaynak 1998) in the CSV that
+scikit-learn's wheel carries. dodai fetches it itself (:func:`dodai.data.digit_scenes.digits_path`: the wheel is
+pip-downloaded once, never installed, and only its 50 kB data file kept in dodai's cache); scikit-learn is never
+imported nor its installed files read.
 
 Regularization (for the overfitting study): L2 penalty ½λ‖W‖² added to the loss (weights only, not biases),
 decoupled weight decay through AdamW, inverted dropout (Srivastava et al. 2014), and early stopping
@@ -17,10 +16,7 @@ decoupled weight decay through AdamW, inverted dropout (Srivastava et al. 2014),
 from __future__ import annotations
 
 import contextlib
-import gzip
-import importlib.util
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
@@ -104,18 +100,11 @@ class MLP:
 
 
 def load_digits() -> tuple[np.ndarray, np.ndarray]:
-    """scikit-learn's bundled digits: X (1797, 64) float in [0, 1] (pixel/16), y (1797,) int in 0..9."""
-    spec = importlib.util.find_spec("sklearn")
-    path = None
-    if spec is not None and spec.submodule_search_locations:
-        path = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / "digits.csv.gz"
-    if path is None or not path.is_file():
-        raise DodaiError("the digits data set ships with scikit-learn: pip install scikit-learn")
-    with gzip.open(path, "rt") as f:
-        arr = np.loadtxt(f, delimiter=",")
-    if arr.ndim != 2 or arr.shape[1] != 65:
-        raise DodaiError(f"{path} is not the digits CSV (expected 65 columns, got shape {arr.shape})")
-    return (arr[:, :64] / 16.0).astype(np.float32), arr[:, 64].astype(np.int64)
+    """The digits: X (1797, 64) float in [0, 1] (pixel/16), y (1797,) int in 0..9."""
+    from dodai.data.digit_scenes import load_digits as load_scans
+
+    images, labels = load_scans()
+    return images.reshape(len(images), -1), labels.astype(np.int64)
 
 
 def digits_split(seed: int = 0, n_val: int = 300, n_test: int = 360) -> dict[str, np.ndarray]:

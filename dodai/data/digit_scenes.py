@@ -2,10 +2,9 @@
 
 Source images: the UCI "Optical Recognition of Handwritten Digits" test set (Alpaydin & Kaynak 1998) as
 scikit-learn ships it, ``sklearn/datasets/data/digits.csv.gz``: 1,797 real scans, each 8x8 pixels with
-intensities 0..16, and its label (65 comma-separated integers per line). dodai never imports scikit-learn:
-it reads that file from dodai's cache, else from an installed scikit-learn's package folder (located with
-``importlib.util.find_spec``, which does not run the package), else from the scikit-learn wheel fetched with
-``pip download --no-deps`` into the cache (never installed).
+intensities 0..16, and its label (65 comma-separated integers per line). dodai never imports scikit-learn nor
+reads an installed package's files: it fetches the scikit-learn wheel once with ``pip download --no-deps``
+(never installed), keeps the 50 kB data file in its cache and deletes the wheel.
 
 A scene is a ``CANVAS`` x ``CANVAS`` float image (ink 1, background 0) holding 1-3 scans, and one caption
 generated from where they were put:
@@ -27,7 +26,6 @@ training scene ever used, so a model cannot pass by remembering pixels.
 from __future__ import annotations
 
 import gzip
-import importlib.util
 import io
 import subprocess
 import sys
@@ -71,27 +69,16 @@ def parse_digits_csv(data: bytes) -> tuple[np.ndarray, np.ndarray]:
     return (pix.reshape(-1, SCAN, SCAN) / 16.0).astype(np.float32), labels
 
 
-def _sklearn_data_file() -> Path | None:
-    spec = importlib.util.find_spec("sklearn")  # locates the package without importing it
-    if spec is None or not spec.submodule_search_locations:
-        return None
-    p = Path(list(spec.submodule_search_locations)[0]) / "datasets" / "data" / DIGITS_FILE
-    return p if p.is_file() else None
-
-
 def digits_path(download: bool = True) -> Path:
-    """Where digits.csv.gz is: dodai's cache, an installed scikit-learn, or (``download``) the pip'd wheel."""
+    """Where digits.csv.gz is: dodai's cache, filled (``download``) from the pip-downloaded wheel."""
     from dodai.io import atomic_write_bytes
     from dodai.paths import cache_dir
 
     cached = cache_dir() / "data" / "digits" / DIGITS_FILE
     if cached.is_file():
         return cached
-    src = _sklearn_data_file()
-    if src is not None:
-        return src
     if not download:
-        raise DodaiError(f"{DIGITS_FILE} not found: install scikit-learn or allow the download")
+        raise DodaiError(f"{DIGITS_FILE} is not in dodai's cache ({cached.parent}); allow the download once")
     folder = cache_dir() / "data" / "digits"
     folder.mkdir(parents=True, exist_ok=True)
     print(f"fetching the {SKLEARN_WHEEL} wheel for {DIGITS_FILE} (pip download --no-deps) ...", file=sys.stderr)

