@@ -46,32 +46,34 @@ def _tags(s: str) -> str:
 
 # ---- the held-out split never reaches the guards -------------------------------------------------------
 
-def test_guard_module_never_imports_or_names_the_heldout_split():
-    src = (ROOT / "dodai/safety/guards.py").read_text(encoding="utf-8")
+@pytest.mark.parametrize("module", ["guards", "guard_data"])
+def test_guard_modules_never_import_or_name_the_heldout_split(module):
+    src = (ROOT / f"dodai/safety/{module}.py").read_text(encoding="utf-8")
     tree = ast.parse(src)
     imported = [a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names]
     imported += [f"{n.module}.{a.name}" for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) for a in n.names]
     assert not any("heldout" in m or "heldout_suite" in m for m in imported)
     # outside the docstring, the word does not occur at all (no getattr / importlib / open by name)
     body = "\n".join(src.splitlines()[tree.body[0].end_lineno:])  # the code after the module docstring
-    assert "class InputGuard" in body
+    assert "def " in body and "redteam" not in body
     assert "heldout" not in body and "held_out" not in body.lower()
 
 
 def test_training_and_dev_paths_do_not_load_the_heldout_module():
-    """Building the guard (training set, scorer) and the development suites, in a fresh interpreter, never
-    imports dodai.safety.heldout; measuring the held-out split does."""
+    """Building the guard (training set, scorer), in a fresh interpreter, imports neither the red team nor the
+    held-out split; building the development suites does not import the held-out split; measuring it does."""
     code = ("import sys\n"
             "from dodai.safety.guards import InputGuard\n"
+            "g = InputGuard.trained(); g.check('hello')\n"
+            "print('dodai.safety.redteam' in sys.modules, 'dodai.safety.heldout' in sys.modules)\n"
             "from dodai.safety.redteam import attack_suite, benign_suite, dev_extra_suite, guard_training_set\n"
-            "g = InputGuard.trained(); guard_training_set(3); attack_suite(); benign_suite(); dev_extra_suite()\n"
-            "g.check('hello')\n"
+            "guard_training_set(3); attack_suite(); benign_suite(); dev_extra_suite()\n"
             "print('dodai.safety.heldout' in sys.modules)\n"
             "from dodai.safety.redteam import heldout_suite; heldout_suite()\n"
             "print('dodai.safety.heldout' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=120)
     assert out.returncode == 0, out.stderr
-    assert out.stdout.split() == ["False", "True"]
+    assert out.stdout.split() == ["False", "False", "False", "True"]
 
 
 def _texts(cases):

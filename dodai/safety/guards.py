@@ -32,7 +32,7 @@ Three independent layers, each small enough to read in one sitting:
    generalisation). A small learned scorer (:class:`NgramScorer`: logistic regression on hashed character
    3–5-grams and word 1–2-grams of the normalised text and its gloss) adds recall on paraphrases the rules
    miss; it is trained on a generated set plus benign technical prose
-   (:func:`dodai.safety.redteam.guard_training_set`). Everything here is built and tuned on the development
+   (:func:`dodai.safety.guard_data.guard_training_set`). Everything here is built and tuned on the development
    split only; the held-out split (:mod:`dodai.safety.heldout`) is never read by this module.
 
 3. **Output guard** (:class:`OutputGuard`): blocks a reply that leaks a protected secret (a canary
@@ -660,8 +660,8 @@ class InputGuard:
 
     @classmethod
     def trained(cls, threshold: float = 0.5, seed: int = 0) -> InputGuard:
-        """A guard whose scorer is trained on :func:`dodai.safety.redteam.guard_training_set`."""
-        from dodai.safety.redteam import guard_training_set
+        """A guard whose scorer is trained on :func:`dodai.safety.guard_data.guard_training_set`."""
+        from dodai.safety.guard_data import guard_training_set
 
         data = guard_training_set(seed)
         scorer = NgramScorer().fit([t for t, _ in data], [y for _, y in data])
