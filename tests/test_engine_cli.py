@@ -2,7 +2,6 @@
 
 import json
 
-import pytest
 import torch
 
 from dodai.generate.engine import complete
@@ -24,7 +23,6 @@ def _save_run(tmp_path):
 
 
 def test_cli_engine_flags(tmp_path, capsys):
-    pytest.importorskip("dodai.tokenizers.char")
     from dodai.cli import main
 
     m, tok = _save_run(tmp_path)

@@ -185,7 +185,6 @@ def _save_run(tmp_path):
 
 
 def test_load_model_and_cli_stream_the_generated_ids(tmp_path, capsys):
-    pytest.importorskip("dodai.tokenizers.char")
     from dodai.cli import main
     from dodai.models import load_model
 

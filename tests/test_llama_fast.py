@@ -179,7 +179,8 @@ def test_replaced_projection_falls_back_to_separate_modules():
 
 
 def test_int8_fused_equals_int8_separate():
-    quant = pytest.importorskip("dodai.quant.int8")
+    from dodai.quant import int8 as quant
+
     m = quant.quantize_model(tiny(9), "int8")
     if not m.layers[0].attn.wq.fast:
         pytest.skip("this torch has no _weight_int8pack_mm: int8 runs its reference path, nothing is fused")

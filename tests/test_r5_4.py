@@ -2,11 +2,8 @@
 
 import json
 
-import pytest
-
 
 def test_playground_quick(tmp_path):
-    pytest.importorskip("dodai.tokenizers.char")
     from dodai.experiments.r5_4 import run
 
     res = run(tmp_path, quick=True)

@@ -10,7 +10,6 @@ import torch
 
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory):
-    pytest.importorskip("dodai.tokenizers.char")
     from dodai.experiments.r9_1 import run
 
     out = tmp_path_factory.mktemp("r9_1")

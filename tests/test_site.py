@@ -27,7 +27,6 @@ def test_steps_name_real_items():
 
 
 def test_page_with_the_playground_demo(tmp_path):
-    pytest.importorskip("dodai.tokenizers.char")
     index = build_page(tmp_path / "site", quick=True, demos=["R5.4"])
     page = index.read_text(encoding="utf-8")
     assert "ステップ1：入門" in page and "ステップ3：実践" in page
