@@ -310,3 +310,30 @@ def test_bad_config_is_dodai_error(bad):
     base.update(bad)
     with pytest.raises(DodaiError):
         Gemma3Config(**base)
+
+
+@pytest.mark.parametrize("eager", [False, True])
+def test_padding_inside_a_row_counts_real_tokens_in_the_window(eager):
+    """A row with padding *between* real tokens (a runtime's ragged view) sees, at every real position, what
+    the row without the padding sees: local windows count positions (real tokens), not cache columns; with no
+    cache and with a full cache filled chunk by chunk."""
+    model = ours_from(hf_tiny(seed=21)).set_eager(eager)
+    c = model.config
+    seq = ids_(1, 16, seed=22)
+    holes = [4, 9, 10]  # padding columns inserted before these real tokens
+    cols, mask = [], []
+    for i, t in enumerate(seq[0].tolist()):
+        if i in holes:
+            cols.append(0)
+            mask.append(False)
+        cols.append(t)
+        mask.append(True)
+    ids_h, mask = torch.tensor([cols]), torch.tensor([mask])
+    with torch.no_grad():
+        plain, _ = model(seq)
+        holed, _ = model(ids_h, attention_mask=mask)
+        cache = KVCache(c.n_layer, 1, c.n_kv_head, ids_h.shape[1], c.head_dim)
+        parts = [model(ids_h[:, a:b], cache=cache, attention_mask=mask[:, :b])[0]
+                 for a, b in [(0, 7), (7, 8), (8, 14), (14, ids_h.shape[1])]]
+    torch.testing.assert_close(holed[mask], plain[0], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(torch.cat(parts, 1)[mask], plain[0], atol=1e-5, rtol=1e-5)
