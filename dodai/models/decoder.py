@@ -612,9 +612,9 @@ class Decoder(nn.Module):
             nn.init.normal_(m.weight, mean=0.0, std=0.02)
 
     def set_eager(self, eager: bool = True):
-        """Switch every layer to the plain reference path (True: separate projections, explicit softmax,
-        RMSNorm written out is not switched: it is bit-identical) or the fast path (fused projections when not
-        training, SDPA)."""
+        """Switch every layer to the plain reference path (True: separate projections, explicit softmax with a
+        mask built from positions) or the fast path (fused projections when not training, SDPA, the blocked
+        window kernel). RMSNorm is not switched: its fused kernel is bit-identical to the formula in fp32."""
         for blk in self.layers:
             blk.attn.eager = eager
             if isinstance(blk.ffn, GatedFFN):
