@@ -238,7 +238,8 @@ def train_sft(model, data: list[tuple[list[int], list[int]]], cfg: SFTConfig, pa
     [{step, loss, lr, seconds}]. ``out_dir`` gets checkpoints (``resume`` continues from them).
 
     Under data parallelism each rank's loss is the mean over *its* labelled tokens, so the update is the
-    mean of per-rank means, not exactly the single-process token mean (HF Trainer's default does the same)."""
+    mean of per-rank means, not exactly the single-process token mean (HF Trainer's default does the same);
+    with ``grad_accum`` > 1 likewise the mean of the micro-batches' token means."""
     from dodai.train.fit import FitConfig, fit
 
     cfg.validate()

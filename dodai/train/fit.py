@@ -320,8 +320,8 @@ def fit(model: torch.nn.Module, batches, loss_fn: Callable, cfg: FitConfig, *, o
     (``row``: step, loss, lr, seconds and the loss function's metrics, averaged over micro-batches and ranks);
     ``lr_fn(step) -> lr`` replaces the named schedule (a recipe that fixes its own formula);
     ``param_groups`` replaces the default groups; ``extra_state`` (``state_dict`` / ``load_state_dict``) is
-    checkpointed with the run; ``tokenizer`` is saved into checkpoints. ``out_dir`` receives
-    ``metrics.jsonl``, ``fit_config.json``, ``ckpt/`` and, with ``save_model``, the model folder.
+    checkpointed with the run; ``tokenizer`` is saved into checkpoints. ``out_dir`` receives the event rows
+    (``cfg.metrics_file``), ``fit_config.json``, ``ckpt/`` and, with ``save_model``, the model folder.
     """
     cfg.validate()
     info = info or dist_mod.from_env()
@@ -444,9 +444,10 @@ def fit(model: torch.nn.Module, batches, loss_fn: Callable, cfg: FitConfig, *, o
             _save(out, raw, twin, optimizer, source, extra_state, fsdp, info, tokenizer, cfg,
                   {"step": at, "elapsed_s": elapsed()})
         shown = {k: v for k, v in metrics.items() if isinstance(v, float | int) and not isinstance(v, bool)}
-        if shown or evaluate is None:
-            prog.write(f"step {at}: " + ", ".join(f"{k} {v:.4f}" for k, v in (shown or
-                                                                              {"loss": row.get("loss", lr)}).items()))
+        if not shown and "loss" in row:
+            shown = {"loss": row["loss"]}
+        if shown:
+            prog.write(f"step {at}: " + ", ".join(f"{k} {v:.4f}" for k, v in shown.items()))
         res.evals.append(row)
         last_event_s = time.perf_counter() - te
         return stop
@@ -465,8 +466,7 @@ def fit(model: torch.nn.Module, batches, loss_fn: Callable, cfg: FitConfig, *, o
                 reason = "steps"
             elif by_time:
                 est = sorted(recent)[len(recent) // 2] if recent else 0.0
-                if el + est + (last_event_s if (evaluate is not None or cfg.checkpoint) else 0.0) \
-                        >= cfg.time_budget_s:
+                if el + est + last_event_s >= cfg.time_budget_s:  # the next step and the final event must fit
                     reason = "time"
             elif cfg.max_seconds is not None:
                 over = el > cfg.max_seconds
