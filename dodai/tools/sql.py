@@ -193,7 +193,9 @@ def sql_tool(db_path: str | os.PathLike, max_rows: int = MAX_ROWS, timeout_s: fl
 # The child: caps its own memory, starts SQLite with a hard heap limit, says it is ready, answers one query.
 _WORKER = """
 import json, resource, sys
-resource.setrlimit(resource.RLIMIT_AS, ({mem}, {mem}))
+_, hard = resource.getrlimit(resource.RLIMIT_AS)
+cap = {mem} if hard == resource.RLIM_INFINITY else min({mem}, hard)
+resource.setrlimit(resource.RLIMIT_AS, (cap, hard))
 sys.path.insert(0, {root!r})
 import sqlite3
 sqlite3.connect(":memory:").execute("PRAGMA hard_heap_limit={heap}").close()
