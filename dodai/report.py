@@ -125,13 +125,19 @@ def _fmt(v) -> str:
     return str(v)
 
 
+def _cell(v) -> str:
+    """A table cell: a literal ``|`` (e.g. in "max |Δ|") is escaped so it cannot split the cell; newlines become
+    spaces."""
+    return _fmt(v).replace("|", "\\|").replace("\n", " ")
+
+
 def markdown_table(rows: list[dict], columns: list[str] | None = None) -> str:
     if not rows:
         return "_(no rows)_\n"
     columns = columns or list(rows[0].keys())
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = ["| " + " | ".join(_cell(c) for c in columns) + " |", "|" + "---|" * len(columns)]
     for r in rows:
-        lines.append("| " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |")
+        lines.append("| " + " | ".join(_cell(r.get(c, "")) for c in columns) + " |")
     return "\n".join(lines) + "\n"
 
 
