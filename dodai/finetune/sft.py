@@ -38,11 +38,11 @@ IGNORE = -100
 def load_chat_jsonl(path: str | Path, max_lines: int = 10_000_000) -> list[list[dict]]:
     """Conversations from a JSONL file; each line ``{"messages": [{"role", "content"}, ...]}`` with at
     least one assistant message. Any malformed line → one-line DodaiError naming the line."""
+    from dodai.io import open_user_file
+
     p = Path(path)
-    try:
-        f = open(p, encoding="utf-8")
-    except OSError as e:
-        raise DodaiError(f"cannot read {p}: {e.strerror or e}") from None
+    fd, _ = open_user_file(p)  # a regular file only: a FIFO or /dev/zero is a one-line error, not a hang
+    f = open(fd, encoding="utf-8")
     out = []
     with f:
         try:
