@@ -7,16 +7,15 @@ topic with its roadmap items, their status and the command that demonstrates the
 reports of the three demos it names — BERT vs GPT (R9.3), RAG step by step (R7.1) and the sampling /
 temperature playground (R5.4) — each run now by dodai, its markdown report rendered to HTML with its plots.
 
-No template engine or markdown library: :func:`markdown_to_html` handles exactly what
-:class:`dodai.report.Report` writes (headings, paragraphs, pipe tables, images, fenced code, bold and
-inline code), escaping everything else.
+No template engine or markdown library: :func:`markdown_to_html` (:mod:`dodai.book.markdown`) handles exactly
+what :class:`dodai.report.Report` and the experiments' docstrings write, escaping everything else. The fuller,
+offline, bilingual version of this page is the book: ``dodai roadmap book`` (:mod:`dodai.book`).
 """
 
 from __future__ import annotations
 
 import html
 import importlib
-import re
 import shutil
 from pathlib import Path
 
@@ -43,74 +42,12 @@ STEPS = [
 DEMOS = [("R9.3", "BERT vs GPT: what each objective sees"), ("R7.1", "RAG step by step"),
          ("R5.4", "The sampling / temperature playground")]
 
-_IMG = re.compile(r"^!\[([^\]]*)\]\(([^)\s]+)\)\s*$")
-
-
-def _inline(text: str) -> str:
-    """Escape, then **bold** and `code`."""
-    out = html.escape(text)
-    out = re.sub(r"`([^`]+)`", r"<code>\1</code>", out)
-    return re.sub(r"\*\*([^*]+)\*\*", r"<strong>\1</strong>", out)
-
-
-def _cells(line: str) -> list[str]:
-    return [c.strip() for c in line.strip().strip("|").split("|")]
-
-
 def markdown_to_html(md: str, image_prefix: str = "") -> str:
-    """The markdown subset dodai's reports use, as HTML (every piece of text escaped)."""
-    lines = md.splitlines()
-    out: list[str] = []
-    para: list[str] = []
-    i = 0
+    """The markdown subset dodai's reports use, as HTML (every piece of text escaped); see
+    :mod:`dodai.book.markdown` (tables with escaped bars, Sphinx roles and emphasis rendered, not shown raw)."""
+    from dodai.book.markdown import to_html
 
-    def flush():
-        if para:
-            out.append("<p>" + _inline(" ".join(para)) + "</p>")
-            para.clear()
-
-    while i < len(lines):
-        line = lines[i]
-        s = line.strip()
-        if s.startswith("```"):
-            flush()
-            body = []
-            i += 1
-            while i < len(lines) and not lines[i].strip().startswith("```"):
-                body.append(lines[i])
-                i += 1
-            out.append("<pre><code>" + html.escape("\n".join(body)) + "</code></pre>")
-        elif s.startswith("#"):
-            flush()
-            level = min(len(s) - len(s.lstrip("#")), 6)
-            out.append(f"<h{level}>{_inline(s[level:].strip())}</h{level}>")
-        elif s.startswith("|"):
-            flush()
-            rows = []
-            while i < len(lines) and lines[i].strip().startswith("|"):
-                rows.append(_cells(lines[i]))
-                i += 1
-            i -= 1
-            body = [r for r in rows if not all(re.fullmatch(r":?-{2,}:?", c) for c in r)]
-            if body:
-                head, rest = body[0], body[1:]
-                out.append("<table><thead><tr>" + "".join(f"<th>{_inline(c)}</th>" for c in head) + "</tr></thead>"
-                           "<tbody>" + "".join("<tr>" + "".join(f"<td>{_inline(c)}</td>" for c in r) + "</tr>"
-                                               for r in rest) + "</tbody></table>")
-        elif _IMG.match(s):
-            flush()
-            alt, src = _IMG.match(s).groups()
-            if "://" in src or src.startswith(("/", "javascript:")):
-                src = ""  # reports only reference their own files
-            out.append(f'<figure><img src="{html.escape(image_prefix + src)}" alt="{html.escape(alt)}">'
-                       f"<figcaption>{html.escape(alt)}</figcaption></figure>")
-        elif not s:
-            flush()
-        else:
-            para.append(s)
-        i += 1
-    flush()
-    return "\n".join(out)
+    return to_html(md, image_prefix)
 
 
 _CSS = """body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem;line-height:1.5}

@@ -40,3 +40,16 @@ def test_page_refuses_a_foreign_index(tmp_path):
     with pytest.raises(DodaiError):
         build_page(tmp_path, quick=True, demos=[])
     assert (tmp_path / "index.html").read_text() == "mine"
+
+
+def test_report_markup_renders_instead_of_showing_raw():
+    """Bars inside cells, Sphinx roles and *emphasis* from docstrings (R9.3's report had all three)."""
+    from dodai.report import markdown_table
+
+    md = markdown_table([{"sentence": "a", "BERT max |Δlogit| at blank": 0.5, "GPT max |Δlogit| at blank": 0.0}])
+    h = markdown_to_html(md + "\nSee :func:`dodai.experiments.r6_1.pretrain_small_bert`, from *both* sides.\n")
+    head = h.split("</thead>")[0]
+    assert head.count("<th>") == 3 and "<th>BERT max |Δlogit| at blank</th>" in head
+    assert h.split("<tbody>")[1].split("</tr>")[0].count("<td>") == 3
+    assert "<code>dodai.experiments.r6_1.pretrain_small_bert</code>" in h and ":func:" not in h
+    assert "<em>both</em>" in h and "*both*" not in h
