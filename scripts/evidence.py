@@ -149,6 +149,20 @@ def run_item(item: str, quick: bool, timeout: float, replace_full: bool, commit:
     return outcome
 
 
+def write_readme_table() -> int:
+    from dodai import roadmap
+
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    a, b = text.find(roadmap.README_BEGIN), text.find(roadmap.README_END)
+    if a < 0 or b < a:
+        sys.exit(f"README.md has no {roadmap.README_BEGIN!r} ... {roadmap.README_END!r} block")
+    new = text[:a] + roadmap.README_BEGIN + "\n\n" + roadmap.status_table_markdown() + "\n" + text[b:]
+    readme.write_text(new, encoding="utf-8")
+    print("README.md: status table regenerated", file=sys.stderr)
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("items", nargs="*", help="roadmap IDs (R2.1 ...) or 'speedrun'")
@@ -161,7 +175,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--replace-full", action="store_true", help="let a quick run replace full-run evidence")
     ap.add_argument("--timeout", type=float, default=3600, help="seconds per item (default 3600)")
     ap.add_argument("--commit", action="store_true", help="git-commit each item's evidence folder as it lands")
+    ap.add_argument("--readme", action="store_true",
+                    help="rewrite README.md's generated status table from the committed evidence, then exit")
     args = ap.parse_args(argv)
+    if args.readme:
+        return write_readme_table()
     from dodai.experiments import EXPERIMENTS
 
     known = set(EXPERIMENTS) | {"speedrun"}
