@@ -10,6 +10,8 @@
 (b) the same for a tiny model (one attention layer, 16 wide, well under a millisecond a step), where the
     loop's own Python work is the largest share: a plain loop written out here vs fit, same model, batches
     and optimizer; mean time per step from batch to optimizer step.
+(c) the loop's own cost alone: a 4-number parameter, loss = sum(p²), 3000 steps, *CPU time* of this process
+    per step (less sensitive to other jobs than wall time): a plain loop vs fit.
 
 A ratio above 1 means fit is slower. Results go to benchmarks/results/fit_overhead.md with the machine.
 """
@@ -103,6 +105,37 @@ def tiny_runs(steps: int) -> tuple[float, float]:
     return plain, res.train_time_s / steps * 1000  # fit times each step the same way (batch to optimizer step)
 
 
+def overhead_runs(n: int = 3000) -> tuple[float, float]:
+    """(plain, fit) microseconds of this process's CPU time per step on a model with no compute."""
+    import torch
+
+    from dodai.train.fit import FitConfig, fit
+
+    def model():
+        m = torch.nn.Module()
+        m.p = torch.nn.Parameter(torch.ones(4))
+        return m
+
+    m = model()
+    opt = torch.optim.AdamW(m.parameters(), lr=1e-3)
+    t = time.process_time()
+    for _ in range(n):
+        for g in opt.param_groups:
+            g["lr"] = 1e-3
+        loss = (m.p * m.p).sum()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(m.parameters(), 1.0)
+        opt.step()
+        loss.item()
+    plain = (time.process_time() - t) / n * 1e6
+    m = model()
+    t = time.process_time()
+    fit(m, lambda i: None, lambda m, b: (m.p * m.p).sum(),
+        FitConfig(steps=n, lr=1e-3, grad_clip=1.0, decay_matrices_only=False))
+    return plain, (time.process_time() - t) / n * 1e6
+
+
 def main() -> None:
     import torch
 
@@ -115,7 +148,7 @@ def main() -> None:
     import dodai.train.trainer as new
 
     old = old_trainer()
-    g_old, g_new, t_plain, t_fit = [], [], [], []
+    g_old, g_new, t_plain, t_fit, o_plain, o_fit = [], [], [], [], [], []
     with tempfile.TemporaryDirectory() as d:
         for r in range(args.repeats):
             g_old.append(gpt_run(old, args.steps, Path(d) / f"old{r}"))
@@ -123,6 +156,9 @@ def main() -> None:
             p, f = tiny_runs(args.steps * 4)
             t_plain.append(p)
             t_fit.append(f)
+            p, f = overhead_runs()
+            o_plain.append(p)
+            o_fit.append(f)
     med = statistics.median
     cpu = next((ln.split(":", 1)[1].strip() for ln in open("/proc/cpuinfo") if ln.startswith("model name")), "?")
     load = open("/proc/loadavg").read().split()[:3]
@@ -142,6 +178,9 @@ def main() -> None:
         f"| tiny LM (1 layer × 16), plain loop vs fit | {med(t_plain):.3f} "
         f"({', '.join(f'{x:.3f}' for x in t_plain)}) | {med(t_fit):.3f} ({', '.join(f'{x:.3f}' for x in t_fit)}) "
         f"| {med(t_fit) / med(t_plain):.3f} |",
+        f"| no compute (4 numbers): CPU µs/step, plain loop vs fit | {med(o_plain):.0f} "
+        f"({', '.join(f'{x:.0f}' for x in o_plain)}) | {med(o_fit):.0f} ({', '.join(f'{x:.0f}' for x in o_fit)}) "
+        f"| {med(o_fit) / med(o_plain):.3f} (fit adds {med(o_fit) - med(o_plain):.0f} µs a step) |",
         "",
     ]
     if float(load[0]) > (os.cpu_count() or 1):
