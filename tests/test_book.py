@@ -191,3 +191,21 @@ def test_screenshots_of_three_pages(book, browser, tmp_path):
         colours = len(set(img.resize((100, 100)).getdata()))
         assert colours > 20, rel  # text, formulas and figures, not a blank page
     page.close()
+
+
+def test_docs_code_references_hold_the_quoted_lines():
+    """docs/*.md quote code under a `path:A-B` reference; each must still be exactly those lines."""
+    from dodai.book.docrefs import check
+
+    docs = sorted((ROOT / "docs").glob("*.md"))
+    assert docs
+    problems = [p for d in docs for p in check(d)]
+    assert not problems, "\n".join(problems) + "\n(run python scripts/sync_docs.py)"
+
+
+def test_docrefs_check_catches_a_stale_reference(tmp_path):
+    from dodai.book.docrefs import check
+
+    doc = tmp_path / "x.md"
+    doc.write_text("`dodai/nn/attention.py:1-2`\n\n```python\ndef repeat_kv(x, n):\n    pass\n```\n")
+    assert check(doc)
