@@ -199,7 +199,7 @@ def test_examples_show_real_tool_outputs():
           Example("Needs a missing tool", [("x", "missing", {})], "?")]
     lm = ScriptedLM(["Final Answer: 5"])
     run_agent(make_policy("react", TOOLS, examples=ex), lm, TOOLS, "What is 2 + 3?")
-    assert 'Action Input: {"a": 4, "b": 4}\nObservation: 8\n' in lm.prompts[0]
+    assert 'Action Input: {"a":4,"b":4}\nObservation: 8\n' in lm.prompts[0]  # compact, as the step grammar
     assert "Needs a missing tool" not in lm.prompts[0]
 
 

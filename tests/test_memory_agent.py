@@ -210,3 +210,28 @@ def test_chat_with_memory_end_to_end(tmp_path, monkeypatch, capsys, smollm2_gguf
     assert rc in (0, None), err
     assert out.strip()  # the reply was printed
     assert [it.text for it in VectorMemory(d).items] == ["My name is Aiko."]
+
+
+def test_short_answers_copy_from_the_retrieved_memory(smol, minilm, tmp_path):
+    """With short_answers a question is answered by a span of a retrieved memory, never by a question word."""
+    model, tok = smol
+    mem = VectorMemory(tmp_path / "mem", encoder=minilm)
+    chat = MemoryChat(model, tok, memory=mem, context=200, max_new_tokens=8, short_answers=True)
+    chat.observe("My sister is called Greta.", "Noted.")
+    for _ in range(3):
+        chat.observe(*FILLER)
+    reply = chat.reply("What is my sister called?")
+    memories = [h.item.text for h in chat.last_hits]
+    assert "My sister is called Greta." in memories
+    assert reply.strip() and any(reply.strip() in m for m in memories), reply
+    assert reply.split()[0].lower().strip(".") not in {"what", "is", "my", "sister", "called"}
+    assert "Greta" in reply
+    plain = MemoryChat(model, tok, context=200, max_new_tokens=8, short_answers=True)
+    assert plain.reply("What is my sister called?")  # no memories retrieved: generated as before
+
+
+def test_r7_4_majority_baseline():
+    from dodai.experiments.r7_4 import majority_baseline
+
+    facts = [{"value": "Oslo"}, {"value": "oslo"}, {"value": "Rome"}, {"value": "7"}]
+    assert majority_baseline(facts) == 0.5  # "oslo" twice (case-insensitive) out of 4

@@ -20,7 +20,7 @@ def make_policy(mode: str, tools: dict, examples=None, instructions: str = "", *
     if mode == "react":
         from dodai.agents.react import ReActPolicy
 
-        return ReActPolicy(tools, examples, instructions)
+        return ReActPolicy(tools, examples, instructions, **kw)
     if mode == "fncall":
         from dodai.agents.fncall import FnCallPolicy
 

@@ -5,10 +5,18 @@ Yao et al. 2022 prompt ReAct with hand-written trajectories). An :class:`Example
 calls (thought, tool, arguments) and the final answer; the observations are **computed by calling the real
 tool** when the prompt is built, so a demonstration never shows an output format the tool does not produce.
 An example whose tools are not all available is left out.
+
+**Which examples** (:func:`select`): a small model copies its demonstrations — the last one most (recency) — so
+a fixed set that ends with a search demonstration makes it search for an arithmetic question. Each question
+therefore gets the ``n`` demonstrations most similar to it (the in-context example selection of Liu et al. 2022,
+"What Makes Good In-Context Examples for GPT-3?", with word overlap instead of an encoder: the Jaccard index
+of the two questions' word sets, numbers and operators each mapped to one symbol), the most similar placed
+last.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
 
 
@@ -16,7 +24,7 @@ from dataclasses import dataclass, field
 class Example:
     question: str
     calls: list[tuple[str, str, dict]]  # (thought, tool name, arguments)
-    answer: str
+    answer: str | None  # None: the value of the last observation (:func:`dodai.agents.loop.observation_value`)
     final_thought: str = "I now know the final answer."
     observations: list[str] = field(default_factory=list)  # filled by `resolve`
 
@@ -29,17 +37,51 @@ DEFAULT_EXAMPLES = [
             [("A short Python program can add these up.", "python",
               {"code": "print(sum(i * i for i in range(1, 21)))"})],
             "2870"),
+    Example("How many classes does the module 'fractions' define in the database?",
+            [("I should query the modules table with sql.", "sql",
+              {"query": "SELECT n_classes FROM modules WHERE name = 'fractions'"})],
+            None),  # the answer is the tool's value (the demo database depends on the Python version)
 ]
+
+
+_TOKEN = re.compile(r"\d[\d,.]*|[a-z]+|[-+*/^%]", re.IGNORECASE)
+
+
+def _features(text: str) -> set[str]:
+    out = set()
+    for t in _TOKEN.findall(text.lower()):
+        out.add("<num>" if t[0].isdigit() else "<op>" if t in "-+*/^%" else t)
+    return out
+
+
+def similarity(a: str, b: str) -> float:
+    """Jaccard index of the two texts' word sets (numbers → ``<num>``, operators → ``<op>``)."""
+    fa, fb = _features(a), _features(b)
+    return len(fa & fb) / len(fa | fb) if fa | fb else 0.0
+
+
+def select(examples: list[Example], question: str, n: int | None) -> list[Example]:
+    """The ``n`` examples most similar to ``question`` (all when ``n`` is None), least similar first; ties keep
+    the given order."""
+    if n is None or n >= len(examples):
+        ranked = list(examples)
+    else:
+        order = sorted(range(len(examples)), key=lambda i: (-similarity(examples[i].question, question), i))
+        ranked = [examples[i] for i in sorted(order[:n])]
+    return sorted(ranked, key=lambda ex: similarity(ex.question, question))
 
 
 def resolve(examples: list[Example], tools: dict) -> list[Example]:
     """The examples whose tools all exist, with their observations filled in by running the calls."""
-    from dodai.agents.loop import execute
+    from dodai.agents.loop import execute, observation_value
 
     out = []
     for ex in examples:
         if not all(name in tools for _, name, _ in ex.calls):
             continue
         obs = [execute(tools, name, args) for _, name, args in ex.calls]
-        out.append(Example(ex.question, ex.calls, ex.answer, ex.final_thought, obs))
+        answer = ex.answer if ex.answer is not None else observation_value(obs[-1] if obs else None)
+        if answer is None:
+            continue  # the tool gave no single value here (another database): leave the example out
+        out.append(Example(ex.question, ex.calls, answer, ex.final_thought, obs))
     return out

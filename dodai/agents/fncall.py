@@ -29,7 +29,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 
-from dodai.agents.examples import DEFAULT_EXAMPLES, Example, resolve
+from dodai.agents.examples import DEFAULT_EXAMPLES, Example, resolve, select
 from dodai.agents.loop import Decision
 from dodai.errors import DodaiError
 
@@ -100,12 +100,13 @@ class FnCallPolicy:
     mode = "fncall"
 
     def __init__(self, tools: dict, examples: list[Example] | None = None, instructions: str = "",
-                 max_string_chars: int = 160, force_call: bool = False):
+                 max_string_chars: int = 160, force_call: bool = False, n_examples: int | None = 3):
         self.tools = tools
         self.examples = resolve(DEFAULT_EXAMPLES if examples is None else examples, tools)
         self.instructions = instructions
         self.regex = call_regex(tools, max_string_chars)
         self.force_call = force_call
+        self.n_examples = n_examples  # demonstrations per question, the most similar ones (None: all)
 
     def system_prompt(self) -> str:
         specs = "\n".join(json.dumps(t.spec(), ensure_ascii=False) for t in self.tools.values())
@@ -118,7 +119,7 @@ class FnCallPolicy:
 
     def messages(self, question: str) -> list[dict]:
         msgs = [{"role": "system", "content": self.system_prompt()}]
-        for ex in self.examples:
+        for ex in select(self.examples, question, self.n_examples):
             msgs.append({"role": "user", "content": ex.question})
             for (_, name, args), obs in zip(ex.calls, ex.observations):
                 msgs.append({"role": "assistant", "content": OPEN + _compact({"name": name, "arguments": args})

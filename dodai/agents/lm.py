@@ -45,6 +45,8 @@ class ModelLM:
     (tested).
     """
 
+    constrains = True  # offers generate_regex under a real token automaton (ReAct steps use it by default)
+
     def __init__(self, model, tokenizer, temperature: float = 0.0, seed: int | None = None,
                  reuse_prefix: bool = True):
         from dodai.generate.session import chat_template_for, stop_ids_for
@@ -109,12 +111,13 @@ class ScriptedLM:
     script is a DodaiError (the loop reports it as stop reason ``error``).
     """
 
-    def __init__(self, script: Sequence[Script], honor_stops: bool = True):
+    def __init__(self, script: Sequence[Script], honor_stops: bool = True, constrains: bool = False):
         from dodai.chat_template import ChatTemplate
         from dodai.generate.session import CHATML
 
         self.script = list(script)
         self.honor_stops = honor_stops
+        self.constrains = constrains  # True: ReAct policies split each step into a thought and a regex call
         self.prompts: list[str] = []  # every prompt it was given, for tests to inspect
         self.template = ChatTemplate(CHATML)
 

@@ -16,6 +16,12 @@ Tool failures are not loop errors: a :class:`~dodai.tools.base.ToolError`, an un
 that do not parse become the observation, so the model can correct itself (as in ReAct, Yao et al. 2022,
 "ReAct: Synergizing Reasoning and Acting in Language Models", and the function-calling APIs).
 
+**Answer from the observation.** A small model that has called the right tool often ends by restating the
+question ("Final Answer: 4821 * 377 + 15") instead of reading the result. When a final answer only restates
+the question (:func:`restates`: every word or number of it is in the question, or it is empty) and the last
+observation is a single value (:func:`observation_value`: one line, or a one-row one-column table), that value
+is the answer; ``AgentResult.answer_source`` says ``"observation"`` then (``"model"`` otherwise).
+
 Every step is a :class:`StepRecord` (prompt length, raw output, parsed action and arguments, observation,
 tokens, seconds); :func:`save_traces` / :func:`load_traces` write and read them as JSONL (one ``episode``
 line followed by its ``step`` lines), atomically.
@@ -24,6 +30,7 @@ line followed by its ``step`` lines), atomically.
 from __future__ import annotations
 
 import json
+import re
 import time
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -87,6 +94,7 @@ class AgentResult:
     new_tokens: int = 0
     seconds: float = 0.0
     error: str | None = None
+    answer_source: str = "model"  # "observation": the model restated the question, the tool's value is used
 
     @property
     def n_steps(self) -> int:
@@ -110,6 +118,32 @@ def canonical_call(name: str, arguments: dict | None) -> str:
 
 def _clip(text: str, n: int = MAX_OBSERVATION_CHARS) -> str:
     return text if len(text) <= n else text[:n] + f"… [truncated, {len(text)} chars]"
+
+
+_WORDS = re.compile(r"[A-Za-z]+|\d+(?:\.\d+)?")
+_FILLER = frozenset("the answer result is equals final so it value".split())
+
+
+def restates(answer: str | None, question: str) -> bool:
+    """True when ``answer`` says nothing the question did not: all its words and numbers (ignoring case and a
+    few filler words such as "the answer is") occur in ``question``, or it has none."""
+    words = [w.lower() for w in _WORDS.findall(answer or "")]
+    q = {w.lower() for w in _WORDS.findall(question)}
+    return all(w in q or w in _FILLER for w in words)
+
+
+def observation_value(observation: str | None) -> str | None:
+    """The single value an observation holds: its one line, or the cell of a one-row, one-column table (as the
+    sql tool prints it: header, value, "(1 row)"); None for anything else (errors included)."""
+    if not observation or observation.startswith("Error"):
+        return None
+    lines = [ln.strip() for ln in observation.strip().splitlines() if ln.strip()]
+    if lines and re.fullmatch(r"\(\d+ rows?\)", lines[-1]):
+        lines = lines[:-1]
+        if len(lines) == 2 and "|" not in lines[0]:
+            return lines[1]
+        return None
+    return lines[0] if len(lines) == 1 else None
 
 
 def execute(tools: dict, name: str, arguments: dict | None) -> str:
@@ -137,6 +171,7 @@ def run_agent(policy: Policy, lm, tools: dict, question: str, limits: Limits | N
     res = AgentResult(question, policy.mode, None, "max_steps")
     state = policy.start(question)
     seen: set[str] = set()
+    last_obs: str | None = None  # the latest tool observation (not a format error)
     for i in range(lim.max_steps):
         left = lim.max_total_tokens - res.new_tokens
         if left <= 0 or time.monotonic() >= deadline:
@@ -155,6 +190,9 @@ def run_agent(policy: Policy, lm, tools: dict, question: str, limits: Limits | N
         if d.kind == "final":
             rec.seconds = time.monotonic() - ts
             res.answer, res.stop_reason = d.answer, "final"
+            value = observation_value(last_obs)
+            if value is not None and restates(d.answer, question):
+                res.answer, res.answer_source = value, "observation"
             break
         if d.finish == "deadline":  # a half-written step is not executed
             rec.seconds = time.monotonic() - ts
@@ -167,7 +205,7 @@ def run_agent(policy: Policy, lm, tools: dict, question: str, limits: Limits | N
                 res.stop_reason = "repeat"
                 break
             seen.add(key)
-            obs = execute(tools, d.action or "", d.arguments)
+            obs = last_obs = execute(tools, d.action or "", d.arguments)
         else:
             obs = _clip(f"Error: {d.error or 'the reply did not follow the format'}", 600)
         rec.observation = obs
@@ -179,7 +217,7 @@ def run_agent(policy: Policy, lm, tools: dict, question: str, limits: Limits | N
 
 # ---- traces ----------------------------------------------------------------------------------------
 
-_EPISODE_KEYS = ("question", "mode", "answer", "stop_reason", "new_tokens", "seconds", "error")
+_EPISODE_KEYS = ("question", "mode", "answer", "stop_reason", "new_tokens", "seconds", "error", "answer_source")
 
 
 def trace_lines(res: AgentResult) -> list[str]:
@@ -222,7 +260,7 @@ def load_traces(path: str | Path) -> list[AgentResult]:
             if obj["type"] == "episode":
                 if want:
                     raise DodaiError(f"{path}:{n}: the previous episode is missing {want} step(s)")
-                out.append(AgentResult(**{k: obj[k] for k in _EPISODE_KEYS}))
+                out.append(AgentResult(**{k: obj[k] for k in _EPISODE_KEYS if k in obj}))
                 want = int(obj["n_steps"])
                 if out[-1].stop_reason not in STOP_REASONS:
                     raise DodaiError(f"{path}:{n}: unknown stop reason {out[-1].stop_reason!r}")

@@ -19,6 +19,17 @@ The parser is tolerant of how a small model formats things and strict about what
   else is reported to the model as an unknown tool, never guessed; inputs over ``MAX_ARG_CHARS`` are refused;
 * an ``Action`` and a ``Final Answer`` in one output: whichever comes first wins; the answer is the first
   non-empty line after ``Final Answer:``.
+
+**Constrained steps** (``constrained=None``, the default, means "when the model offers constrained decoding":
+:class:`dodai.agents.lm.ModelLM` does, a :class:`~dodai.agents.lm.ScriptedLM` only when asked): one step is two
+generations. The thought is generated freely up to the end of its line; the rest of the step is generated under
+the regex of :func:`step_regex` (:mod:`dodai.generate.constrained`, after Willard & Louf 2023) — either
+``Action: <a registered tool>`` + ``Action Input: <that tool's arguments as compact JSON>`` (the same
+per-tool argument schema as function calling, :func:`dodai.agents.fncall.call_schema`) or
+``Final Answer: <one line>``. So a step always has the protocol's form, names an existing tool and carries
+arguments of the right types; ``force_call=True`` leaves ``Final Answer`` out of the first step's grammar
+(a tool must be used first, as OpenAI's ``tool_choice="required"``). The parser above still reads the result
+(and everything a scripted or remote model writes without constraints).
 """
 
 from __future__ import annotations
@@ -27,7 +38,7 @@ import json
 import re
 from dataclasses import dataclass
 
-from dodai.agents.examples import DEFAULT_EXAMPLES, Example, resolve
+from dodai.agents.examples import DEFAULT_EXAMPLES, Example, resolve, select
 from dodai.agents.loop import Decision
 
 MAX_ARG_CHARS = 8000
@@ -154,10 +165,31 @@ def tool_lines(tools: dict) -> str:
 def _transcript(ex: Example) -> str:
     parts = []
     for (thought, name, args), obs in zip(ex.calls, ex.observations):
-        parts.append(f"Thought: {thought}\nAction: {name}\nAction Input: {json.dumps(args, ensure_ascii=False)}\n"
+        parts.append(f"Thought: {thought}\nAction: {name}\nAction Input: {_compact(args)}\n"
                      f"Observation: {obs}\n")
     parts.append(f"Thought: {ex.final_thought}\nFinal Answer: {ex.answer}")
     return "".join(parts)
+
+
+def _compact(obj) -> str:
+    return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
+
+
+FINAL_CHARS = 200  # longest Final Answer line under the step grammar
+
+
+def step_regex(tools: dict, allow_final: bool = True, max_string_chars: int = 160) -> str:
+    """The rest of a ReAct step after its thought line: a call of one of ``tools`` or a final answer."""
+    from dodai.agents.fncall import call_schema
+    from dodai.generate.constrained import _esc, json_schema_regex
+
+    alts = []
+    for t in tools.values():
+        args = call_schema(t, max_string_chars)["properties"]["arguments"]
+        alts.append(f"Action: {_esc(t.name)}\nAction Input: {json_schema_regex(args)}")
+    if allow_final:
+        alts.append(f"Final Answer: [^\n]{{1,{FINAL_CHARS}}}")
+    return "\n(?:" + "|".join(alts) + ")"
 
 
 @dataclass
@@ -165,15 +197,22 @@ class ReActState:
     question: str
     prefix: str = ""  # the rendered chat up to the assistant turn (rendered by the first step)
     scratchpad: str = "Thought:"  # the growing assistant turn: Thought / Action / Observation ...
+    calls: int = 0
 
 
 class ReActPolicy:
     mode = "react"
 
-    def __init__(self, tools: dict, examples: list[Example] | None = None, instructions: str = ""):
+    def __init__(self, tools: dict, examples: list[Example] | None = None, instructions: str = "",
+                 constrained: bool | None = None, force_call: bool = False, max_thought_tokens: int = 40,
+                 n_examples: int | None = 3):
         self.tools = tools
         self.examples = resolve(DEFAULT_EXAMPLES if examples is None else examples, tools)
         self.instructions = instructions
+        self.constrained, self.force_call = constrained, force_call
+        self.n_examples = n_examples  # demonstrations per question, the most similar ones (None: all)
+        self.max_thought_tokens = max_thought_tokens
+        self._regex = {True: step_regex(tools, True), False: step_regex(tools, False)} if tools else {}
 
     def system_prompt(self) -> str:
         names = ", ".join(self.tools)
@@ -190,7 +229,7 @@ class ReActPolicy:
 
     def messages(self, question: str) -> list[dict]:
         msgs = [{"role": "system", "content": self.system_prompt()}]
-        for ex in self.examples:
+        for ex in select(self.examples, question, self.n_examples):
             msgs += [{"role": "user", "content": ex.question}, {"role": "assistant", "content": _transcript(ex)}]
         return msgs + [{"role": "user", "content": question}]
 
@@ -201,12 +240,45 @@ class ReActPolicy:
         if not state.prefix:
             state.prefix = lm.render(self.messages(state.question))
         prompt = state.prefix + state.scratchpad
+        constrained = getattr(lm, "constrains", False) if self.constrained is None else self.constrained
+        if constrained and self.tools:
+            return self._act_constrained(lm, state, prompt, max_new_tokens, deadline)
         g = lm.generate(prompt, max_new_tokens, stop=STOP, deadline=deadline)
         p = parse_react(g.text, self.tools)
         return Decision(p.kind, g.text, g.new_tokens, lm.count(prompt), p.thought, p.action, p.arguments,
                         p.answer, p.error, g.finish)
 
+    def _act_constrained(self, lm, state: ReActState, prompt: str, max_new_tokens: int, deadline: float
+                         ) -> Decision:
+        n_prompt = lm.count(prompt)
+        g1 = lm.generate(prompt, min(self.max_thought_tokens, max_new_tokens), stop=["\n", "Observation"],
+                         deadline=deadline)
+        thought = g1.text.rstrip()
+        if g1.finish == "deadline":
+            return Decision("invalid", thought, g1.new_tokens, n_prompt, thought.strip(),
+                            error="the step was cut off by the deadline", finish="deadline")
+        if g1.finish == "eos":  # the turn ended after the thought: read it as it is (usually invalid)
+            p = parse_react(thought, self.tools)
+            return Decision(p.kind, thought, g1.new_tokens, n_prompt, p.thought, p.action, p.arguments,
+                            p.answer, p.error, g1.finish)
+        left = max_new_tokens - g1.new_tokens
+        if left <= 0:
+            return Decision("invalid", thought, g1.new_tokens, n_prompt, thought.strip(),
+                            error="the step was cut off by the token budget", finish="length")
+        allow_final = not (self.force_call and state.calls == 0)
+        g2 = lm.generate_regex(prompt + thought, self._regex[allow_final], left, deadline=deadline)
+        output = thought + g2.text
+        used = g1.new_tokens + g2.new_tokens
+        if g2.finish != "eos":
+            return Decision("invalid", output, used, n_prompt, thought.strip(),
+                            error="the step was cut off before it was complete", finish=g2.finish)
+        p = parse_react(output, self.tools)
+        return Decision(p.kind, output, used, n_prompt, p.thought, p.action, p.arguments, p.answer, p.error,
+                        g2.finish)
+
     def observe(self, state: ReActState, decision: Decision, observation: str) -> None:
+        if decision.kind == "call":
+            state.calls += 1
         text = decision.output
         obs = _OBS.search(text)
         if obs:

@@ -13,6 +13,8 @@ def add_arguments(p) -> None:
                    help="react: Thought/Action/Observation text; fncall: <tool_call> JSON under constrained decoding")
     p.add_argument("--model", default="smollm2-135m-instruct",
                    help="a registry model name, a .gguf file or a model folder (default smollm2-135m-instruct)")
+    p.add_argument("--tool-choice", choices=["required", "auto"], default="required",
+                   help="required (default): the first step must call a tool; auto: the model may answer at once")
     p.add_argument("--max-steps", type=int, default=6, help="most model steps in the episode (default 6)")
     p.add_argument("--max-step-tokens", type=int, default=128, help="most new tokens per step (default 128)")
     p.add_argument("--max-tokens", type=int, default=1024, help="most new tokens in the whole episode (default 1024)")
@@ -61,7 +63,7 @@ def run(args) -> int:
                 find_sandbox()
             except SandboxUnavailable as e:
                 raise DodaiError(str(e)) from None
-    policy = make_policy(args.mode, tools)
+    policy = make_policy(args.mode, tools, force_call=args.tool_choice == "required")
     lm = _make_lm(args)
     res = run_agent(policy, lm, tools, args.question, limits)
     if args.verbose:

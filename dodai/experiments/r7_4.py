@@ -10,34 +10,18 @@ same final state (greedy, the model's chat template). Four memory set-ups (dodai
 * (b) buffer + summary — evicted turns are folded into a running summary in the system message
   (full mode: SmolLM2 itself summarises, greedy; quick mode: the deterministic extractive stand-in);
 * (c) buffer + vector memory — the user's first-person statements go to a persistent MiniLM vector memory;
-  the top 3 memories (cosine ≥ 0.35) for each question are listed in the system message;
-* (d) everything in context — the whole conversation (upper bound; the model's 8,192-token window).
+  the top 3 memories (cosine ≥ 0.35) for each question are shown either in the system message or quoted in
+  the user turn right before the question (``placement="user"``, MemoryChat's default), the reply generated
+  freely — or, with **short answers**, copied from the retrieved memories under constrained decoding
+  (:class:`dodai.rag.extract.SpanConstraint`, the extractive reading of R7.1);
+* (d) everything in context — the whole conversation (the model's 8,192-token window);
+* baselines: the **oracle** memory (the one right statement alone in the user turn, short answers: the
+  reader's ceiling) and the **majority** value (always the most common value among the facts; no model).
 
 Measured per set-up: answer accuracy (the reply contains the fact's value, case-insensitive), fact in
 prompt (the value appears in the prompt before the question — what the memory could offer the model),
-and prompt tokens per question.
-
-Full run (15 facts, 30 filler exchanges, budget 512 tokens incl. 32 reply tokens, seed 0, 2026-11-28;
-`dodai roadmap run R7.4`: 14 min 49 s wall on the shared 2-core machine at load average ~4, 14.3 CPU-minutes;
-a first run at load 11–18 took 46 min and gave the same figures):
-
-    set-up                   answer accuracy   fact in prompt   prompt tokens / question   summaries
-    buffer only                    0%                0%                 453                     0
-    buffer + summary (LM)          0%                0%                 285                     8
-    buffer + vector memory         0%              100%                 435                     0
-    everything in context          0%              100%               1,814                     0
-
-Retrieval works (every fact is retrieved into the prompt, top-1, for every question), but at this
-scale SmolLM2-135M does not *use* it: with ~400 tokens of trivia in the buffer it answers from the
-trivia (e.g. "The violin." for the trumpet) even when the fact sits in the system message or, in (d),
-in the conversation itself. SmolLM2's own summaries keep the trivia and drop the personal facts (the
-final summary is about earthquakes). In quick mode (shorter buffer, 4 facts) the retrieved fact does
-lift answers: buffer only 0/4, vector memory 1/4 (2/8 → 5/8 in a probe with 8 facts after the
-"The user said: …" wording was adopted). A probe on the same full-size conversation with the retrieved
-memories quoted in the *user turn*, right before the question, instead of the system message, answered
-5 of the first 6 questions — placement, not retrieval, is what the 135M model needs. MemoryChat now
-offers it (``placement="user"``, the default) and the experiment compares both placements; the full run
-with that comparison has not been re-measured yet (the figures above are the system-message placement).
+and prompt tokens per question. Figures: ``evidence/R7.4/`` (report.md and results.json name the command,
+date, machine and load of the run).
 """
 
 from __future__ import annotations
@@ -131,8 +115,11 @@ FILLER = [
      "and waves shape cliffs through erosion over long periods."),
 ]
 VEC_SYSTEM, VEC_USER = "buffer + vector memory (system msg)", "buffer + vector memory (user turn)"
-CONDITIONS = ["buffer only", "buffer + summary", VEC_SYSTEM, VEC_USER, "everything in context"]
-SHORT = ["buffer", "+summary", "+vector (sys)", "+vector (user)", "all in context"]
+VEC_SHORT = "buffer + vector memory (user turn, short answers)"
+FULL = "everything in context"
+ORACLE = "oracle memory (short answers)"
+CONDITIONS = ["buffer only", "buffer + summary", VEC_SYSTEM, VEC_USER, VEC_SHORT, FULL, ORACLE]
+SHORT = ["buffer", "+summary", "+vector (sys)", "+vector (user)", "+vector short", "all in context", "oracle"]
 
 
 def make_facts(n: int, seed: int) -> list[dict]:
@@ -155,40 +142,64 @@ def conversation(facts: list[dict], n_filler: int) -> list[tuple[str, str]]:
     return [(f["statement"], ACK) for f in facts] + list(FILLER[:n_filler])
 
 
+def majority_baseline(facts: list[dict]) -> float:
+    """Accuracy of always answering the most common value among the facts (no model, no memory)."""
+    from collections import Counter
+
+    top, _ = Counter(f["value"].lower() for f in facts).most_common(1)[0]
+    return sum(f["value"].lower() == top for f in facts) / len(facts)
+
+
 def evaluate(model, tok, facts, exchanges, budget: int, max_new_tokens: int, summariser, encoder,
              answer: tuple[str, ...] = tuple(CONDITIONS)) -> dict:
     """Replay the conversation into each set-up, then ask every question. Per condition: accuracy (None
     for a condition not in ``answer``: prompts only, no generation), fact-in-prompt rate, mean prompt
-    tokens, and the rows."""
-    from dodai.generate.engine import complete
+    tokens, and the rows. The questions of one condition share its conversation, so they run on one session
+    cache (:class:`dodai.generate.engine.DenseBackend` with ``keep=True``): only the tail after the common
+    prefix is computed again. ``ORACLE`` shows the one right memory (and nothing else) in the user turn."""
+    from types import SimpleNamespace
+
+    from dodai.generate.engine import DenseBackend, Request, run_requests
     from dodai.generate.processors import LogitsPipeline
     from dodai.generate.session import stop_ids_for
-    from dodai.memory.agent import MemoryChat
+    from dodai.memory.agent import MemoryChat, quote_memories
     from dodai.memory.vector import VectorMemory
 
     stops = sorted(stop_ids_for(tok))
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
         for cond in CONDITIONS:
-            full = cond == "everything in context"
-            memory = VectorMemory(Path(tmp) / "memory", encoder=encoder) if "vector" in cond else None
+            full = cond == FULL
+            memory = VectorMemory(Path(tmp) / f"memory{CONDITIONS.index(cond)}", encoder=encoder) \
+                if "vector" in cond else None
             chat = MemoryChat(model, tok, memory=memory, summariser=summariser if "summary" in cond else None,
                               context=model.config.block_size if full else budget, max_new_tokens=max_new_tokens,
-                              placement="system" if cond == VEC_SYSTEM else "user")
-            for user, assistant in exchanges:
-                chat.observe(user, assistant)
-            chat.state.compact()  # with a summariser: summarise now, so the questions need no new summary
+                              placement="system" if cond == VEC_SYSTEM else "user",
+                              short_answers=cond in (VEC_SHORT, ORACLE))
+            if cond != ORACLE:
+                for user, assistant in exchanges:
+                    chat.observe(user, assistant)
+                chat.state.compact()  # with a summariser: summarise now, so the questions need no new summary
+            backend = DenseBackend(model, keep=True)
             rows = []
             for f in facts:
-                ids, hits = chat.build_prompt(f["question"])
+                if cond == ORACLE:
+                    hits = [SimpleNamespace(item=SimpleNamespace(text=f["statement"]), score=1.0)]
+                    msgs = [{"role": "system", "content": chat.state.base_system},
+                            {"role": "user", "content": quote_memories(f["question"], [f["statement"]])}]
+                    ids = chat.counter.ids(msgs)
+                else:
+                    ids, hits = chat.build_prompt(f["question"])
                 prompt = tok.decode(ids)
                 before_q = prompt[:prompt.rfind(f["question"])]
                 row = {"key": f["key"], "value": f["value"], "prompt_tokens": len(ids),
                        "in_prompt": f["value"].lower() in before_q.lower(),
                        "retrieved": [h.item.text for h in hits]}
                 if cond in answer:
-                    c = complete(model, ids, max_new_tokens, LogitsPipeline(temperature=0.0), eos_id=tok.eos_id,
-                                 stop_tokens=stops, tokenizer=tok)[0]
+                    pipe = (chat.span_pipeline(f["question"], hits) if chat.short_answers and hits
+                            else LogitsPipeline(temperature=0.0))
+                    req = Request(ids, max_new_tokens, pipe, stop_ids=stops, tokenizer=tok)
+                    c = run_requests(model, [req], backend)[0]
                     row["reply"] = c.text.strip()
                     row["correct"] = f["value"].lower() in row["reply"].lower()
                 rows.append(row)
@@ -219,8 +230,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     model, tok = load_model("smollm2-135m-instruct")
     model.eval()
     encoder = load_sentence_encoder("all-minilm-l6-v2")
-    summariser = extractive_summariser if quick else LMSummariser(model, tok, max_new_tokens=96)
-    answered = ("buffer only", VEC_SYSTEM, VEC_USER) if quick else tuple(CONDITIONS)
+    summariser = extractive_summariser if quick else LMSummariser(model, tok, max_new_tokens=64)
+    answered = ("buffer only", VEC_USER, VEC_SHORT) if quick else tuple(CONDITIONS)
     res = evaluate(model, tok, facts, exchanges, budget, max_new, summariser, encoder, answered)
     seconds = time.time() - t0
 
@@ -229,13 +240,21 @@ def run(out_dir: Path, quick: bool = False) -> dict:
              f"{n_filler} filler exchanges, then one question per fact, each asked separately from the same final "
              f"state. Token budget for (a)–(c): {budget} tokens including {max_new} reply tokens (the prompt is "
              f"counted on the chat-template rendering). Summariser: "
-             f"{'deterministic extractive stand-in (quick mode)' if quick else 'SmolLM2 itself, greedy, 96 tokens'}. "
+             f"{'deterministic extractive stand-in (quick mode)' if quick else 'SmolLM2 itself, greedy, 64 tokens'}. "
              "Vector memory: dodai's MiniLM port, top 3 with cosine ≥ 0.35, shown either in the system message or "
-             "quoted at the start of the user's question (\"Things I told you before: … My question: …\").")
+             "quoted at the start of the user's question (\"Things I told you before: … My question: …\"). "
+             "Short answers: the reply is a span copied from the retrieved memories under constrained decoding "
+             "(dodai.rag.extract.SpanConstraint; the question's words may not start it). Oracle: the one right "
+             "memory alone, quoted in the user turn, short answers (the reader's ceiling). Majority: always the "
+             "most common value among the facts (no model). A reply is correct iff it contains the value "
+             "(case-insensitive).")
+    majority = majority_baseline(facts)
     rep.table([{"set-up": c, "answer accuracy": "—" if res[c]["accuracy"] is None else f"{res[c]['accuracy']:.0%}",
                 "fact in prompt": f"{res[c]['in_prompt']:.0%}",
                 "prompt tokens / question": f"{res[c]['prompt_tokens']:.0f}",
-                "evicted turns": res[c]["evicted_turns"], "summaries": res[c]["summaries"]} for c in CONDITIONS])
+                "evicted turns": res[c]["evicted_turns"], "summaries": res[c]["summaries"]} for c in CONDITIONS]
+              + [{"set-up": "majority value (no model)", "answer accuracy": f"{majority:.0%}", "fact in prompt": "—",
+                  "prompt tokens / question": "—", "evicted turns": "—", "summaries": "—"}])
     if res["buffer + summary"]["summary"]:
         rep.heading("The running summary at the end (buffer + summary)")
         rep.code(res["buffer + summary"]["summary"])
@@ -244,16 +263,17 @@ def run(out_dir: Path, quick: bool = False) -> dict:
                 **{c: res[c]["rows"][i].get("reply", "")[:60] for c in CONDITIONS}} for i, f in enumerate(facts)])
 
     plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(13, 4))
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(15, 4))
     xs = range(len(CONDITIONS))
     ax1.bar([x - 0.2 for x in xs], [res[c]["accuracy"] or 0.0 for c in CONDITIONS], 0.4, label="answer accuracy")
     ax1.bar([x + 0.2 for x in xs], [res[c]["in_prompt"] for c in CONDITIONS], 0.4, label="fact in prompt")
-    ax1.set_xticks(list(xs), SHORT, fontsize=8)
+    ax1.axhline(majority, color="gray", linestyle="--", label="majority value")
+    ax1.set_xticks(list(xs), SHORT, fontsize=7)
     ax1.set_ylim(0, 1.05)
     ax1.set_title("recall of early personal facts")
     ax1.legend()
     ax2.bar(list(xs), [res[c]["prompt_tokens"] for c in CONDITIONS], color="gray")
-    ax2.set_xticks(list(xs), SHORT, fontsize=8)
+    ax2.set_xticks(list(xs), SHORT, fontsize=7)
     ax2.set_title("prompt tokens per question")
     fig.tight_layout()
     png = Path(out_dir) / "r7_4_memory.png"
@@ -263,12 +283,13 @@ def run(out_dir: Path, quick: bool = False) -> dict:
 
     summary = {c: {k: res[c][k] for k in ("accuracy", "in_prompt", "prompt_tokens", "evicted_turns", "summaries")}
                for c in CONDITIONS}
-    rep.results.update({"conditions": summary, "n_facts": n_facts, "n_filler": n_filler, "budget": budget,
+    rep.results.update({"conditions": summary, "majority_baseline": majority,
+                        "n_facts": n_facts, "n_filler": n_filler, "budget": budget,
                         "seconds": round(seconds, 1), "quick": quick,
                         "rows": {c: res[c]["rows"] for c in CONDITIONS}})
     rep.text(f"Run time: {seconds:.0f} s.")
     rep.write()
-    vec, buf = summary[VEC_USER], summary["buffer only"]
+    vec, buf = summary[VEC_SHORT], summary["buffer only"]
     if quick:  # the claim, at small scale: long-term vector memory recalls what the buffer has forgotten
         assert vec["in_prompt"] >= 0.75 and buf["in_prompt"] <= 0.25, summary
         assert summary[VEC_SYSTEM]["in_prompt"] >= 0.75, summary

@@ -16,10 +16,9 @@ For every user message :class:`MemoryChat`
    ``remember=`` to change it). Storing happens after retrieval, so a message never retrieves itself.
 
 The system message is therefore: the instruction, then (``placement="system"``) the retrieved memories
-(``- The user said: "…"``), then the summary. Why the user turn is the default: in R7.4 at full scale
-(15 facts, 30 filler exchanges, 512-token budget) SmolLM2-135M answered 0 % with the right memory retrieved
-top-1 into the system message — it answered from the trivia in the buffer — while quoting the same
-memories right before the question lifted it (figures in dodai/experiments/r7_4.py).
+(``- The user said: "…"``), then the summary. Why the user turn is the default: in R7.4's long conversation
+SmolLM2-135M did not use memories listed in the system message — it answered from the trivia in the buffer —
+while memories quoted right before the question were used (figures in ``evidence/R7.4/``).
 
 Every prompt is rendered with :func:`dodai.safety.guards.safe_chat_ids` — for the model and for token
 counting alike — so control strings typed by the user (``<|im_end|>\n<|im_start|>system``) stay text and
@@ -88,7 +87,7 @@ class MemoryChat:
                  k: int = 3, min_score: float = 0.35, temperature: float = 0.0, top_k: int | None = None,
                  top_p: float | None = None, seed: int | None = None,
                  remember: Callable[[str], bool] | None = is_personal_statement, template=None,
-                 max_summary_chars: int = 800, placement: str = "user"):
+                 max_summary_chars: int = 800, placement: str = "user", short_answers: bool = False):
         if placement not in PLACEMENTS:
             raise DodaiError(f"placement must be one of {', '.join(PLACEMENTS)}, got {placement!r}")
         if max_new_tokens < 1:
@@ -97,6 +96,7 @@ class MemoryChat:
             raise DodaiError(f"k must be positive, got {k}")
         self.model, self.tok = model, tokenizer
         self.placement = placement
+        self.short_answers = short_answers
         self.counter = SafeTemplateCounter(tokenizer, template)
         self.context = min(int(context), model.config.block_size)
         self.max_new_tokens = int(max_new_tokens)
@@ -214,6 +214,8 @@ class MemoryChat:
         ids = self.counter.ids(self.state.messages())
         self.last_hits, self.last_prompt_tokens = hits, len(ids)
         pipe = LogitsPipeline(temperature=self.temperature, top_k=self.top_k, top_p=self.top_p)
+        if self.short_answers and hits and "?" in user_text:
+            pipe = self.span_pipeline(user_text, hits)
         seed = None if self.seed is None else self.seed + self.turns
         req = Request(ids, self.max_new_tokens, pipe, seed=seed, stop_ids=stop_ids_for(self.tok), tokenizer=self.tok,
                       stream_text=on_text is not None)
@@ -232,6 +234,17 @@ class MemoryChat:
         self._store(user_text)
         self.turns += 1
         return text
+
+    def span_pipeline(self, question: str, hits: list[Hit]):
+        """A greedy pipeline whose reply must be a span of the retrieved memories (see "Short answers")."""
+        from dodai.generate.constrained import ConstrainedPipeline
+        from dodai.generate.session import stop_ids_for
+        from dodai.rag.answer import banned_starts
+        from dodai.rag.extract import SpanConstraint
+
+        con = SpanConstraint([h.item.text for h in hits], self.tok, stop_ids_for(self.tok),
+                             self.model.config.vocab_size, banned_starts=banned_starts(question))
+        return ConstrainedPipeline(temperature=0.0, constraint=con)
 
     @classmethod
     def from_args(cls, model, tokenizer, args) -> MemoryChat:

@@ -22,6 +22,7 @@ Metrics (:func:`evaluate`): recall@k (the relevant document is among the top k) 
 from __future__ import annotations
 
 import hashlib
+import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -68,3 +69,94 @@ def evaluate(rankings: Sequence[Sequence], relevant: Sequence, ks: Sequence[int]
     out = {f"recall@{k}": sum(1 for x in ranks if x is not None and x <= k) / n for k in ks}
     out["mrr"] = sum(1.0 / x for x in ranks if x is not None) / n
     return out
+
+
+# ---- question answering: SQuAD's exact match and token F1 --------------------------------------------
+#
+# As the official SQuAD v1.1/v2.0 evaluation script defines them (Rajpurkar et al. 2016): both strings are
+# normalised (lower-cased, ASCII punctuation removed, the articles a/an/the removed as words, whitespace
+# collapsed); exact match is string equality after that, F1 the harmonic mean of token precision and recall
+# over the normalised tokens (counted as a multiset). With several reference answers a prediction gets the
+# best score over them. An empty reference list (an unanswerable question) scores 1 only for an empty answer.
+
+_PUNCT = set("!\"#$%&'()*+,-./:;<=>?@[\\]^_`{|}~")
+_ARTICLES = re.compile(r"\b(a|an|the)\b")
+
+
+def normalize_answer(s: str) -> str:
+    s = "".join(ch for ch in s.lower() if ch not in _PUNCT)
+    return " ".join(_ARTICLES.sub(" ", s).split())
+
+
+def exact_match(prediction: str, reference: str) -> float:
+    return float(normalize_answer(prediction) == normalize_answer(reference))
+
+
+def f1_score(prediction: str, reference: str) -> float:
+    p, r = normalize_answer(prediction).split(), normalize_answer(reference).split()
+    if not p or not r:
+        return float(p == r)
+    common = sum((Counter(p) & Counter(r)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(p), common / len(r)
+    return 2 * precision * recall / (precision + recall)
+
+
+def best_over(metric, prediction: str, references: Sequence[str]) -> float:
+    """The best ``metric`` over the references (an unanswerable question: 1 iff the prediction is empty)."""
+    if not references:
+        return float(not normalize_answer(prediction))
+    return max(metric(prediction, r) for r in references)
+
+
+@dataclass(frozen=True)
+class QAItem:
+    question: str
+    answers: tuple[str, ...]
+    gold: int | str | None = None  # the document (index in the collection, or title) that holds the answer
+    id: str | None = None
+
+
+def load_qa(path) -> list[QAItem]:
+    """A QA set from JSON Lines: ``{"question": str, "answers": [str, ...], "gold": int | str (optional)}`` per
+    line (``"answer": str`` is accepted for one reference); a bad line is a one-line DodaiError."""
+    import json
+    from pathlib import Path
+
+    from dodai.errors import DodaiError
+    from dodai.io import read_user_text
+
+    p = Path(path).expanduser()
+    if not p.exists():
+        raise DodaiError(f"{p}: no such file")
+    items = []
+    for n, line in enumerate(read_user_text(p).splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except (ValueError, RecursionError):
+            raise DodaiError(f"{p}:{n}: not valid JSON") from None
+        if not isinstance(obj, dict) or not isinstance(obj.get("question"), str) or not obj["question"].strip():
+            raise DodaiError(f"{p}:{n}: each line must be an object with a non-empty \"question\" string")
+        answers = obj.get("answers", [obj["answer"]] if "answer" in obj else None)
+        if not isinstance(answers, list) or not all(isinstance(a, str) for a in answers):
+            raise DodaiError(f"{p}:{n}: \"answers\" must be a list of strings")
+        gold = obj.get("gold")
+        if gold is not None and (isinstance(gold, bool) or not isinstance(gold, (int, str))):
+            raise DodaiError(f"{p}:{n}: \"gold\" must be a document index or title")
+        items.append(QAItem(obj["question"].strip(), tuple(answers), gold, obj.get("id")))
+    if not items:
+        raise DodaiError(f"{p}: no questions")
+    return items
+
+
+def qa_scores(predictions: Sequence[str | None], items: Sequence[QAItem]) -> dict:
+    """Exact match and F1 in percent over ``items`` (an abstention, None, scores as the empty answer), and the
+    abstention rate."""
+    n = max(len(items), 1)
+    preds = ["" if p is None else p for p in predictions]
+    return {"exact_match": 100.0 * sum(best_over(exact_match, p, it.answers) for p, it in zip(preds, items)) / n,
+            "f1": 100.0 * sum(best_over(f1_score, p, it.answers) for p, it in zip(preds, items)) / n,
+            "abstention": sum(p is None for p in predictions) / n, "n": len(items)}

@@ -3,7 +3,8 @@
 Folder layout (``RagIndex.save``)::
 
     meta.json               {"format": "dodai-rag", "version": 1, "encoder": ..., "chunk_size": ...,
-                             "chunk_overlap": ..., "n_docs": ..., "n_chunks": ..., "bm25": {"k1", "b", "idf"}}
+                             "chunk_overlap": ..., "n_docs": ..., "n_chunks": ..., "bm25": {"k1", "b", "idf"},
+                             "description": ... (optional: what the collection is, for the answer prompt)}
     chunks.json             [{"source", "index", "start", "end", "text"}, ...]   one per chunk
     titles.json             document titles (or ids), by document id
     embeddings.safetensors  "embeddings" (n_chunks, C) float32, unit rows
@@ -49,6 +50,7 @@ class RagIndex:
         self.chunks, self.dense = chunks, dense
         self.titles = titles
         self.chunk_size, self.chunk_overlap = chunk_size, chunk_overlap
+        self.description: str | None = None  # "Wikipedia articles", "the Python documentation", … (optional)
         self.bm25 = BM25([c.text for c in chunks], k1=k1, b=b, idf=idf)
 
     @classmethod
@@ -116,6 +118,8 @@ class RagIndex:
                 "chunk_overlap": self.chunk_overlap, "n_docs": n_docs, "n_chunks": len(self.chunks),
                 "encoder": None if self.dense is None else self.dense.encoder_spec,
                 "bm25": {"k1": self.bm25.k1, "b": self.bm25.b, "idf": self.bm25.idf_kind}}
+        if self.description:
+            meta["description"] = self.description
         atomic_write_json(d / "chunks.json", [asdict(c) for c in self.chunks])
         atomic_write_json(d / "titles.json", self.titles or [])
         if self.dense is not None:
@@ -150,7 +154,10 @@ class RagIndex:
         dense = None
         if meta.get("encoder") is not None:
             dense = DenseIndex.load(d / "embeddings.safetensors", encoder)
-        return cls(chunks, dense, [str(t) for t in titles] or None, size, overlap, k1, b, idf)
+        index = cls(chunks, dense, [str(t) for t in titles] or None, size, overlap, k1, b, idf)
+        desc = meta.get("description")
+        index.description = desc if isinstance(desc, str) and desc.strip() else None
+        return index
 
     def title(self, source) -> str:
         if self.titles and isinstance(source, int) and 0 <= source < len(self.titles):
