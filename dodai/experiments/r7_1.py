@@ -64,7 +64,7 @@ def dev_sweep(configs, n_questions: int = 40, model=None, tok=None) -> dict:
     return out
 
 
-def run(out_dir: Path, quick: bool = False, n_questions: int = 40, n_offtopic: int = 20) -> dict:
+def run(out_dir: Path, quick: bool = False, n_questions: int = 100, n_offtopic: int = 20) -> dict:
     from dodai.models import load_model
     from dodai.rag.answer import Reader
     from dodai.rag.evalset import evaluate
