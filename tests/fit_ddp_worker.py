@@ -1,9 +1,10 @@
 """Runs of :func:`dodai.train.fit.fit` that ``tests/test_fit.py`` repeats under ``torchrun`` (2 gloo processes).
 
-``python -m torch.distributed.run --standalone --nproc_per_node=2 tests/fit_ddp_worker.py OUT.json WORKDIR``
+``python -m torch.distributed.run --standalone --nproc_per_node=2 tests/fit_ddp_worker.py OUT.json WORKDIR TEXT``
 writes, from rank 0, the losses of: a tiny LM under DDP, the same under FSDP2, an FSDP2 run killed after a
-checkpoint and resumed, and DPO (a fine-tuning path, its batches split by pairs). The test runs the same
-functions in one process and compares.
+checkpoint and resumed, and DPO (a fine-tuning path, its batches split by pairs); then it runs ``dodai
+pretrain --parallel fsdp`` on TEXT into WORKDIR/pretrain (a GPT with tied embeddings, saved through the
+gathered weights). The test runs the same in one process and compares.
 """
 
 from __future__ import annotations
@@ -60,8 +61,14 @@ def dpo_run() -> dict:
     return {k: [r[k] for r in hist] for k in ("loss", "margin", "accuracy")}
 
 
+def pretrain_args(text) -> list[str]:
+    return ["pretrain", "--data", str(text), "--n-layer", "1", "--n-head", "2", "--n-embd", "16", "--block-size", "16",
+            "--eval-iters", "2", "--warmup-iters", "5", "--learning-rate", "1e-2", "--quiet", "--threads", "1",
+            "--batch-size", "8", "--max-iters", "20", "--eval-interval", "10"]
+
+
 if __name__ == "__main__":
-    out_json, work = Path(sys.argv[1]), Path(sys.argv[2])
+    out_json, work, text = Path(sys.argv[1]), Path(sys.argv[2]), Path(sys.argv[3])
     torch.set_num_threads(1)
     info, _ = distributed.init("cpu")
     try:
@@ -75,5 +82,11 @@ if __name__ == "__main__":
         got["dpo"] = dpo_run()
         if info.is_main:
             out_json.write_text(json.dumps(got))
+        from dodai.cli import main
+
+        # last: the command shuts the process group down when it is done
+        rc = main([*pretrain_args(text), "--parallel", "fsdp", "--out", str(work / "pretrain")])
+        if rc:
+            sys.exit(rc)
     finally:
         distributed.shutdown(info)

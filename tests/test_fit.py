@@ -225,15 +225,25 @@ def test_a_stateful_batch_closure_is_replayed_on_resume(tmp_path):
 # ------------------------------------------------------------------------------------------------ parallel
 def test_ddp_and_fsdp_with_two_processes_equal_one_process(tmp_path):
     """2 gloo processes (torchrun) vs 1 process: a tiny LM with accumulation and clipping under DDP and under
-    FSDP2 (fully_shard), an FSDP2 run killed after its checkpoint and resumed, and DPO (a fine-tuning path)."""
+    FSDP2 (fully_shard), an FSDP2 run killed after its checkpoint and resumed, DPO (a fine-tuning path), and
+    ``dodai pretrain --parallel fsdp`` (GPT with tied embeddings; checkpoints at steps 0, 10, 20 gathered from
+    the shards; a final model folder that loads with the same weights)."""
+    import random
+
     import fit_ddp_worker as W
 
+    from dodai.cli import main
+    from dodai.models import load_model
     from dodai.train.distributed import DistInfo
 
+    rng = random.Random(0)
+    words = "the quick brown fox jumps over the lazy dog while a wizard brews".split()
+    text = tmp_path / "w.txt"
+    text.write_text("\n".join(" ".join(rng.choice(words) for _ in range(12)) for _ in range(400)))
     out = tmp_path / "got.json"
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
     proc = subprocess.Popen([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
-                             str(REPO / "tests" / "fit_ddp_worker.py"), str(out), str(tmp_path)],
+                             str(REPO / "tests" / "fit_ddp_worker.py"), str(out), str(tmp_path), str(text)],
                             cwd=REPO, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
     try:
@@ -256,6 +266,17 @@ def test_ddp_and_fsdp_with_two_processes_equal_one_process(tmp_path):
     for key in ("loss", "margin", "accuracy"):
         assert got["dpo"][key] == pytest.approx(dpo_one[key], abs=1e-5), key
     assert dpo_one["loss"][-1] < dpo_one["loss"][0]
+    assert main([*W.pretrain_args(text), "--out", str(tmp_path / "one")]) == 0
+    a = [json.loads(x) for x in (tmp_path / "one" / "metrics.jsonl").read_text().splitlines()]
+    b = [json.loads(x) for x in (tmp_path / "pretrain" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in a] == [r["step"] for r in b] == [0, 10, 20]
+    assert a[-1]["val_loss"] < a[0]["val_loss"] - 0.3  # it trained
+    for x, y in zip(a, b):
+        assert (y["train_loss"], y["val_loss"]) == pytest.approx((x["train_loss"], x["val_loss"]), abs=1e-5)
+    m1, _ = load_model(tmp_path / "one")
+    m2, _ = load_model(tmp_path / "pretrain")
+    for (k, v), w in zip(m1.state_dict().items(), m2.state_dict().values()):
+        torch.testing.assert_close(v, w, atol=1e-5, rtol=0, msg=k)
 
 
 def test_gradient_accumulation_equals_the_big_batch():
