@@ -125,11 +125,13 @@ def test_r6_3_quick(tmp_path):
     tr = r["summary"]["train_tasks_heldout_examples"]
     # The claim at seconds-of-CPU scale: instruction tuning makes the answers of *unseen examples* of the
     # training tasks far more likely than the span-corruption model finds them (teacher-forced loss), task by
-    # task, and never lowers exact match. (Exact-match gains need the full run; see the report.)
+    # task, and lowers the answer loss on the held-out tasks too. Exact match is not asserted: at this scale both
+    # models score 0 on most tasks, so a ">=" on it would hold by construction (see evidence/R6.3).
     assert tr["instruction_tuned_loss"] < 0.7 * tr["pretrained_only_loss"]
     for row in r["rows"]:
         if row["task"] in TRAIN_TASKS:
             assert row["instruction_tuned_loss"] < row["pretrained_only_loss"], row
-    assert tr["instruction_tuned"] >= tr["pretrained_only"]
+    held = r["summary"]["heldout_tasks"]  # tasks never trained on: the answer loss still falls
+    assert held["instruction_tuned_loss"] < held["pretrained_only_loss"]
     assert {row["task"] for row in r["rows"]} == set(TRAIN_TASKS) | set(HELDOUT_TASKS)
     assert r["pretrain_curve"][-1][1] < r["pretrain_curve"][0][1]  # span corruption trains
