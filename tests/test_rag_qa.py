@@ -298,3 +298,19 @@ def test_rag_eval_cli_with_smollm2(tmp_path, capsys, smollm2_gguf):
         assert r["answer"] and r["answer"] in DOCS[r["gold"]] and r["cited"] == [r["gold"]]
     assert float(printed["F1"]) == pytest.approx(100 * sum(r["f1"] for r in rows) / 2, abs=0.05)
     assert float(printed["exact match"]) == pytest.approx(100 * sum(r["em"] for r in rows) / 2, abs=0.05)
+
+
+@pytest.mark.models
+def test_rag_ask_extract_with_smollm2(tmp_path, capsys, smollm2_gguf):
+    from dodai.cli import main
+    from dodai.rag.index import RagIndex
+
+    ix = RagIndex.build(DOCS, [f"doc {i}" for i in range(3)], dense=False).save(tmp_path / "ix")
+    assert main(["rag", "ask", "--index", str(ix), "--method", "bm25", "--model", str(smollm2_gguf),
+                 "In which year was the lighthouse at Kerrow Head built?"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    answer = out[0].strip()
+    assert answer and answer in DOCS[0]  # a short span of the source, not a sentence about it
+    assert len(answer.split()) <= 6
+    starred = [ln for ln in out if ln.startswith("*[")]
+    assert starred and "doc 0" in starred[0]  # cites the paragraph that holds it
