@@ -112,9 +112,9 @@ def tokenizer_from_metadata(md: dict):
 
 def _flag(md: dict, key: str, default: bool) -> bool:
     v = md.get(key, default)
-    if not isinstance(v, bool):
-        raise DodaiError(f"GGUF metadata {key} must be a bool, got {type(v).__name__}")
-    return v
+    if isinstance(v, int) and v in (0, 1):  # bool, or a 0/1 integer some writers use
+        return bool(v)
+    raise DodaiError(f"GGUF metadata {key} must be a bool, got {type(v).__name__} {v!r}")
 
 
 def _template(md: dict) -> str | None:
