@@ -71,12 +71,19 @@ def versions() -> dict:
 
 
 def provenance(t0: float, cpu0: float, load0: list[float] | None) -> dict:
-    """The ``meta`` block: how, when and on what a run was made."""
+    """The ``meta`` block: how, when and on what a run was made.
+
+    Wall and CPU time cover the whole experiment when ``dodai roadmap run`` started the clock (``CONTEXT["t0"]``);
+    otherwise only the life of the :class:`Report` (``timing`` says which), which may begin after the work."""
     torch = sys.modules.get("torch")
     try:
         affinity = len(os.sched_getaffinity(0))
     except (AttributeError, OSError):
         affinity = os.cpu_count()
+    whole = "t0" in CONTEXT
+    t0, cpu0 = (CONTEXT["t0"], CONTEXT["cpu0"]) if whole else (t0, cpu0)
+    if whole:
+        load0 = CONTEXT.get("load0", load0)
     argv = list(sys.argv) if sys.argv and sys.argv[0] else []
     if argv:
         argv[0] = "dodai" if Path(argv[0]).name in ("__main__.py", "dodai") else Path(argv[0]).name
@@ -93,6 +100,7 @@ def provenance(t0: float, cpu0: float, load0: list[float] | None) -> dict:
         "load_average_end": _loadavg(),
         "wall_s": round(time.time() - t0, 2),
         "cpu_s": round(_cpu_seconds() - cpu0, 2),
+        "timing": "whole experiment" if whole else "report object only (the work may have started earlier)",
         "platform": platform.platform(),
         "versions": versions(),
         "git_commit": _git_commit(),

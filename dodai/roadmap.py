@@ -233,7 +233,7 @@ def evaluate(item_id: str) -> dict:
                            "plots": sorted(f"evidence/{ev_id}/{p.name}" for p in folder.glob("*.png")),
                            "mode": meta.get("mode"), "date": meta.get("date"), "command": meta.get("command"),
                            "cpu_model": meta.get("cpu_model"), "load_average_start": meta.get("load_average_start"),
-                           "wall_s": meta.get("wall_s")}
+                           "wall_s": meta.get("process_wall_s") or meta.get("wall_s")}
         claims = CLAIMS.get(ev_id, []) + (CLAIMS.get(item_id, []) if ev_id != item_id else [])
         out["claims"] = [c.evaluate(res) for c in claims]
         if not out["claims"]:

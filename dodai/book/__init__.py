@@ -128,7 +128,7 @@ def _provenance(lang: str, res: dict) -> str:
              f"{ui['machine']}: {_e(m.get('cpu_model', '?'))}"
              + (f", {_e(m['usable_cpus'])} CPUs" if m.get("usable_cpus") else ""),
              f"{ui['load']}: {_e(m.get('load_average_start', '?'))}",
-             f"{ui['wall']}: {_e(m.get('wall_s', '?'))} s"]
+             f"{ui['wall']}: {_e(m.get('process_wall_s') or m.get('wall_s', '?'))} s"]
     return f'<p class="prov"><strong>{ui["provenance"]}</strong> — ' + " · ".join(parts) + "</p>"
 
 

@@ -78,10 +78,13 @@ def _run_experiment(item_id: str, out: str | None, quick: bool) -> int:
     mod_name, fn_name = target.split(":")
     fn = getattr(importlib.import_module(mod_name), fn_name)
     out_dir = Path(out or f"runs/{it.id}")
+    import time
+
     from dodai import report
 
     report.CONTEXT.update(item=it.id, mode="quick" if quick else "full",
-                          command=f"dodai roadmap run {it.id}" + (" --quick" if quick else ""))
+                          command=f"dodai roadmap run {it.id}" + (" --quick" if quick else ""),
+                          t0=time.time(), cpu0=report._cpu_seconds(), load0=report._loadavg())
     fn(out_dir, quick=quick)
     print(f"report: {out_dir / 'report.md'}", file=sys.stderr)
     return 0
