@@ -189,6 +189,11 @@ def test_readme_figures_are_backed_by_committed_files():
     assert not problems, "\n".join(problems)
 
 
+def test_benchmarks_readme_figures_are_backed_by_their_results_files():
+    problems = readme_figure_problems((REPO / "benchmarks" / "README.md").read_text(encoding="utf-8"))
+    assert not problems, "\n".join(problems)
+
+
 def test_the_figure_check_catches_an_unbacked_figure(tmp_path):
     ev = "evidence/R2.4/results.json"
     acc = json.loads((REPO / ev).read_text())["test_acc_min"]
