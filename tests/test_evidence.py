@@ -202,3 +202,17 @@ def test_the_figure_check_catches_an_unbacked_figure(tmp_path):
     assert readme_figure_problems("| MLP on digits | test accuracy 99.9 % | [evidence](" + ev + ") |")
     assert readme_figure_problems("the speedrun reached perplexity 80.6 on held-out text")
     assert readme_figure_problems("tolerances are not figures: within 1 % and ≤ 1e-5") == []
+
+
+def test_roadmap_json_lists_evidence_and_claims_with_measured_values(capsys):
+    from dodai.cli import main
+
+    assert main(["roadmap", "--json"]) == 0
+    items = {it["id"]: it for it in json.loads(capsys.readouterr().out)}
+    assert len(items) == 40
+    for it in items.values():
+        assert it["status"] in (roadmap.WORKING, roadmap.FAILING, roadmap.UNVERIFIED, roadmap.PLANNED)
+        if it["status"] == roadmap.WORKING:
+            assert it["evidence"]["results"].startswith("evidence/") and it["evidence"]["mode"] in ("quick", "full")
+            assert all(c["holds"] and c["kind"] in (FINDING, DEMONSTRATION) and "measured" in c for c in it["claims"])
+    assert items["R6.4"]["evidence"] == {**items["R4.3"]["evidence"]}  # the shared experiment's evidence
