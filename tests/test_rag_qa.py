@@ -11,8 +11,7 @@ import pytest
 import torch
 
 from dodai.errors import DodaiError
-from dodai.rag.evalset import best_over, exact_match, f1_score, load_qa, normalize_answer, qa_scores, QAItem
-
+from dodai.rag.evalset import QAItem, best_over, exact_match, f1_score, load_qa, normalize_answer, qa_scores
 
 # ---- metrics ---------------------------------------------------------------------------------------------
 
