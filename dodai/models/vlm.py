@@ -311,10 +311,17 @@ class ImagePrefixedLM(nn.Module):
         if self.images is not None and b != self.images.shape[0]:
             raise DodaiError(f"{b} decoding rows for {self.images.shape[0]} images: one row per image")
 
-    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None):
-        self._check_batch(idx.shape[0])
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None,
+                last_only: bool = False, attention_mask: torch.Tensor | None = None,
+                position_ids: torch.Tensor | None = None):
+        """The causal-LM protocol (dodai.models.protocol); rows are never padded (one bos per image)."""
+        if attention_mask is not None or position_ids is not None:
+            raise DodaiError("the image-prefixed VLM decodes unpadded rows only")
         first = cache is None or cache.pos == 0  # the prefill (or every step without a cache)
-        return self.vlm(self.images if first else None, idx, targets, cache=cache)
+        if first:  # later steps may have fewer rows: the engine drops finished ones from the cache
+            self._check_batch(idx.shape[0])
+        logits, loss = self.vlm(self.images if first else None, idx, targets, cache=cache)
+        return (logits[:, -1:] if last_only and targets is None else logits), loss
 
 
 def caption(model: VLM, images: torch.Tensor | None, tok, max_new_tokens: int | None = None,
@@ -331,10 +338,14 @@ def caption(model: VLM, images: torch.Tensor | None, tok, max_new_tokens: int | 
         return []
     if max_new_tokens is None:
         max_new_tokens = model.config.lm.block_size - model.config.n_patches - 1
+    greedy = LogitsPipeline(temperature=0.0)
     with torch.inference_mode():
-        outs = complete(ImagePrefixedLM(model, images), [tok.bos_id], max_new_tokens,
-                        pipeline=LogitsPipeline(temperature=0.0), num_samples=rows, eos_id=tok.eos_id,
-                        tokenizer=tok, use_cache=use_cache)
+        if not use_cache:  # the reference re-runs every row's images each step: one image at a time
+            return [complete(ImagePrefixedLM(model, None if images is None else images[i:i + 1]), [tok.bos_id],
+                             max_new_tokens, pipeline=greedy, eos_id=tok.eos_id, tokenizer=tok,
+                             use_cache=False)[0].text for i in range(rows)]
+        outs = complete(ImagePrefixedLM(model, images), [tok.bos_id], max_new_tokens, pipeline=greedy,
+                        num_samples=rows, eos_id=tok.eos_id, tokenizer=tok)
     return [o.text for o in outs]
 
 
