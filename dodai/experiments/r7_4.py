@@ -222,6 +222,8 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     from dodai.viz import pyplot
 
     t0 = time.time()
+    # created first, so its provenance (wall and CPU time, load at the start) covers the whole run
+    rep = Report(out_dir, "R7.4 — memory: buffer, summary and vector memory on a long conversation")
     n_facts, n_filler = (4, 6) if quick else (15, 30)
     budget, max_new = (192, 10) if quick else (512, 32)
     # quick mode generates answers for (a) and (c) only: each SmolLM2 answer costs ~1 s of CPU
@@ -235,7 +237,6 @@ def run(out_dir: Path, quick: bool = False) -> dict:
     res = evaluate(model, tok, facts, exchanges, budget, max_new, summariser, encoder, answered)
     seconds = time.time() - t0
 
-    rep = Report(out_dir, "R7.4 — memory: buffer, summary and vector memory on a long conversation")
     rep.text(f"SmolLM2-135M-Instruct, greedy. {n_facts} personal facts stated one per turn (seed 0), then "
              f"{n_filler} filler exchanges, then one question per fact, each asked separately from the same final "
              f"state. Token budget for (a)–(c): {budget} tokens including {max_new} reply tokens (the prompt is "
