@@ -187,8 +187,8 @@ def test_chat_session_prefix_reuse_equals_fresh_prefill(dodai_smollm2):
 
 
 def test_chat_session_drops_oldest_turns(dodai_smollm2):
-    from dodai.generate.session import ChatSession
     from dodai.errors import DodaiError
+    from dodai.generate.session import ChatSession
 
     model, tok = dodai_smollm2
     s = ChatSession(model, tok, temperature=0.0, max_new_tokens=16, context=128)

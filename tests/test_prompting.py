@@ -7,8 +7,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dodai.chat_template import ChatTemplate
-from dodai.generate.session import CHATML
 from dodai.errors import DodaiError
+from dodai.generate.session import CHATML
 from dodai.prompting import (
     COT_MARKER,
     PromptTemplate,

@@ -155,7 +155,7 @@ def tiny_model_and_tokenizer(seed: int = 0, n_layer: int = 2, n_embd: int = 64, 
     what quick modes and tests fine-tune (seconds, not minutes). The tokenizer's end token is <|im_end|>."""
     import torch
 
-    from dodai.commands.chat import CHATML
+    from dodai.generate.session import CHATML
     from dodai.models.llama import Llama, LlamaConfig
     from dodai.tokenizers.bpe import ByteLevelBPE
 
