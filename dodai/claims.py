@@ -512,13 +512,16 @@ def _(r):
 
 
 # ------------------------------------------------------------------------------------ 9. deep dives
-@claim("R9.1", FINDING, "Every equation of one attention layer recomputed with plain torch ops equals the model's "
-       "own tensors (1e-12 in float64)",
-       "Attention 層の各式を素の torch 演算で再計算するとモデルの値と一致")
+@claim("R9.1", FINDING, "Every equation of one attention layer recomputed with plain torch ops in float64 matches the "
+       "model's own tensors: the projections exactly, every step within 1e-5 (what remains is the model's float32 "
+       "choices, as HF's: the RMSNorm statistic and, in SmolLM2, the RoPE angles)",
+       "Attention 層の各式を float64 の素の torch 演算で再計算すると、射影は完全一致、全ステップが 1e-5 以内で一致")
 def _(r):
+    steps = {s["tensor"]: s["max_abs_diff"] for s in r["steps"]}
     worst = max(s["max_abs_diff"] for s in r["steps"])
-    return r["steps"][-1]["max_abs_diff"] <= 1e-12 and r["row_sum_err"] <= 1e-12, {
-        "final_step_diff": r["steps"][-1]["max_abs_diff"], "worst_step_diff": worst}
+    exact = all(steps[t] == 0.0 for t in ("Q", "K", "V"))
+    return exact and worst <= 1e-5, {"projections_exact": exact, "worst_step_diff": worst,
+                                     "final_output_diff": r["steps"][-1]["max_abs_diff"]}
 
 
 @claim("R9.1", DEMONSTRATION, "Softmax rows sum to 1 and causal masking gives future tokens zero weight",
