@@ -304,7 +304,10 @@ def test_experiment_quick(digits, tmp_path):
     assert vlm["layout"] > base["layout"] and vlm["valid"] > 0.9
     assert base["digit"] < 0.25  # the text-only model is at chance on digits
     maj = res["systems"]["majority caption"]  # the baseline that ignores the image, by construction
-    assert maj["valid"] == 1.0 and maj["layout"] <= res["majority_layout"]["test_layout_accuracy"] + 1e-12
+    # one constant caption names one layout, so it is right at most on the test share of the commonest layout
+    # (the commonest caption's layout need not be the commonest layout)
+    top_share = max(v["n"] for v in res["by_layout"].values()) / res["n_test"]
+    assert maj["valid"] == 1.0 and maj["layout"] <= top_share + 1e-12
     assert 0 < res["majority_layout"]["test_layout_accuracy"] < 0.5
     assert vlm["layout"] > res["majority_layout"]["test_layout_accuracy"] + 0.2
     for f in ("report.md", "results.json", "samples.png", "attention.png", "loss.png"):
