@@ -178,6 +178,30 @@ def parse_json_line(line: str, where: str):
         raise DodaiError(f"{where}: not valid JSON ({getattr(e, 'msg', e)})") from None
 
 
+MAX_JSON_FILE_BYTES = 64 << 20  # a config, manifest or index metadata file (64 MiB)
+
+
+def read_user_json(path: str | os.PathLike, max_bytes: int = MAX_JSON_FILE_BYTES, what: str = "JSON file"):
+    """Parse a JSON file from a folder the user handed us (a model's config.json, an index's meta.json, ...).
+
+    Only a regular file is opened (never a FIFO or a device behind a symlink), at most ``max_bytes`` are read, and
+    every way the file can be wrong — missing, not UTF-8, not JSON, nested deeper than the parser's recursion
+    limit — is one DodaiError line naming the file and ``what`` was expected there.
+    """
+    p = Path(path)
+    if not p.exists():
+        raise DodaiError(f"{p}: no such file (expected a {what})")
+    data = read_user_bytes(p, max_bytes)
+    try:
+        return json.loads(data.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DodaiError(f"{p}: not valid UTF-8 (byte {e.start}); expected a {what}") from None
+    except RecursionError:
+        raise DodaiError(f"{p}: JSON nested too deeply; not a {what}") from None
+    except ValueError as e:  # json.JSONDecodeError
+        raise DodaiError(f"{p}: not valid JSON ({getattr(e, 'msg', e)}); expected a {what}") from None
+
+
 def read_user_text(path: str | os.PathLike, max_bytes: int = MAX_USER_FILE_BYTES) -> str:
     """Read a user's UTF-8 text file, with a one-line DodaiError for every way it can be wrong."""
     p = Path(path)

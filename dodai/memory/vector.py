@@ -43,7 +43,7 @@ import torch
 import torch.nn.functional as F
 
 from dodai.errors import DodaiError
-from dodai.io import atomic_write_bytes
+from dodai.io import atomic_write_bytes, read_user_json
 
 FORMAT = "dodai-vector-memory"
 VERSION = 1
@@ -245,11 +245,8 @@ class VectorMemory:
         where = self.folder
         mpath = where / MANIFEST
         try:
-            raw = mpath.read_bytes()
-            if len(raw) > 1_000_000:
-                raise ValueError("too large")
-            man = json.loads(raw.decode("utf-8"))
-        except (OSError, ValueError, UnicodeDecodeError):
+            man = read_user_json(mpath, max_bytes=1_000_000, what="dodai memory manifest")
+        except (OSError, ValueError, UnicodeDecodeError, DodaiError):
             raise DodaiError(f"{mpath}: not a dodai memory manifest (unreadable or not JSON)") from None
         if not isinstance(man, dict) or man.get("format") != FORMAT:
             raise DodaiError(f"{mpath}: not a dodai memory manifest (format is not {FORMAT!r})")

@@ -16,10 +16,10 @@ Heavy imports happen inside the function so that importing ``dodai.models`` stay
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from dodai.errors import DodaiError
+from dodai.io import read_user_json
 
 # general.architecture -> (module, loader of an open GGUFFile)
 GGUF_ARCHITECTURES = {
@@ -74,10 +74,7 @@ def load_model(spec, dtype=None):
     cfg_path = p / "config.json"
     if not cfg_path.is_file():
         raise DodaiError(f"{p}: no config.json (not a model folder)")
-    try:
-        cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        raise DodaiError(f"{cfg_path}: not valid JSON") from None
+    cfg = read_user_json(cfg_path, what="model config")
     kind = cfg.get("model_type") if isinstance(cfg, dict) else None
     if kind == "gpt":
         from dodai.models.gpt import GPT
@@ -115,7 +112,7 @@ def load_decoder_dir(folder, kind: str, dtype=None):
         from dodai.models.gemma3 import Gemma3 as cls
         from dodai.models.gemma3 import Gemma3Config as cfg_cls
     p = Path(folder)
-    cfg = json.loads((p / "config.json").read_text(encoding="utf-8"))
+    cfg = read_user_json(p / "config.json", what="model config")
     model = cls(cfg_cls.from_dict(cfg))
     load_named(model, dict(load_file(p / "model.safetensors")), dtype or torch.float32, str(p))
     return model

@@ -39,6 +39,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dodai.errors import DodaiError
+from dodai.io import read_user_json
 
 # HF config.json keys that do not change the forward pass of an inference-mode encoder.
 _IGNORED_HF_KEYS = {
@@ -373,7 +374,7 @@ class SentenceEncoder:
 
 def _read_json(path: Path) -> dict:
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_user_json(path)
     except FileNotFoundError:
         raise DodaiError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:

@@ -778,6 +778,13 @@ def decoder_from_gguf_file(gf, model_cls, config: DecoderConfig, wanted: dict[st
     """Build ``model_cls(config)`` from an open GGUFFile, one tensor at a time (peak memory: the model plus one
     dequantized fp32 tensor). ``wanted``: GGUF name -> dodai name; ``transform(gguf_name, tensor)`` adapts a
     tensor to dodai's convention (Q/K un-permutation, Gemma's norm offset)."""
+    # cheap checks first, from the config alone (building even a meta model of absurd metadata, e.g. 500 blocks,
+    # takes minutes of parameter initialisation): the embedding's shape, then every promised tensor's presence
+    emb = gf.tensors.get("token_embd.weight")
+    if emb is not None and tuple(emb.shape) != (config.vocab_size, config.n_embd):
+        raise DodaiError(f"GGUF tensor token_embd.weight has shape {tuple(emb.shape)}, expected "
+                         f"{(config.vocab_size, config.n_embd)} from the metadata")
+    check_gguf_tensors(gf, {g: ours for g, ours in wanted.items() if g not in gf.tensors}, {})
     with torch.device("meta"):  # shapes only: checked against the table before any memory is allocated
         model = model_cls(config)
     shapes = {k: tuple(v.shape) for k, v in model.state_dict().items()}

@@ -32,7 +32,6 @@ Loss: mean cross-entropy over all positions whose target is not -100.
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -42,6 +41,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dodai.errors import DodaiError
+from dodai.io import read_user_json
 from dodai.nn.attention import ATTN_IMPLS, CausalSelfAttention
 from dodai.nn.ffn import MLP, SwiGLU
 from dodai.nn.kv_cache import KVCache
@@ -309,10 +309,7 @@ class GPT(nn.Module):
         cfg_path = folder / "config.json"
         if not cfg_path.is_file():
             raise DodaiError(f"{folder}: no config.json (not a dodai model folder)")
-        try:
-            raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DodaiError(f"{cfg_path}: not valid JSON") from None
+        raw = read_user_json(cfg_path, what="model config")
         if not isinstance(raw, dict) or raw.get("model_type") != "gpt":
             raise DodaiError(f"{cfg_path}: model_type is not 'gpt'")
         config = GPTConfig.from_dict(raw)

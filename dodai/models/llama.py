@@ -40,13 +40,13 @@ Loading: GGUF (dequantized to fp32, or bf16 on request) through dodai's GGUF rea
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from dodai.errors import DodaiError
+from dodai.io import read_user_json
 from dodai.models.decoder import (  # noqa: F401  (re-exported: the blocks' historical home)
     Attention,
     AttnMasks,
@@ -220,10 +220,7 @@ def load_llama_dir(folder: str | Path, dtype: torch.dtype = torch.float32) -> Ll
     from dodai.weights.safetensors import load_file
 
     folder = Path(folder)
-    try:
-        cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise DodaiError(f"cannot read {folder / 'config.json'}: {e}") from None
+    cfg = read_user_json(folder / "config.json", what="model config")
     if not isinstance(cfg, dict):
         raise DodaiError(f"{folder / 'config.json'} is not a JSON object")
     sd = load_file(folder / "model.safetensors")

@@ -24,7 +24,6 @@ search can reorder it generically.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,6 +31,7 @@ import torch
 from torch import nn
 
 from dodai.errors import DodaiError
+from dodai.io import read_user_json
 from dodai.models.rnn import GRU, GRUCell
 
 ATTENTIONS = ("none", "bahdanau", "luong")
@@ -205,7 +205,7 @@ class Seq2Seq(nn.Module):
 
         folder = Path(folder)
         try:
-            cfg = Seq2SeqConfig(**json.loads((folder / "config.json").read_text()))
+            cfg = Seq2SeqConfig(**read_user_json(folder / "config.json", what="model config"))
         except (OSError, TypeError, ValueError) as e:
             raise DodaiError(f"cannot read seq2seq config in {folder}: {e}") from None
         model = cls(cfg)

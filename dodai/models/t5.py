@@ -33,7 +33,6 @@ state-dict names (``encoder.block.{i}.layer.0.SelfAttention.q.weight`` ...).
 
 from __future__ import annotations
 
-import json
 import re
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -43,6 +42,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dodai.errors import DodaiError
+from dodai.io import read_user_json
 from dodai.nn.attention import attention_sdpa
 from dodai.nn.kv_cache import KVCache
 from dodai.nn.relative_bias import RelativePositionBias
@@ -414,10 +414,7 @@ class T5(nn.Module):
         from dodai.weights.safetensors import load_file
 
         folder = Path(path)
-        try:
-            cfg = json.loads((folder / "config.json").read_text(encoding="utf-8"))
-        except (OSError, ValueError) as e:
-            raise DodaiError(f"{folder}: cannot read config.json ({e})") from None
+        cfg = read_user_json(folder / "config.json", what="model config")
         if not isinstance(cfg, dict) or cfg.get("model_type") != "t5":
             raise DodaiError(f"{folder}: config.json is not a dodai T5 config")
         model = cls(T5Config.from_dict(cfg))

@@ -27,7 +27,6 @@ whole sequence each step (the reference the cached path is tested against).
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -38,6 +37,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from dodai.errors import DodaiError
+from dodai.io import read_user_json
 from dodai.models.gpt import GPT, GPTConfig
 from dodai.nn.attention import attention_reference, attention_sdpa
 from dodai.nn.ffn import MLP
@@ -265,10 +265,7 @@ class VLM(nn.Module):
         cfg_path = folder / "config.json"
         if not cfg_path.is_file():
             raise DodaiError(f"{folder}: no config.json (not a dodai VLM folder)")
-        try:
-            raw = json.loads(cfg_path.read_text(encoding="utf-8"))
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            raise DodaiError(f"{cfg_path}: not valid JSON") from None
+        raw = read_user_json(cfg_path, what="model config")
         if not isinstance(raw, dict) or raw.get("model_type") != "vlm":
             raise DodaiError(f"{cfg_path}: model_type is not 'vlm'")
         config = VLMConfig.from_dict(raw)

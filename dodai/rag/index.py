@@ -19,12 +19,12 @@ turns a chunk ranking into a document ranking (each document at the rank of its 
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dodai.errors import DodaiError
+from dodai.io import read_user_json
 from dodai.rag.bm25 import BM25
 from dodai.rag.chunk import Chunk, chunk_documents
 from dodai.rag.hybrid import reciprocal_rank_fusion, weighted_fusion
@@ -178,7 +178,7 @@ def doc_ranking(hits: list[tuple[Chunk, float]] | list[Hit]) -> list:
 
 def _read_json(path: Path):
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
+        return read_user_json(path, what="dodai RAG index file")
     except FileNotFoundError:
         raise DodaiError(f"{path}: no such file") from None
     except (OSError, UnicodeDecodeError, ValueError) as e:

@@ -29,6 +29,7 @@ from pathlib import Path
 import torch
 
 from dodai.errors import DodaiError
+from dodai.io import read_user_json
 from dodai.models.gpt import GPT, GPTConfig
 
 _CONV1D = ("attn.c_attn.weight", "attn.c_proj.weight", "mlp.c_fc.weight", "mlp.c_proj.weight")
@@ -121,7 +122,7 @@ def load_hf_gpt2(folder: str | Path, dtype: torch.dtype = torch.float32) -> GPT:
 
     folder = Path(folder)
     try:
-        hf_config = json.loads((folder / "config.json").read_text(encoding="utf-8"))
+        hf_config = read_user_json(folder / "config.json", what="model config")
     except FileNotFoundError:
         raise DodaiError(f"{folder}: no config.json") from None
     except (json.JSONDecodeError, UnicodeDecodeError):
