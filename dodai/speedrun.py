@@ -52,6 +52,7 @@ TOKENS_PER_PARAM = 2.0  # training tokens per parameter the size rule asks for (
 TRAIN_SHARE = 0.9  # share of the budget the size rule expects to spend in optimizer steps (the rest: evaluations)
 TEMPERATURES = (0.7, 1.0)
 N_PROMPTS = 3
+MIXTURE_WEIGHT = 0.5  # GPT share of the reported GPT + Kneser-Ney mixture; fixed beforehand, not tuned on val
 
 # (name, n_layer, n_head, n_embd, block_size, batch_size), smallest first. Tokens per step grow with the model:
 # a slow machine gets a small model and many small steps (under a few hundred steps, the number of updates
@@ -173,6 +174,11 @@ def probe_tokens_per_s(shape: tuple, train_ids, vocab_size: int, device: str, se
     return t * b / max(times[len(times) // 2], 1e-9)
 
 
+def _printable(text: str) -> str:
+    """Control characters a byte-level model may emit (other than newline and tab) as ``\\xNN`` escapes."""
+    return "".join(c if c in "\n\t" or c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def _prompts(val: str, n: int = N_PROMPTS, words: int = 6) -> list[str]:
     """``n`` prompts from the validation text: the first ``words`` words of evenly spaced paragraphs that
     start with a letter and have at least twice that many words."""
@@ -207,7 +213,7 @@ def _train_one(label: str, shape: tuple, recipe: dict, tok, train_ids, val_ids, 
         return {"val_loss": loss, "val_bpb": loss / math.log(2) / val_bpt}
 
     cfg = _fit_config(recipe, device, seed=seed, quiet=quiet, desc=label, time_budget_s=budget_s, evals=10,
-                      eval_at_start=True, checkpoint=True, save_model=True, compile=compile_)
+                      eval_at_start=True, checkpoint=False, save_model=True, compile=compile_)
     model.to(device)
     res = fit(model, RandomWindows(train_ids, t, b, seed, device=device), lm_loss, cfg, out_dir=out,
               evaluate=evaluate, tokenizer=tok, tokens_per_step=t * b)
@@ -279,7 +285,12 @@ def speedrun(out_dir: str | Path = "runs/speedrun", minutes: float = 5.0, seed: 
     from dodai.errors import DodaiError
     from dodai.generate.sampling import generate
     from dodai.report import Report, cpu_model
-    from dodai.speedrun_baselines import compressor_baselines, lm_bits_per_byte, ngram_baselines
+    from dodai.speedrun_baselines import (
+        compressor_baselines,
+        lm_bits_per_byte,
+        mixture_bits_per_byte,
+        ngram_baselines,
+    )
     from dodai.tokenizers.bpe import ByteLevelBPE
 
     if not (isinstance(minutes, int | float) and math.isfinite(minutes) and minutes > 0):
@@ -389,8 +400,9 @@ def speedrun(out_dir: str | Path = "runs/speedrun", minutes: float = 5.0, seed: 
     t = time.time()
     _log("[6/8] evaluating on the whole validation split; baselines ...", quiet)
     for r in runs.values():
+        r["logprobs"] = []
         r["val_bpb_full"] = lm_bits_per_byte(r["model"], val_ids, val_bytes, block=r["shape"][4],
-                                             first_context=sep_id, device=device)
+                                             first_context=sep_id, device=device, logprobs=r["logprobs"])
     timings["full_eval_s"] = time.time() - t
     base_rows: list[dict] = []
     if baselines:
@@ -407,7 +419,14 @@ def speedrun(out_dir: str | Path = "runs/speedrun", minutes: float = 5.0, seed: 
                           "kind": "nanoGPT", "bits_per_byte": n["val_bpb_full"],
                           "seconds": round(n["fit"].elapsed_s, 1)})
     model_bpb = main["val_bpb_full"]
+    kn = [b for b in base_rows if "Kneser" in b["baseline"]]
+    mixture = None
+    if kn:  # reported beside the headline, never as it: the goal is the GPT's own bits/byte
+        mixture = {"with": kn[-1]["baseline"], "weight": MIXTURE_WEIGHT,
+                   "bits_per_byte": mixture_bits_per_byte(main["logprobs"], kn[-1]["logprobs"], val_bytes,
+                                                          MIXTURE_WEIGHT)}
     for b in base_rows:
+        b.pop("logprobs", None)
         b["speedrun_ratio"] = model_bpb / b["bits_per_byte"] if b["bits_per_byte"] > 0 else math.nan
 
     # ---- samples
@@ -420,7 +439,7 @@ def speedrun(out_dir: str | Path = "runs/speedrun", minutes: float = 5.0, seed: 
         for temp in TEMPERATURES:
             n_new = max(1, min(64, shape[4] - len(ids)))
             new = list(generate(model, ids, n_new, temperature=temp, top_k=None, seed=seed + i))
-            samples.append({"prompt": prompt, "temperature": temp, "text": tok.decode(ids + new)})
+            samples.append({"prompt": prompt, "temperature": temp, "text": _printable(tok.decode(ids + new))})
     timings["sample_s"] = time.time() - t
 
     # ---- report
@@ -451,6 +470,7 @@ def speedrun(out_dir: str | Path = "runs/speedrun", minutes: float = 5.0, seed: 
                       "probe_tokens_per_s": {str(k): round(v, 1) for k, v in probes.items()},
                       "candidates": size_rows, "chosen": shape[0], "asked": size},
         "baselines": base_rows,
+        "mixture_with_kneser_ney": mixture,
         "ratio_to_xz": model_bpb / xz["bits_per_byte"] if xz else None,
         "ratio_to_nanogpt": model_bpb / ng["bits_per_byte"] if ng else None,
         "goal": {"xz_ratio_max": 0.80, "nanogpt_ratio_max": 0.90,
@@ -523,6 +543,13 @@ def speedrun(out_dir: str | Path = "runs/speedrun", minutes: float = 5.0, seed: 
               + [{"model / baseline": b["baseline"], "bits/byte": b["bits_per_byte"],
                   "speedrun ÷ baseline": b["speedrun_ratio"], "seconds": round(b["seconds"], 1)}
                  for b in base_rows])
+    if mixture:
+        vs_xz = f" = {mixture['bits_per_byte'] / xz['bits_per_byte']:.2f}× xz" if xz else ""
+        rep.text(f"Not the headline, for scale: the speedrun GPT mixed with the {mixture['with']} model, "
+                 f"p = {MIXTURE_WEIGHT:g} · p_GPT + {1 - MIXTURE_WEIGHT:g} · p_KN per token (the weight fixed "
+                 f"beforehand, not tuned on the validation text), scores **{mixture['bits_per_byte']:.3f} "
+                 f"bits/byte**{vs_xz}. The n-gram memorises the training text verbatim in seconds; what the GPT "
+                 "adds to it is what it generalises.")
     rep.text("Compressors: 8 · (|C(train + val)| − |C(train)|) / bytes(val). n-grams: Σ −log2 p over the "
              "validation tokens given the true preceding tokens. GPTs: every validation token scored once, in "
              "windows of the context length advancing by half of it.")

@@ -72,24 +72,37 @@ def compressor_baselines(train: str, val: str, sep: str = "\n\n") -> list[dict]:
     return rows
 
 
+def ngram_logprobs(lm, val_ids: Sequence[int]) -> list[float]:
+    """ln p(token | the true tokens before it) for every validation token under a fitted
+    :class:`~dodai.basics.ngram.NGramLM`; the first token starts a document."""
+    ids = [int(t) for t in val_ids]
+    if not ids:
+        raise DodaiError("cannot score an empty validation text")
+    k = lm.n - 1
+    out = []
+    for i, w in enumerate(ids):
+        p = lm.prob(ids[max(0, i - k):i] if k else [], w)
+        out.append(math.log(p) if p > 0 else -math.inf)
+    return out
+
+
 def ngram_bits_per_byte(lm, val_ids: Sequence[int], n_bytes: int) -> float:
     """Σ over the validation tokens of -log2 p(token | the true tokens before it) under a fitted
     :class:`~dodai.basics.ngram.NGramLM`, divided by ``n_bytes``; the first token starts a document."""
     if n_bytes <= 0:
         raise DodaiError(f"bits per byte needs n_bytes > 0, got {n_bytes}")
-    ids = [int(t) for t in val_ids]
-    if not ids:
-        raise DodaiError("cannot score an empty validation text")
-    lp = lm.logprob_sequence(ids)
-    return math.inf if lp == -math.inf else -lp / LN2 / n_bytes
+    return -sum(ngram_logprobs(lm, val_ids)) / LN2 / n_bytes
 
 
 def ngram_baselines(train_ids: Sequence[int], val_ids: Sequence[int], n_bytes: int, vocab_size: int,
                     orders: Sequence[int] = (3, 5)) -> list[dict]:
     """Unigram (add-one) and interpolated Kneser-Ney of each order in ``orders``, fitted on the training
-    tokens (one stream) and scored on the validation tokens: name, bits/byte, seconds."""
+    tokens (one stream) and scored on the validation tokens: name, bits/byte, seconds, and the per-token
+    log-probabilities (``logprobs``, for :func:`mixture_bits_per_byte`)."""
     from dodai.basics.ngram import NGramLM
 
+    if n_bytes <= 0:
+        raise DodaiError(f"bits per byte needs n_bytes > 0, got {n_bytes}")
     train = [int(t) for t in train_ids]
     specs = [("unigram (add-one)", NGramLM(1, "add_k", k=1.0, vocab_size=vocab_size))]
     specs += [(f"{n}-gram Kneser-Ney", NGramLM(n, "kn", vocab_size=vocab_size)) for n in orders]
@@ -97,19 +110,38 @@ def ngram_baselines(train_ids: Sequence[int], val_ids: Sequence[int], n_bytes: i
     for name, lm in specs:
         t = time.perf_counter()
         lm.fit(train)
-        bpb = ngram_bits_per_byte(lm, val_ids, n_bytes)
-        rows.append({"baseline": f"{name}, BPE tokens", "kind": "n-gram", "bits_per_byte": bpb,
-                     "seconds": time.perf_counter() - t})
+        lps = ngram_logprobs(lm, val_ids)
+        rows.append({"baseline": f"{name}, BPE tokens", "kind": "n-gram", "bits_per_byte": -sum(lps) / LN2 / n_bytes,
+                     "seconds": time.perf_counter() - t, "logprobs": lps})
     return rows
 
 
+def mixture_bits_per_byte(logp_a: Sequence[float], logp_b: Sequence[float], n_bytes: int,
+                          weight: float = 0.5) -> float:
+    """Bits per byte of the linear mixture ``weight · p_a + (1 - weight) · p_b`` of two models, from their
+    per-token log-probabilities (nats) of the same tokens."""
+    if len(logp_a) != len(logp_b) or not len(logp_a):
+        raise DodaiError(f"a mixture needs the same non-empty tokens from both models, got {len(logp_a)} and "
+                         f"{len(logp_b)}")
+    if not 0 <= weight <= 1:
+        raise DodaiError(f"mixture weight must be in [0, 1], got {weight}")
+    total = 0.0
+    for a, b in zip(logp_a, logp_b):
+        p = weight * math.exp(a) + (1 - weight) * math.exp(b)
+        if p <= 0:
+            return math.inf
+        total -= math.log2(p)
+    return total / n_bytes
+
+
 def lm_bits_per_byte(model, ids, n_bytes: int, block: int, stride: int | None = None, first_context: int = 0,
-                     batch: int = 16, device: str = "cpu") -> float:
+                     batch: int = 16, device: str = "cpu", logprobs: list | None = None) -> float:
     """Bits per byte of the token sequence ``ids`` (1-D, encoding ``n_bytes`` bytes) under a causal LM.
 
     The sequence is prefixed with ``first_context`` (a token id, not scored) so its first token is scored
     too. Windows of ``block`` tokens start every ``stride`` (default ``block // 2``) tokens; each window
-    scores the targets the previous one did not, so every token is scored exactly once."""
+    scores the targets the previous one did not, so every token is scored exactly once. ``logprobs``: a list
+    that receives ln p of every token, in order."""
     import torch
 
     if n_bytes <= 0:
@@ -134,8 +166,7 @@ def lm_bits_per_byte(model, ids, n_bytes: int, block: int, stride: int | None = 
         s += stride
     was_training = model.training
     model.eval()
-    total = 0.0
-    count = 0
+    per_token = torch.full((n_targets,), math.nan, dtype=torch.float64)
     with torch.no_grad():
         for i in range(0, len(windows), batch):
             group = windows[i:i + batch]
@@ -149,10 +180,13 @@ def lm_bits_per_byte(model, ids, n_bytes: int, block: int, stride: int | None = 
                 y[r, :e - s] = tgt
             logits = model(x.to(device))[0].float()
             lp = torch.log_softmax(logits, dim=-1).cpu()
-            mask = y >= 0
-            total -= lp.gather(-1, y.clamp(min=0)[..., None])[..., 0][mask].double().sum().item()
-            count += int(mask.sum())
+            got = lp.gather(-1, y.clamp(min=0)[..., None])[..., 0].double()
+            for r, (s, e, first) in enumerate(group):
+                lo = max(first, s)
+                per_token[lo:e] = got[r, lo - s:e - s]
     model.train(was_training)
-    if count != n_targets:  # the windows above cover each target once by construction; a guard, not a branch
-        raise DodaiError(f"internal error: scored {count} of {n_targets} tokens")
-    return total / LN2 / n_bytes
+    if torch.isnan(per_token).any():  # the windows cover each target once by construction; a guard
+        raise DodaiError("internal error: a validation token was not scored")
+    if logprobs is not None:
+        logprobs.extend(per_token.tolist())
+    return -per_token.sum().item() / LN2 / n_bytes
