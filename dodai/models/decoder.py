@@ -276,10 +276,11 @@ class _Fused:
     updates (``copy_``, an optimizer step) write into the shared storage and keep it valid.
     """
 
-    __slots__ = ("ptrs", "weight", "scale", "group")
+    __slots__ = ("ptrs", "weight", "scale", "group", "scale32")
 
-    def __init__(self, ptrs, weight, scale=None, group=0):
+    def __init__(self, ptrs, weight, scale=None, group=0, scale32=None):
         self.ptrs, self.weight, self.scale, self.group = ptrs, weight, scale, group
+        self.scale32 = scale32  # int8: the bf16 scales as fp32 (dodai's native decode kernel reads them)
 
     def __call__(self, x):
         if self.scale is None:
@@ -290,7 +291,7 @@ class _Fused:
             return int4_linear_fast(x, self.weight, self.scale, self.group)
         from dodai.quant.int8 import int8_linear_fast
 
-        return int8_linear_fast(x, self.weight, self.scale)
+        return int8_linear_fast(x, self.weight, self.scale, None, self.scale32)
 
     def __deepcopy__(self, memo):
         return None  # a copy has its own weights: it fuses them itself when it first runs
@@ -334,6 +335,7 @@ def fused_projection(owner: nn.Module, attr: str, mods: tuple[nn.Module, ...]) -
     with torch.inference_mode(False), torch.no_grad():
         weight = torch.cat([t.detach() for t in ts])  # (ΣN, K)
         scale = torch.cat([m.scale_bf16 for m in mods]) if int8 else None  # (ΣN,)
+        scale32 = scale.float() if int8 else None  # (ΣN,) the bf16 scales as fp32, for dodai's native kernel
         off = 0
         for m, t in zip(mods, ts):
             n = t.shape[0]
@@ -342,7 +344,8 @@ def fused_projection(owner: nn.Module, attr: str, mods: tuple[nn.Module, ...]) -
             else:
                 m.weight.data = weight[off:off + n]
             off += n
-    hit = _Fused(tuple(t.data_ptr() for t in (m.qweight if int8 else m.weight for m in mods)), weight, scale)
+    hit = _Fused(tuple(t.data_ptr() for t in (m.qweight if int8 else m.weight for m in mods)), weight, scale,
+                 scale32=scale32)
     owner.__dict__[attr] = hit
     return hit
 
@@ -700,9 +703,18 @@ class Decoder(nn.Module):
         kinds = {self.config.rope_kind(i) for i in range(self.config.n_layer)}
         ropes = {kind: self._cos_sin(start, T, x.dtype, x.device, pos, kind) for kind in kinds}
         masks = AttnMasks(key_mask, start, T, x.dtype) if key_mask is not None else None
-        for i, blk in enumerate(self.layers):
-            cos, sin = ropes[self.config.rope_kind(i)]
-            x = blk(x, cos, sin, cache, i, masks)
+        fused = None
+        if T == 1 and cache is not None and key_mask is None and position_ids is None and not torch.is_grad_enabled():
+            from dodai.models.fast_decode import fused_step
+
+            cos, sin = ropes[self.config.rope_kind(0)]
+            fused = fused_step(self, x, cache, cos, sin)  # every layer in one native call, or None
+        if fused is not None:
+            x = fused
+        else:
+            for i, blk in enumerate(self.layers):
+                cos, sin = ropes[self.config.rope_kind(i)]
+                x = blk(x, cos, sin, cache, i, masks)
         if cache is not None:
             cache.advance(T)
         x = self.norm(x)

@@ -16,7 +16,9 @@ is, up to rounding, the file's 4-bit blocks.
 Two paths compute ``y = x Wᵀ``:
 
 - **reference** (:func:`int4_linear_reference`): dequantize to fp32, plain matmul; the oracle.
-- **fast** (:class:`Int4Linear`): PyTorch's CPU kernel ``_weight_int4pack_mm_for_cpu``, which reads the
+- **fast** (:class:`Int4Linear`): dodai's own kernels where they build (:mod:`dodai.quant.native`: a
+  matrix-vector kernel for decoding, dequantize-then-GEMM for prompts; both read the packed layout below
+  and compute on fp32 activations), else PyTorch's CPU kernel ``_weight_int4pack_mm_for_cpu``, which reads the
   packed 4-bit codes and one (scale, zero) pair per group and computes ``(q - 8)·scale + zero`` on the
   fly; so ``scale = d`` and ``zero = m + 8·d``. It is fast with **bfloat16** activations and scales (with
   fp32 or fp16 ones it is 10–30x slower on our CPU, measured), so the pairs are stored in bf16 and
@@ -128,8 +130,14 @@ class Int4Linear(nn.Module):
 
     @property
     def weight(self) -> torch.Tensor:
-        """W (N, K) fp32, exactly ``(q - 8)·scale + zero``: the kernel applied to the identity matrix with
-        fp32 activations (every output is one weight times 1.0). Slow; not used for decoding."""
+        """W (N, K) fp32, exactly ``(q - 8)·scale + zero``: dodai's dequantizer where it builds, else PyTorch's
+        kernel applied to the identity matrix with fp32 activations (every output is one weight times 1.0,
+        slow). For code that needs the matrix; not used for decoding."""
+        bn = _native_tile(self.packed, self.packed, self.group)
+        if bn:  # dodai's dequantizer: the same values, without the K×K×N product
+            from dodai.quant import native
+
+            return native.int4_dequantize_t(self.packed, self.scales_zeros, self.group, bn).t().contiguous()
         eye = torch.eye(self.in_features, dtype=torch.float32, device=self.packed.device)
         return _OP(eye, self.packed, self.group, self.scales_zeros.float()).t().contiguous()
 
@@ -142,11 +150,44 @@ class Int4Linear(nn.Module):
         return f"in_features={self.in_features}, out_features={self.out_features}, int4 groups of {self.group}"
 
 
+# Rows of activations up to which dodai's own matrix-vector kernel runs (decoding: one row per sequence);
+# from DEQUANT_ROWS rows on (a prompt), the weight is dequantized to fp32 and multiplied by a dense GEMM.
+GEMV_ROWS = 4
+DEQUANT_ROWS = 5
+
+
+def _native_tile(x: torch.Tensor, packed: torch.Tensor, group: int) -> int:
+    """The packed layout's row tile when dodai's native kernels can serve this call, else 0."""
+    if x.device.type != "cpu" or group % 8:
+        return 0
+    from dodai.quant import native
+
+    if not native.available():
+        return 0
+    return native.int4_tile(packed.shape[0], packed.shape[1] * 2)
+
+
 def int4_linear_fast(x: torch.Tensor, packed: torch.Tensor, scales_zeros: torch.Tensor, group: int,
                      bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., K) -> (..., N) through the kernel with bf16 activations, returned in x's dtype."""
+    """x (..., K) -> (..., N), returned in x's dtype.
+
+    With dodai's native kernels (:mod:`dodai.quant.native`): up to ``GEMV_ROWS`` rows, the int4
+    matrix-vector kernel on fp32 activations; from ``DEQUANT_ROWS`` rows (a prefill), dequantize-then-GEMM:
+    the weight is expanded to fp32 once for this call and the rows go through one dense matmul, which on a
+    CPU runs at the GEMM's speed instead of a 4-bit kernel's. Otherwise PyTorch's kernel with bf16
+    activations. All three compute ``x·((q - 8)·scale + zero)ᵀ``; they differ in rounding only."""
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)  # (M, K)
-    y = _OP(x2, packed, group, scales_zeros)  # (M, N) bf16
+    x2 = x.reshape(-1, x.shape[-1])  # (M, K)
+    bn = _native_tile(x2, packed, group)
+    if bn and (x2.shape[0] <= GEMV_ROWS or x2.shape[0] >= DEQUANT_ROWS):
+        from dodai.quant import native
+
+        xf = x2.float().contiguous()
+        if x2.shape[0] <= GEMV_ROWS:
+            y = native.int4_gemv(xf, packed, scales_zeros, group, bn)  # (M, N) fp32
+        else:
+            y = xf @ native.int4_dequantize_t(packed, scales_zeros, group, bn)  # (M, K) @ (K, N)
+    else:
+        y = _OP(x2.to(torch.bfloat16), packed, group, scales_zeros)  # (M, N) bf16
     y = y.to(x.dtype).reshape(*lead, y.shape[-1])
     return y if bias is None else y + bias.to(x.dtype)

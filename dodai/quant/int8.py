@@ -64,12 +64,25 @@ def int8_linear_reference(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
     return y.to(x.dtype)
 
 
+GEMV_ROWS = 4  # up to this many rows of activations, dodai's own int8 matrix-vector kernel (decoding)
+
+
 def int8_linear_fast(x: torch.Tensor, q: torch.Tensor, scale_bf16: torch.Tensor,
-                     bias: torch.Tensor | None = None) -> torch.Tensor:
-    """x (..., K) -> (..., N) with ``torch._weight_int8pack_mm`` on bf16 activations, in x's dtype."""
+                     bias: torch.Tensor | None = None, scale: torch.Tensor | None = None) -> torch.Tensor:
+    """x (..., K) -> (..., N), in x's dtype: ``torch._weight_int8pack_mm`` on bf16 activations, or, for up to
+    ``GEMV_ROWS`` rows when :mod:`dodai.quant.native` builds, dodai's matrix-vector kernel on fp32
+    activations (at one row PyTorch's kernel is compute-bound on AVX2). Both use the bf16-rounded scales;
+    ``scale``, when given, must be ``scale_bf16.float()`` (a cached copy, to skip the conversion)."""
     lead = x.shape[:-1]
-    x2 = x.reshape(-1, x.shape[-1]).to(torch.bfloat16)  # (M, K)
-    y = torch._weight_int8pack_mm(x2, q, scale_bf16)  # (M, N) bf16: (x2 qᵀ) · scale
+    x2 = x.reshape(-1, x.shape[-1])  # (M, K)
+    if x2.shape[0] <= GEMV_ROWS and x2.device.type == "cpu" and x2.shape[1] % 8 == 0 and q.is_contiguous():
+        from dodai.quant import native
+
+        if native.available():
+            s32 = scale if scale is not None else scale_bf16.float()
+            y = native.int8_gemv(x2.float().contiguous(), q, s32).to(x.dtype).reshape(*lead, q.shape[0])
+            return y if bias is None else y + bias.to(x.dtype)
+    y = torch._weight_int8pack_mm(x2.to(torch.bfloat16), q, scale_bf16)  # (M, N) bf16: (x2 qᵀ) · scale
     y = y.to(x.dtype).reshape(*lead, q.shape[0])
     return y if bias is None else y + bias.to(x.dtype)
 
@@ -106,7 +119,12 @@ class Int8Linear(nn.Module):
         if x.shape[-1] != self.in_features:
             raise DodaiError(f"Int8Linear expects {self.in_features} input features, got {x.shape[-1]}")
         if self.fast:
-            return int8_linear_fast(x, self.qweight, self.scale_bf16, self.bias)
+            s32 = self.__dict__.get("_scale_f32")  # scale_bf16 as fp32 for the native kernel, made once
+            if s32 is None or s32[0] != self.scale_bf16.data_ptr():
+                with torch.inference_mode(False):
+                    s32 = (self.scale_bf16.data_ptr(), self.scale_bf16.detach().float())
+                self.__dict__["_scale_f32"] = s32
+            return int8_linear_fast(x, self.qweight, self.scale_bf16, self.bias, s32[1])
         return int8_linear_reference(x, self.qweight, self.scale, self.bias)
 
     def extra_repr(self) -> str:

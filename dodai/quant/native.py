@@ -1,0 +1,399 @@
+"""dodai's own CPU kernels for weight-only int4 / int8 matrix-vector products (decoding) and int4 dequantization.
+
+Notation: M rows of activations (1 per sequence when decoding), N output features, K input features,
+g = 32 weights per group, BN the row tile of PyTorch's packed int4 layout.
+
+Why: at one token per step a decoder is a chain of matrix-*vector* products, so its speed limit is the
+memory bandwidth divided by the bytes of weights read per token. PyTorch's CPU kernels for packed 4-bit
+(``_weight_int4pack_mm_for_cpu``) and int8 (``_weight_int8pack_mm``) weights are compute-bound at M = 1 on
+an AVX2 CPU (they reach ~2 GB/s a core, an fp32 GEMV reaches the memory's ~10), so reading 4 bits
+instead of 32 bought little there. These kernels are written for M ≤ a few rows:
+
+- **int4** (:func:`int4_gemv`) reads PyTorch's own packed layout (so ``Int4Linear`` keeps one copy of
+  its weights). Probed layout (:func:`int4_tile`): rows in tiles of BN; within a tile, for each input k,
+  BN/2 bytes whose byte j holds row j's code in the low nibble and row j + BN/2's in the high one. Each k
+  therefore gives BN codes of one column: the kernel unpacks them into 8-lane float vectors and
+  accumulates ``Σ_k q[n,k]·x[k]`` over a group for the BN rows at once, then folds the group's
+  (scale, zero) in: ``y[n] += s·Σ q·x + (zero - 8 s)·Σ x`` (the weight is ``(q - 8)·s + zero``, the
+  scheme of :mod:`dodai.quant.int4`). Activations stay fp32 (PyTorch's kernel rounds them to bf16).
+- **int8** (:func:`int8_gemv`): ``y[n] = scale[n]·Σ_k q[n,k]·x[k]``, four rows at a time, 8 lanes of k.
+- **dequantize** (:func:`int4_dequantize_t`): the packed weight to a dense fp32 Wᵀ (K, N), for prefill, where a
+  dense GEMM over many rows beats any per-row kernel (dequantize-then-GEMM, the approach of
+  llama.cpp's and bitsandbytes' batched paths).
+
+The C source below is compiled once per machine with the system C compiler (``cc -O3 -mavx2 -mfma
+-fopenmp``) into ``~/.cache/dodai/kernels`` and loaded with ctypes; OpenMP binds to the ``libgomp.so.1``
+PyTorch has already loaded, so the kernels share PyTorch's thread pool and ``torch.set_num_threads``. No
+compiler, a CPU without AVX2/FMA, or ``DODAI_NATIVE=0``: :func:`available` is False and callers take
+PyTorch's kernels (same results up to rounding). tests/test_quant_native.py checks every kernel against the
+dequantize-then-matmul reference.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import torch
+
+_SRC = r"""
+#include <immintrin.h>
+#include <stdint.h>
+#include <string.h>
+#include <stdlib.h>
+#include <math.h>
+
+static inline __m256 bf16x8_lo(__m256i pairs) {  /* low bf16 of each 32-bit pair -> fp32 */
+    return _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
+}
+static inline __m256 bf16x8_hi(__m256i pairs) {  /* high bf16 of each 32-bit pair -> fp32 */
+    return _mm256_castsi256_ps(_mm256_and_si256(pairs, _mm256_set1_epi32((int)0xFFFF0000u)));
+}
+
+/* y (M, N) = x (M, K) W^T, W in PyTorch's packed int4 CPU layout with row tile BN (32 or 64),
+   sz (K/g, N, 2) bf16 (scale, zero) pairs: w = (q - 8) * scale + zero. BN is a compile-time constant in
+   each caller below, so the accumulator arrays live in registers. */
+static inline __attribute__((always_inline)) void q4_tile(const float *x, int M, int K, const uint8_t *tp,
+        const uint16_t *sz, int N, int group, const int BN, int t, float *y) {
+    const int half = BN / 2, G = K / group;
+    for (int m = 0; m < M; m++) {
+        const float *xm = x + (size_t)m * K;
+        __m256 acc[BN / 8], inner[BN / 8];
+        for (int r = 0; r < BN / 8; r++) acc[r] = _mm256_setzero_ps();
+        for (int gi = 0; gi < G; gi++) {
+            for (int r = 0; r < BN / 8; r++) inner[r] = _mm256_setzero_ps();
+            __m256 xs8 = _mm256_setzero_ps();
+            for (int k = gi * group; k < (gi + 1) * group; k++) {
+                const __m256 xk = _mm256_broadcast_ss(xm + k);
+                xs8 = _mm256_add_ps(xs8, xk);
+                const uint8_t *b = tp + (size_t)k * half;
+                for (int c = 0; c < half; c += 16) {
+                    __m128i v = _mm_loadu_si128((const __m128i *)(b + c));
+                    __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
+                    __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
+                    __m256 l0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo));
+                    __m256 l1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8)));
+                    __m256 h0 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi));
+                    __m256 h1 = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)));
+                    inner[c / 8] = _mm256_fmadd_ps(l0, xk, inner[c / 8]);
+                    inner[c / 8 + 1] = _mm256_fmadd_ps(l1, xk, inner[c / 8 + 1]);
+                    inner[(half + c) / 8] = _mm256_fmadd_ps(h0, xk, inner[(half + c) / 8]);
+                    inner[(half + c) / 8 + 1] = _mm256_fmadd_ps(h1, xk, inner[(half + c) / 8 + 1]);
+                }
+            }
+            const __m256 m8 = _mm256_set1_ps(-8.f);
+            const uint16_t *zp = sz + ((size_t)gi * N + (size_t)t * BN) * 2;
+            for (int r = 0; r < BN / 8; r++) {
+                __m256i pairs = _mm256_loadu_si256((const __m256i *)(zp + r * 16));
+                __m256 s = bf16x8_lo(pairs), z = bf16x8_hi(pairs);
+                acc[r] = _mm256_fmadd_ps(inner[r], s, acc[r]);
+                acc[r] = _mm256_fmadd_ps(_mm256_fmadd_ps(m8, s, z), xs8, acc[r]);
+            }
+        }
+        float *ym = y + (size_t)m * N + (size_t)t * BN;
+        for (int r = 0; r < BN / 8; r++) _mm256_storeu_ps(ym + r * 8, acc[r]);
+    }
+}
+
+void dodai_q4_gemv(const float *x, int M, int K, const uint8_t *packed, const uint16_t *sz, int N,
+                   int group, int BN, float *y) {
+    const int tiles = N / BN;
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < tiles; t++) {
+        const uint8_t *tp = packed + (size_t)t * K * (BN / 2);
+        if (BN == 32)
+            q4_tile(x, M, K, tp, sz, N, group, 32, t, y);
+        else
+            q4_tile(x, M, K, tp, sz, N, group, 64, t, y);
+    }
+}
+
+/* W^T (K, N) fp32 from the packed layout above: for each input k, a tile's BN codes are one column of W,
+   i.e. BN consecutive floats of W^T, and the (scale, zero) pairs are consecutive along N too. */
+static inline __attribute__((always_inline)) void q4_dequant_tile(int K, const uint8_t *tp, const uint16_t *sz,
+        int N, int group, const int BN, int t, float *wt) {
+    const int half = BN / 2;
+    const __m256 m8 = _mm256_set1_ps(-8.f);
+    for (int k = 0; k < K; k++) {
+        const uint8_t *b = tp + (size_t)k * half;
+        const uint16_t *zp = sz + ((size_t)(k / group) * N + (size_t)t * BN) * 2;
+        float *out = wt + (size_t)k * N + (size_t)t * BN;
+        for (int c = 0; c < half; c += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(b + c));
+            __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
+            __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
+            __m256 q[4] = {_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)),
+                           _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))),
+                           _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)),
+                           _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8)))};
+            const int row[4] = {c, c + 8, half + c, half + c + 8};
+            for (int i = 0; i < 4; i++) {
+                __m256i pairs = _mm256_loadu_si256((const __m256i *)(zp + row[i] * 2));
+                __m256 s = bf16x8_lo(pairs), z = bf16x8_hi(pairs);
+                _mm256_storeu_ps(out + row[i], _mm256_fmadd_ps(_mm256_add_ps(q[i], m8), s, z));
+            }
+        }
+    }
+}
+
+void dodai_q4_dequant_t(int K, const uint8_t *packed, const uint16_t *sz, int N, int group, int BN, float *wt) {
+    const int tiles = N / BN;
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < tiles; t++) {
+        const uint8_t *tp = packed + (size_t)t * K * (BN / 2);
+        if (BN == 32)
+            q4_dequant_tile(K, tp, sz, N, group, 32, t, wt);
+        else
+            q4_dequant_tile(K, tp, sz, N, group, 64, t, wt);
+    }
+}
+
+/* One decoding step of a Llama-family stack (pre-norm, RMSNorm, GQA attention with half-split RoPE, SwiGLU),
+   every projection an int4 weight in the layout above: x (B, C) is updated in place through L layers, and
+   each layer's new key/value is written at position pos of its cache (B, Hkv, max_len, D). */
+static void rmsnorm(const float *x, const float *w, int C, float eps, float *out) {
+    float ss = 0.f;
+    for (int i = 0; i < C; i++) ss += x[i] * x[i];
+    const float r = 1.f / sqrtf(ss / C + eps);
+    for (int i = 0; i < C; i++) out[i] = x[i] * r * w[i];
+}
+
+static void rope(float *v, int D, const float *cos, const float *sin) {
+    const int h = D / 2;
+    for (int i = 0; i < h; i++) {
+        const float a = v[i], b = v[i + h];
+        v[i] = a * cos[i] - b * sin[i];
+        v[i + h] = b * cos[i + h] + a * sin[i + h];
+    }
+}
+
+void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int group, int BN, float eps,
+                      float *x, void **attn_norm, void **qkv_p, void **qkv_s, void **o_p, void **o_s,
+                      void **ffn_norm, void **gu_p, void **gu_s, void **down_p, void **down_s,
+                      void **kc, void **vc, int max_len, int pos, const float *cos, const float *sin,
+                      float scale) {
+    const int NQKV = (H + 2 * Hkv) * D, rep = H / Hkv, S = pos + 1;
+    float *h = malloc(sizeof(float) * B * C), *qkv = malloc(sizeof(float) * B * NQKV);
+    float *att = malloc(sizeof(float) * B * H * D), *o = malloc(sizeof(float) * B * C);
+    float *gu = malloc(sizeof(float) * B * 2 * F), *act = malloc(sizeof(float) * B * F);
+    float *sc = malloc(sizeof(float) * B * H * S);
+    for (int l = 0; l < L; l++) {
+        float *kl = kc[l], *vl = vc[l];
+        for (int b = 0; b < B; b++) rmsnorm(x + b * C, attn_norm[l], C, eps, h + b * C);
+        dodai_q4_gemv(h, B, C, qkv_p[l], qkv_s[l], NQKV, group, BN, qkv);
+        for (int b = 0; b < B; b++) {
+            float *q = qkv + (size_t)b * NQKV, *k = q + H * D, *v = k + Hkv * D;
+            for (int i = 0; i < H; i++) rope(q + i * D, D, cos, sin);
+            for (int g = 0; g < Hkv; g++) {
+                rope(k + g * D, D, cos, sin);
+                size_t off = (((size_t)b * Hkv + g) * max_len + pos) * D;
+                memcpy(kl + off, k + g * D, sizeof(float) * D);
+                memcpy(vl + off, v + g * D, sizeof(float) * D);
+            }
+        }
+        #pragma omp parallel for collapse(2) schedule(static)
+        for (int b = 0; b < B; b++) {
+            for (int i = 0; i < H; i++) {
+                const int g = i / rep;
+                const float *q = qkv + (size_t)b * NQKV + i * D;
+                const size_t head = ((size_t)b * Hkv + g) * max_len * D;
+                const float *K = kl + head, *V = vl + head;
+                float *s = sc + ((size_t)b * H + i) * S, mx = -INFINITY, den = 0.f;
+                for (int t = 0; t < S; t++) {
+                    float d = 0.f;
+                    for (int j = 0; j < D; j++) d += q[j] * K[(size_t)t * D + j];
+                    s[t] = d * scale;
+                    if (s[t] > mx) mx = s[t];
+                }
+                for (int t = 0; t < S; t++) { s[t] = expf(s[t] - mx); den += s[t]; }
+                float *out = att + ((size_t)b * H + i) * D;
+                for (int j = 0; j < D; j++) out[j] = 0.f;
+                for (int t = 0; t < S; t++) {
+                    const float p = s[t] / den;
+                    for (int j = 0; j < D; j++) out[j] += p * V[(size_t)t * D + j];
+                }
+            }
+        }
+        dodai_q4_gemv(att, B, H * D, o_p[l], o_s[l], C, group, BN, o);
+        for (int i = 0; i < B * C; i++) x[i] += o[i];
+        for (int b = 0; b < B; b++) rmsnorm(x + b * C, ffn_norm[l], C, eps, h + b * C);
+        dodai_q4_gemv(h, B, C, gu_p[l], gu_s[l], 2 * F, group, BN, gu);
+        for (int b = 0; b < B; b++)
+            for (int i = 0; i < F; i++) {
+                const float g = gu[(size_t)b * 2 * F + i], u = gu[(size_t)b * 2 * F + F + i];
+                act[(size_t)b * F + i] = g / (1.f + expf(-g)) * u;
+            }
+        dodai_q4_gemv(act, B, F, down_p[l], down_s[l], C, group, BN, o);
+        for (int i = 0; i < B * C; i++) x[i] += o[i];
+    }
+    free(h); free(qkv); free(att); free(o); free(gu); free(act); free(sc);
+}
+
+/* y (M, N) = (x (M, K) q^T) * scale, q (N, K) int8 row-major, scale (N,) fp32; K a multiple of 8. */
+static inline float hsum8(__m256 a) {
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+    return _mm_cvtss_f32(s4);
+}
+static inline __m256 q8x8(const int8_t *p) {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
+}
+void dodai_q8_gemv(const float *x, int M, int K, const int8_t *q, const float *scale, int N, float *y) {
+    const int blocks = (N + 3) / 4;
+    #pragma omp parallel for schedule(static)
+    for (int bi = 0; bi < blocks; bi++) {
+        const int n0 = bi * 4;
+        for (int m = 0; m < M; m++) {
+            const float *xm = x + (size_t)m * K;
+            if (n0 + 4 <= N) {
+                const int8_t *q0 = q + (size_t)n0 * K, *q1 = q0 + K, *q2 = q1 + K, *q3 = q2 + K;
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+                for (int k = 0; k < K; k += 8) {
+                    const __m256 xv = _mm256_loadu_ps(xm + k);
+                    a0 = _mm256_fmadd_ps(q8x8(q0 + k), xv, a0);
+                    a1 = _mm256_fmadd_ps(q8x8(q1 + k), xv, a1);
+                    a2 = _mm256_fmadd_ps(q8x8(q2 + k), xv, a2);
+                    a3 = _mm256_fmadd_ps(q8x8(q3 + k), xv, a3);
+                }
+                float *ym = y + (size_t)m * N + n0;
+                ym[0] = hsum8(a0) * scale[n0];
+                ym[1] = hsum8(a1) * scale[n0 + 1];
+                ym[2] = hsum8(a2) * scale[n0 + 2];
+                ym[3] = hsum8(a3) * scale[n0 + 3];
+            } else {
+                for (int n = n0; n < N; n++) {
+                    __m256 a = _mm256_setzero_ps();
+                    for (int k = 0; k < K; k += 8)
+                        a = _mm256_fmadd_ps(q8x8(q + (size_t)n * K + k), _mm256_loadu_ps(xm + k), a);
+                    y[(size_t)m * N + n] = hsum8(a) * scale[n];
+                }
+            }
+        }
+    }
+}
+"""
+
+_lib = None  # the loaded library, False when unavailable
+_tiles: dict[tuple[int, int], int] = {}  # (N, K) -> BN of PyTorch's packed layout (0: not understood)
+
+
+def _cache_dir() -> Path:
+    return Path(os.environ.get("DODAI_CACHE", Path.home() / ".cache" / "dodai")) / "kernels"
+
+
+def _cpu_ok() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text().split()
+    except OSError:
+        return False
+    return "avx2" in flags and "fma" in flags
+
+
+def _build() -> ctypes.CDLL | None:
+    cc = shutil.which(os.environ.get("CC", "cc")) or shutil.which("gcc") or shutil.which("clang")
+    if cc is None or not _cpu_ok():
+        return None
+    tag = hashlib.sha256((_SRC + cc).encode()).hexdigest()[:16]
+    so = _cache_dir() / f"dodai_native_{tag}.so"
+    if not so.is_file():
+        so.parent.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryDirectory() as tmp:
+            src, out = Path(tmp) / "k.c", Path(tmp) / "k.so"
+            src.write_text(_SRC)
+            r = subprocess.run([cc, "-O3", "-mavx2", "-mfma", "-fopenmp", "-shared", "-fPIC", str(src), "-o",
+                                str(out), "-lm"], capture_output=True, text=True)
+            if r.returncode != 0:
+                return None
+            os.replace(out, so)  # atomic: a concurrent process sees the whole file or none
+    lib = ctypes.CDLL(str(so))
+    p, i = ctypes.c_void_p, ctypes.c_int
+    lib.dodai_q4_gemv.argtypes = [p, i, i, p, p, i, i, i, p]
+    lib.dodai_q4_dequant_t.argtypes = [i, p, p, i, i, i, p]
+    lib.dodai_q8_gemv.argtypes = [p, i, i, p, p, i, p]
+    pa, f32 = ctypes.POINTER(ctypes.c_void_p), ctypes.c_float
+    lib.dodai_llama_step.argtypes = [i, i, i, i, i, i, i, i, i, f32, p] + [pa] * 12 + [i, i, p, p, f32]
+    for f in (lib.dodai_q4_gemv, lib.dodai_q4_dequant_t, lib.dodai_q8_gemv, lib.dodai_llama_step):
+        f.restype = None
+    return lib
+
+
+def available() -> bool:
+    """Whether the kernels are compiled and loaded (built on first call; False without a compiler/AVX2)."""
+    global _lib
+    if _lib is None:
+        if os.environ.get("DODAI_NATIVE", "1") == "0":
+            _lib = False
+        else:
+            try:
+                _lib = _build() or False
+            except OSError:
+                _lib = False
+    return bool(_lib)
+
+
+def int4_tile(n: int, k: int) -> int:
+    """BN, the row tile of PyTorch's packed int4 layout for an (n, k) weight, found by packing a probe of
+    known codes and decoding it with each candidate; 0 when no candidate decodes it (then callers keep
+    PyTorch's kernel)."""
+    key = (n, k)
+    if key not in _tiles:
+        from dodai.quant.int4 import _PACK
+
+        rows = torch.arange(n, dtype=torch.int32)[:, None]
+        cols = torch.arange(k, dtype=torch.int32)[None, :]
+        q = ((rows * 7 + cols * 3 + (rows // 16) * 5) % 16).contiguous()  # codes that differ between rows
+        packed = _PACK(q, 1)
+        _tiles[key] = 0
+        for bn in (32, 64):
+            if n % bn or packed.shape != (n, k // 2):
+                continue
+            p = packed.reshape(n // bn, k, bn // 2)  # (tiles, K, BN/2)
+            got = torch.cat([p & 15, p >> 4], dim=2).permute(0, 2, 1).reshape(n, k).to(torch.int32)
+            if torch.equal(got, q):
+                _tiles[key] = bn
+                break
+    return _tiles[key]
+
+
+def _ptr(t: torch.Tensor) -> int:
+    return t.data_ptr()
+
+
+def int4_gemv(x: torch.Tensor, packed: torch.Tensor, sz: torch.Tensor, group: int, bn: int) -> torch.Tensor:
+    """x (M, K) fp32 contiguous -> (M, N) fp32 through the packed int4 weight (tile ``bn``, see the module)."""
+    M, K = x.shape
+    N = packed.shape[0]
+    if not (x.is_contiguous() and packed.is_contiguous() and sz.is_contiguous() and x.dtype == torch.float32):
+        raise ValueError("int4_gemv needs contiguous fp32 x and contiguous packed weights")
+    y = torch.empty(M, N, dtype=torch.float32)
+    _lib.dodai_q4_gemv(_ptr(x), M, K, _ptr(packed), _ptr(sz), N, group, bn, _ptr(y))
+    return y
+
+
+def int4_dequantize_t(packed: torch.Tensor, sz: torch.Tensor, group: int, bn: int) -> torch.Tensor:
+    """Wᵀ (K, N) fp32 of a packed int4 weight, ``(q - 8)·scale + zero`` (transposed: the layout's natural
+    order; ``x @ Wᵀ`` is the GEMM a prefill needs)."""
+    N, K = packed.shape[0], packed.shape[1] * 2
+    if not (packed.is_contiguous() and sz.is_contiguous()):
+        raise ValueError("int4_dequantize_t needs contiguous packed weights")
+    wt = torch.empty(K, N, dtype=torch.float32)
+    _lib.dodai_q4_dequant_t(K, _ptr(packed), _ptr(sz), N, group, bn, _ptr(wt))
+    return wt
+
+
+def int8_gemv(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """x (M, K) fp32 contiguous, q (N, K) int8 contiguous, scale (N,) fp32 -> (M, N) fp32."""
+    M, K = x.shape
+    N = q.shape[0]
+    if not (x.is_contiguous() and q.is_contiguous() and scale.is_contiguous() and x.dtype == scale.dtype
+            == torch.float32 and q.dtype == torch.int8 and K % 8 == 0):
+        raise ValueError("int8_gemv needs contiguous fp32 x and scale, int8 q, K a multiple of 8")
+    y = torch.empty(M, N, dtype=torch.float32)
+    _lib.dodai_q8_gemv(_ptr(x), M, K, _ptr(q), _ptr(scale), N, _ptr(y))
+    return y

@@ -1,0 +1,113 @@
+"""The fused int4 decoding step (dodai.models.fast_decode) against the PyTorch layers it replaces."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+
+from dodai.generate.sampling import generate
+from dodai.models import fast_decode
+from dodai.models.llama import Llama, LlamaConfig
+from dodai.quant import int4, native
+from dodai.quant.int8 import quantize_model
+
+pytestmark = [
+    pytest.mark.skipif(not int4.available(), reason="this PyTorch has no CPU 4-bit kernel"),
+    pytest.mark.skipif(not native.available(), reason="no C compiler or no AVX2/FMA CPU: native kernels not built"),
+]
+
+
+def small_int4_llama(seed=0, **kw):
+    torch.manual_seed(seed)
+    cfg = dict(vocab_size=96, block_size=128, n_layer=3, n_embd=128, n_head=4, n_kv_head=2, ffn_hidden=256)
+    cfg.update(kw)
+    m = Llama(LlamaConfig(**cfg))
+    with torch.no_grad():
+        for p in m.parameters():
+            p.normal_(0.0, 0.1)
+        for blk in m.layers:  # norms away from 1, so that a misplaced norm weight shows
+            blk.attn_norm.weight.uniform_(0.5, 1.5)
+            blk.ffn_norm.weight.uniform_(0.5, 1.5)
+    return quantize_model(m, "int4")
+
+
+def _steps(model, prompt, n, batch=1):
+    """Prefill then n greedy single-token steps through the model's forward; logits of every step."""
+    out = []
+    with torch.inference_mode():
+        cache = model.new_cache(batch, len(prompt) + n + 1)
+        logits, _ = model(torch.tensor([prompt] * batch), cache=cache, last_only=True)
+        for _ in range(n):
+            tok = logits[:, -1].argmax(-1, keepdim=True)  # (B, 1)
+            out.append(logits[:, -1])
+            logits, _ = model(tok, cache=cache, last_only=True)
+    return torch.stack(out), cache
+
+
+def _used(model) -> bool:
+    plan = model.__dict__.get("_fast_decode_plan")
+    return plan is not None and bool(plan.bn)
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_fused_step_equals_reference(batch):
+    fast = small_int4_llama(1)
+    ref = copy.deepcopy(fast).set_eager(True)  # separate projections, explicit softmax: the oracle
+    prompt = [3, 14, 15, 92, 65, 35, 89, 79]
+    a, ca = _steps(fast, prompt, 12, batch)
+    assert _used(fast) and not _used(ref)
+    b, cb = _steps(ref, prompt, 12, batch)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+    for k1, k2 in zip(ca.k + ca.v, cb.k + cb.v):  # the cache it wrote is the reference's
+        torch.testing.assert_close(k1[:, :, :ca.pos], k2[:, :, :cb.pos], rtol=1e-4, atol=1e-5)
+
+
+def test_greedy_tokens_identical_through_the_engine():
+    fast = small_int4_llama(2)
+    ref = copy.deepcopy(fast).set_eager(True)
+    prompt = [5, 6, 7, 8, 9]
+    got = list(generate(fast, prompt, 24, temperature=0.0))
+    assert _used(fast)
+    assert got == list(generate(ref, prompt, 24, temperature=0.0))
+
+
+def test_models_the_step_does_not_implement_take_the_pytorch_path():
+    gelu = small_int4_llama(3, act="gelu_tanh")
+    _steps(gelu, [1, 2, 3], 2)
+    assert not _used(gelu)
+    torch.manual_seed(0)
+    fp32 = Llama(LlamaConfig(vocab_size=96, block_size=64, n_layer=2, n_embd=128, n_head=4, n_kv_head=2,
+                             ffn_hidden=256)).eval()
+    _steps(fp32, [1, 2, 3], 2)
+    assert not _used(fp32)
+
+
+def test_swapped_weights_rebuild_the_plan():
+    m = small_int4_llama(4)
+    prompt = [9, 8, 7]
+    _steps(m, prompt, 2)
+    first = m.__dict__["_fast_decode_plan"]
+    donor = small_int4_llama(5)
+    m.layers[1].ffn.w_down = copy.deepcopy(donor.layers[1].ffn.w_down)  # a new buffer: a new plan
+    a, _ = _steps(m, prompt, 3)
+    assert m.__dict__["_fast_decode_plan"] is not first and _used(m)
+    b, _ = _steps(copy.deepcopy(m).set_eager(True), prompt, 3)
+    torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4 * float(b.abs().max()))
+
+
+def test_smollm2_int4_fused_equals_pytorch_path(smollm2_gguf, monkeypatch):
+    """Real weights: greedy tokens of the fused step equal the per-layer PyTorch path's, logits close."""
+    from tests._smollm2_once import smollm2
+
+    model, tok = smollm2(str(smollm2_gguf))
+    m4 = quantize_model(copy.deepcopy(model), "int4")
+    prompt = tok.encode("The three primary colours are")
+    a, _ = _steps(m4, prompt, 24)
+    assert _used(m4)
+    monkeypatch.setattr(fast_decode, "fused_step", lambda *args, **kw: None)
+    b, _ = _steps(m4, prompt, 24)
+    assert torch.equal(a.argmax(-1), b.argmax(-1))
+    torch.testing.assert_close(a, b, rtol=1e-3, atol=1e-3 * float(b.abs().max()))

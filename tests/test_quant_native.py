@@ -1,0 +1,103 @@
+"""dodai's native int4/int8 kernels (dodai.quant.native) against the dequantize-then-matmul references."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from dodai.quant import int4, native
+from dodai.quant.int4 import Int4Linear, int4_linear_fast, int4_linear_reference, quantize_groupwise
+from dodai.quant.int8 import Int8Linear, int8_linear_fast
+
+pytestmark = [
+    pytest.mark.skipif(not int4.available(), reason="this PyTorch has no CPU 4-bit kernel"),
+    pytest.mark.skipif(not native.available(), reason="no C compiler or no AVX2/FMA CPU: native kernels not built"),
+]
+
+
+def _module(n, k, seed=0):
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(k, n, bias=False)
+    q, d, m = quantize_groupwise(lin.weight)
+    return Int4Linear(q, d, m), q, d, m
+
+
+def _kernel_weight(mod):
+    """W from PyTorch's own kernel on the identity (independent of dodai's layout reading)."""
+    eye = torch.eye(mod.in_features)
+    return int4._OP(eye, mod.packed, mod.group, mod.scales_zeros.float()).t()
+
+
+@pytest.mark.parametrize("shape", [(64, 64), (96, 128), (960, 576), (576, 1536)])
+def test_probed_layout_dequantizes_exactly(shape):
+    mod, *_ = _module(*shape)
+    bn = native.int4_tile(*shape)
+    assert bn in (32, 64)
+    wt = native.int4_dequantize_t(mod.packed, mod.scales_zeros, mod.group, bn)
+    assert wt.shape == (shape[1], shape[0])
+    assert torch.equal(wt.t(), _kernel_weight(mod))
+    assert torch.equal(mod.weight, _kernel_weight(mod))  # Int4Linear.weight now reads it natively
+
+
+@pytest.mark.parametrize("rows", [1, 2, 4])
+def test_int4_gemv_equals_reference(rows):
+    mod, q, d, m = _module(192, 320, seed=rows)
+    x = torch.randn(rows, 320)
+    y = native.int4_gemv(x, mod.packed, mod.scales_zeros, 32, native.int4_tile(192, 320))
+    ref = int4_linear_reference(x, q, d, m, as_kernel=True)  # fp32 activations, the kernel's bf16 pairs
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+
+
+@pytest.mark.parametrize("rows", [1, 3, 5, 40])
+def test_int4_linear_fast_paths(rows):
+    """Decoding rows take the GEMV, prompts dequantize-then-GEMM; both on fp32 activations."""
+    mod, q, d, m = _module(128, 96, seed=7)
+    x = torch.randn(rows, 96)
+    ref = int4_linear_reference(x, q, d, m, as_kernel=True)
+    y = int4_linear_fast(x, mod.packed, mod.scales_zeros, mod.group)
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    # PyTorch's kernel (bf16 activations) is what runs without the native kernels
+    torch_k = int4._OP(x.to(torch.bfloat16), mod.packed, 32, mod.scales_zeros).float()
+    assert ((y - torch_k).norm() / ref.norm()) < 2e-2
+
+
+def test_stacked_modules_are_one_layout():
+    """The decoder's fused q|k|v stacks separately packed row tiles: the native GEMV reads the stack."""
+    mods = [_module(n, 128, seed=n)[0] for n in (128, 64, 64)]
+    packed = torch.cat([mm.packed for mm in mods])
+    sz = torch.cat([mm.scales_zeros for mm in mods], dim=1).contiguous()
+    x = torch.randn(1, 128)
+    y = native.int4_gemv(x, packed, sz, 32, native.int4_tile(256, 128))
+    torch.testing.assert_close(y, torch.cat([mm(x) for mm in mods], dim=1), rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("n", [64, 66, 3])
+def test_int8_gemv_equals_reference(n):
+    torch.manual_seed(n)
+    mod = Int8Linear.from_linear(torch.nn.Linear(48, n, bias=True))
+    x = torch.randn(2, 48)
+    y = mod(x)  # two rows: the native GEMV with the bf16-rounded scales
+    w = mod.qweight.float() * mod.scale_bf16.float()[:, None]
+    ref = x @ w.t() + mod.bias
+    torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    assert torch.equal(y, int8_linear_fast(x, mod.qweight, mod.scale_bf16, mod.bias))
+
+
+def test_native_kernels_refuse_bad_tensors():
+    mod, *_ = _module(64, 64)
+    with pytest.raises(ValueError):
+        native.int4_gemv(torch.randn(1, 64).double(), mod.packed, mod.scales_zeros, 32, 32)
+    with pytest.raises(ValueError):
+        native.int8_gemv(torch.randn(1, 12), torch.zeros(4, 12, dtype=torch.int8), torch.ones(4))
+
+
+def test_without_native_kernels_pytorchs_kernel_runs(monkeypatch):
+    mod, q, d, m = _module(64, 64, seed=3)
+    x = torch.randn(1, 64)
+    with_native = mod(x)
+    monkeypatch.setattr(native, "_lib", False)
+    assert not native.available()
+    without = mod(x)
+    ref = int4_linear_reference(x, q, d, m, as_kernel=True)
+    assert not torch.equal(with_native, without)  # a different kernel ran (bf16 activations)
+    assert ((without - ref).norm() / ref.norm()) < 2e-2
