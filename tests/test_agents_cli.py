@@ -43,3 +43,21 @@ def test_bad_flags_are_one_line_errors(monkeypatch, capsys, argv):
     rc = main(["agent", "q?", *argv])
     err = capsys.readouterr().err
     assert rc == 2 and err.startswith("dodai: error:") and err.count("\n") == 1
+
+
+@pytest.mark.models
+@pytest.mark.slow
+@pytest.mark.parametrize("mode", ["react", "fncall"])
+def test_issue_example_with_the_real_model(tmp_path, smollm2_gguf, capsys, mode):
+    """The README's kind of example, as a new user runs it (issue 21): SmolLM2-135M-Instruct, greedy, the
+    calculator only. The answer must be the exact value, 4821 * 377 + 15 = 1817532, and it must come from a
+    calculator call in the trace (not from the model's own arithmetic)."""
+    trace = tmp_path / "t.jsonl"
+    rc = main(["agent", "What is 4821 * 377 + 15?", "--tools", "calculator", "--mode", mode, "--trace", str(trace),
+               "--max-seconds", "1200"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and out == f"{4821 * 377 + 15}\n", err
+    (res,) = load_traces(trace)
+    calls = [s for s in res.steps if s.kind == "call"]
+    assert res.stop_reason == "final" and calls and calls[0].action == "calculator"
+    assert str(4821 * 377 + 15) in [s.observation for s in calls]

@@ -245,7 +245,7 @@ def run(out_dir: Path, quick: bool = False, task_set: str = "heldout", n_arith: 
     model.eval()
     lm = ModelLM(model, tok)
     if quick:
-        tasks = make_tasks(db, 1, 0, seed=1)
+        tasks, task_set = make_tasks(db, 1, 0, seed=1), "tuning"  # one tuning-set product (a smoke test)
         conds = {"react": Limits(max_steps=2, max_step_tokens=60, max_total_tokens=120, max_seconds=600),
                  "fncall": Limits(max_steps=1, max_step_tokens=40, max_total_tokens=40, max_seconds=600)}
         direct = False
