@@ -16,6 +16,9 @@ Runs, each as its own process with the same thread count:
     warmup 100, β2 0.99, eval every 250 — dodai's defaults). Reported: median ms/iter (nanoGPT: its
     per-iteration log without the iterations that include an evaluation; dodai: the median of the
     per-interval medians in metrics.jsonl, which exclude evaluation), final val loss, process wall time.
+    With ``--compile`` (the default; ``--no-compile`` to skip) dodai's identical configuration runs a second
+    time with ``dodai pretrain --compile`` (the training step through torch.compile / TorchInductor; same
+    model, data order and schedule, so the same loss curve up to rounding).
 (b) dodai's best recipes (``--best`` flag sets, tried in order): process wall time and final val loss,
     against nanoGPT's final val loss and wall time.
 """
@@ -42,6 +45,9 @@ RECIPE = dict(block_size=64, batch_size=12, n_layer=4, n_head=4, n_embd=128, dro
 BEST = {
     "rope-lr2e-3-45%": (0.45, ["--pos-encoding", "rope", "--learning-rate", "2e-3", "--warmup-iters", "50"]),
     "rope-lr3e-3-40%": (0.40, ["--pos-encoding", "rope", "--learning-rate", "3e-3", "--warmup-iters", "50"]),
+    # the same recipe with the training step compiled (TorchInductor; its compile time is in the wall time)
+    "rope-lr3e-3-40%-compile": (0.40, ["--pos-encoding", "rope", "--learning-rate", "3e-3", "--warmup-iters", "50",
+                                       "--compile"]),
 }
 
 
@@ -67,7 +73,8 @@ def run_nanogpt(ng: Path, iters: int, threads: int) -> dict:
     # iteration k's time includes the evaluation done at the top of iteration k (k % 250 == 0); drop those
     pure = [t for k, t in times if k % 250 != 0]
     return {"ms_per_iter": statistics.median(pure), "val_loss": evals[-1][2], "train_loss": evals[-1][1],
-            "step": evals[-1][0], "wall_s": wall, "cmd": " ".join(cmd)}
+            "step": evals[-1][0], "wall_s": wall, "curve": [(k, round(v, 4)) for k, _, v in evals],
+            "cmd": " ".join(cmd)}
 
 
 def run_dodai(data: Path, iters: int, threads: int, extra: list[str] | None = None) -> dict:
@@ -100,6 +107,8 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=1, help="back-to-back repeats of (a)")
     ap.add_argument("--best", nargs="*", default=list(BEST), help=f"recipes for (b), from {list(BEST)}")
     ap.add_argument("--json", type=Path, help="also write the raw results here")
+    ap.add_argument("--compile", action=argparse.BooleanOptionalAction, default=True,
+                    help="in (a), also run dodai's identical configuration with --compile")
     args = ap.parse_args()
 
     d = args.nanogpt / "data" / "shakespeare_char"
@@ -111,12 +120,23 @@ def main() -> int:
     for i in range(args.repeats):
         ng = run_nanogpt(args.nanogpt, args.iters, args.threads)
         dd = run_dodai(args.data, args.iters, args.threads)
-        res["a"].append({"nanogpt": ng, "dodai": dd})
-        print(f"[a{i}] nanoGPT {ng['ms_per_iter']:.1f} ms/iter val {ng['val_loss']:.4f} wall {ng['wall_s']:.1f}s | "
-              f"dodai {dd['ms_per_iter']:.1f} ms/iter val {dd['val_loss']:.4f} wall {dd['wall_s']:.1f}s | "
-              f"speed ratio (nanoGPT ms / dodai ms) {ng['ms_per_iter'] / dd['ms_per_iter']:.2f}x", flush=True)
+        row = {"nanogpt": ng, "dodai": dd, "load": os.getloadavg()}
+        if args.compile:
+            row["dodai_compile"] = run_dodai(args.data, args.iters, args.threads, ["--compile"])
+        res["a"].append(row)
+        for name in ("dodai", "dodai_compile"):
+            if name in row:
+                d = row[name]
+                print(f"[a{i}] nanoGPT {ng['ms_per_iter']:.1f} ms/iter val {ng['val_loss']:.4f} "
+                      f"curve {ng['curve']} wall "
+                      f"{ng['wall_s']:.1f}s | {name} {d['ms_per_iter']:.1f} ms/iter val {d['val_loss']:.4f} wall "
+                      f"{d['wall_s']:.1f}s | speed ratio (nanoGPT ms / dodai ms) "
+                      f"{ng['ms_per_iter'] / d['ms_per_iter']:.2f}x; curve {d['curve']}", flush=True)
     ng_ms = statistics.median(x["nanogpt"]["ms_per_iter"] for x in res["a"])
     dd_ms = statistics.median(x["dodai"]["ms_per_iter"] for x in res["a"])
+    if args.compile:
+        dc_ms = statistics.median(x["dodai_compile"]["ms_per_iter"] for x in res["a"])
+        print(f"(a) median ms/iter: dodai --compile {dc_ms:.2f}; dodai --compile speed = {ng_ms / dc_ms:.2f}x nanoGPT")
     ng_wall = statistics.median(x["nanogpt"]["wall_s"] for x in res["a"])
     ng_val = statistics.median(x["nanogpt"]["val_loss"] for x in res["a"])
     print(f"(a) median ms/iter: nanoGPT {ng_ms:.2f}, dodai {dd_ms:.2f}; dodai speed = {ng_ms / dd_ms:.2f}x nanoGPT")

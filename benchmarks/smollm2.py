@@ -76,6 +76,52 @@ def _rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: KiB
 
 
+def _dodai_bytes_per_token(model) -> int:
+    """Bytes a dodai decoding step reads: every projection's weight as stored (int4 codes + bf16 (scale, zero)
+    pairs, int8 + scales, or the float matrix; a tied head once), the norms, one embedding row, and the KV
+    cache at the decode's mean context (PROMPT_TOKENS + NEW_TOKENS / 2 positions)."""
+    import torch.nn as nn
+
+    from dodai.nn.norm import RMSNorm
+    from dodai.quant.int4 import Int4Linear
+    from dodai.quant.int8 import Int8Linear
+
+    seen, total = set(), 0
+    for m in model.modules():
+        if isinstance(m, Int4Linear):
+            ts = [m.packed, m.scales_zeros]
+        elif isinstance(m, Int8Linear):
+            ts = [m.qweight, m.scale_bf16]
+        elif isinstance(m, (nn.Linear, RMSNorm)):
+            ts = [m.weight]
+        else:
+            continue
+        for t in ts:
+            if t.data_ptr() not in seen:
+                seen.add(t.data_ptr())
+                total += t.numel() * t.element_size()
+    c = model.config
+    emb = model.tok_embeddings.weight
+    total += c.n_embd * emb.element_size()
+    kv_elem = emb.element_size()  # the cache is in the model's float dtype
+    total += 2 * c.n_layer * c.n_kv_head * c.head_dim * kv_elem * (PROMPT_TOKENS + NEW_TOKENS // 2)
+    return total
+
+
+def _llamacpp_bytes_per_token(path) -> int:
+    """Bytes a llama.cpp decoding step reads: every tensor of the GGUF once (the tied token_embd is the output
+    matrix; the embedding lookup reads one of its rows), plus the f16 KV cache at the mean context."""
+    from dodai.weights.gguf import GGUFFile
+
+    gf = GGUFFile(path)
+    try:
+        total = sum(t.nbytes for t in gf.tensors.values())
+    finally:
+        gf.close()
+    layers, kv_heads, head_dim = 30, 3, 64  # SmolLM2-135M
+    return total + 2 * layers * kv_heads * head_dim * 2 * (PROMPT_TOKENS + NEW_TOKENS // 2)
+
+
 # ------------------------------------------------------------------------------------------ workers
 def worker_dodai(repeats: int, dtype_name: str) -> dict:
     import torch
@@ -115,7 +161,8 @@ def worker_dodai(repeats: int, dtype_name: str) -> dict:
         decode_cpu.append((NEW_TOKENS - 1) / (cpu[-1] - cpu[0]))
         first_token_s = stamps[0] - t
     res = {"engine": f"dodai {dtype_name}", "load_s": load_s, "prefill_s": prefill, "decode_tok_s": decode,
-           "decode_tok_cpu_s": decode_cpu, "first_token_s": first_token_s, "tokens": out, "rss_mb": _rss_mb()}
+           "decode_tok_cpu_s": decode_cpu, "first_token_s": first_token_s, "tokens": out, "rss_mb": _rss_mb(),
+           "bytes_per_token": _dodai_bytes_per_token(model)}
     return res
 
 
@@ -199,7 +246,8 @@ def worker_llamacpp(repeats: int) -> dict:
         decode.append((NEW_TOKENS - 1) / (stamps[-1] - stamps[0]))
         decode_cpu.append((NEW_TOKENS - 1) / (cpu[-1] - cpu[0]))
     return {"engine": "llama.cpp Q4_1", "load_s": load_s, "prefill_s": prefill, "decode_tok_s": decode,
-            "decode_tok_cpu_s": decode_cpu, "tokens": out, "rss_mb": _rss_mb()}
+            "decode_tok_cpu_s": decode_cpu, "tokens": out, "rss_mb": _rss_mb(),
+            "bytes_per_token": _llamacpp_bytes_per_token(path)}
 
 
 def worker_agreement(n: int = 256) -> dict:
@@ -247,6 +295,21 @@ def _cpu() -> str:
     return platform.processor() or "?"
 
 
+def _load() -> str:
+    try:
+        return " ".join(Path("/proc/loadavg").read_text().split()[:3])
+    except OSError:
+        return "?"
+
+
+def _simd() -> str:
+    try:
+        flags = set(Path("/proc/cpuinfo").read_text().split())
+    except OSError:
+        return "?"
+    return ",".join(f for f in ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_tile") if f in flags)
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="repeats per measurement (median reported)")
@@ -275,6 +338,7 @@ def main() -> int:
         return 0
 
     engines = [e for e in args.engines.split(",") if e]
+    load_before = _load()
     results = {}
     for e in engines:
         print(f"running {e} ...", file=sys.stderr, flush=True)
@@ -289,12 +353,13 @@ def main() -> int:
     lc = results.get("llamacpp", {})
     lc_dec = statistics.median(lc["decode_tok_s"]) if "decode_tok_s" in lc else None
     rows = ["| engine | prefill 200 tok (s) | decode 128 tok (tok/s) | prefill speed vs HF | decode vs HF "
-            "| decode vs llama.cpp | decode tok per CPU-s | CPU-s ratio vs HF | peak RSS (MB) | load (s) |",
-            "|---|---|---|---|---|---|---|---|---|---|"]
+            "| decode vs llama.cpp | decode tok per CPU-s | CPU-s ratio vs HF | MB read / token | achieved GB/s "
+            "| peak RSS (MB) | load (s) |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for e in engines:
         r = results[e]
         if "skipped" in r:
-            rows.append(f"| {r.get('engine', e)} | skipped: {r['skipped']} | | | | | | | | |")
+            rows.append(f"| {r.get('engine', e)} | skipped: {r['skipped']} | | | | | | | | | | |")
             continue
         pre, dec = statistics.median(r["prefill_s"]), statistics.median(r["decode_tok_s"])
         cpu = statistics.median(r["decode_tok_cpu_s"])
@@ -302,8 +367,11 @@ def main() -> int:
         dec_ratio = f"{dec / hf_dec:.2f}x" if hf_dec else "-"
         lc_ratio = f"{dec / lc_dec:.2f}x" if lc_dec else "-"
         cpu_ratio = f"{cpu / hf_cpu:.2f}x" if hf_cpu else "-"
+        bpt = r.get("bytes_per_token")
+        mb = f"{bpt / 1e6:.1f}" if bpt else "-"
+        gbs = f"{bpt * dec / 1e9:.2f}" if bpt else "-"
         rows.append(f"| {r['engine']} | {pre:.3f} | {dec:.1f} | {pre_ratio} | {dec_ratio} | {lc_ratio} | {cpu:.1f} "
-                    f"| {cpu_ratio} | {r['rss_mb']:.0f} | {r['load_s']:.1f} |")
+                    f"| {cpu_ratio} | {mb} | {gbs} | {r['rss_mb']:.0f} | {r['load_s']:.1f} |")
     same = None
     if "tokens" in results.get("dodai", {}) and "tokens" in hf:
         same = results["dodai"]["tokens"] == hf["tokens"]
@@ -325,10 +393,15 @@ def main() -> int:
         "# SmolLM2-135M-Instruct: prefill and decode on CPU",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- machine: nproc {os.cpu_count()}, {_cpu()}; torch threads {THREADS}; repeats {args.repeats} (medians)",
+        f"- machine: nproc {os.cpu_count()}, {_cpu()} ({_simd()}); torch threads {THREADS}; repeats {args.repeats} "
+        "(medians)",
+        f"- load average (1, 5, 15 min) before: {load_before}, after: {_load()}",
         f"- command: `{cmd.strip()}`",
         "- prompt: the first 200 tokens of a Jane Austen passage; decode: 128 greedy tokens after it",
         "- prefill ratio = HF time / engine time; decode ratio = engine tok/s / HF tok/s (higher is better)",
+        "- MB read / token: the weights a decoding step reads as each engine stores them (dodai int4: 4-bit codes +"
+        " bf16 (scale, zero) per 32, int8 head; llama.cpp: the GGUF's tensors, Q8_0 head) plus the KV cache at"
+        " the mean context; achieved GB/s = that x decode tok/s",
         "",
         *rows,
         "",

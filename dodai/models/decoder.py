@@ -47,7 +47,9 @@ and W_gate|W_up each run as one matmul over a concatenated weight whose row bloc
 weights (:class:`_Fused`; also for ``dodai.quant`` int8/int4 layers), RoPE rotates q and k heads in one
 call, attention is SDPA (no mask for one new token; the last W keys only on a local layer; the blocked
 O(T·W) kernel of :mod:`dodai.nn.sparse` for a long un-padded local prefill), RMSNorm is PyTorch's fused kernel
-in fp32. tests/test_llama_fast.py and tests/test_gemma3.py check fast == reference.
+in fp32. tests/test_llama_fast.py and tests/test_gemma3.py check fast == reference. Decoding one token with int4
+weights on a plain KV cache, a Llama-configured stack runs all its layers in one native call instead
+(:mod:`dodai.models.fast_decode`, checked against the reference by tests/test_fast_decode.py).
 
 Loading from GGUF: :func:`read_gguf_config` validates every metadata value it uses (a DodaiError names the
 key), then the tensor table is checked against the configuration (names and shapes) *before* the model is

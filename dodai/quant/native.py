@@ -48,6 +48,12 @@ _SRC = r"""
 #include <stdlib.h>
 #include <math.h>
 
+static inline float hsum8(__m256 a) {
+    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
+    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
+    return _mm_cvtss_f32(s4);
+}
 static inline __m256 bf16x8_lo(__m256i pairs) {  /* low bf16 of each 32-bit pair -> fp32 */
     return _mm256_castsi256_ps(_mm256_slli_epi32(pairs, 16));
 }
@@ -205,17 +211,27 @@ void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int gro
                 const float *K = kl + head, *V = vl + head;
                 float *s = sc + ((size_t)b * H + i) * S, mx = -INFINITY, den = 0.f;
                 for (int t = 0; t < S; t++) {
+                    const float *kt = K + (size_t)t * D;
                     float d = 0.f;
-                    for (int j = 0; j < D; j++) d += q[j] * K[(size_t)t * D + j];
+                    if (D % 8 == 0) {  /* 8 lanes of the head dimension */
+                        __m256 a = _mm256_setzero_ps();
+                        for (int j = 0; j < D; j += 8)
+                            a = _mm256_fmadd_ps(_mm256_loadu_ps(q + j), _mm256_loadu_ps(kt + j), a);
+                        d = hsum8(a);
+                    } else {
+                        for (int j = 0; j < D; j++) d += q[j] * kt[j];
+                    }
                     s[t] = d * scale;
                     if (s[t] > mx) mx = s[t];
                 }
                 for (int t = 0; t < S; t++) { s[t] = expf(s[t] - mx); den += s[t]; }
                 float *out = att + ((size_t)b * H + i) * D;
                 for (int j = 0; j < D; j++) out[j] = 0.f;
+                const float inv = 1.f / den;
                 for (int t = 0; t < S; t++) {
-                    const float p = s[t] / den;
-                    for (int j = 0; j < D; j++) out[j] += p * V[(size_t)t * D + j];
+                    const float p = s[t] * inv;
+                    const float *vt = V + (size_t)t * D;
+                    for (int j = 0; j < D; j++) out[j] += p * vt[j];
                 }
             }
         }
@@ -235,12 +251,6 @@ void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int gro
 }
 
 /* y (M, N) = (x (M, K) q^T) * scale, q (N, K) int8 row-major, scale (N,) fp32; K a multiple of 8. */
-static inline float hsum8(__m256 a) {
-    __m128 s4 = _mm_add_ps(_mm256_castps256_ps128(a), _mm256_extractf128_ps(a, 1));
-    s4 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
-    s4 = _mm_add_ss(s4, _mm_shuffle_ps(s4, s4, 1));
-    return _mm_cvtss_f32(s4);
-}
 static inline __m256 q8x8(const int8_t *p) {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)p)));
 }
