@@ -99,6 +99,7 @@ def test_end_to_end_report_baselines_and_the_run_folder_is_a_model(tmp_path, sma
     assert 0.5 < xz["bits_per_byte"] < 4  # English prose with its own training text as context
     mix = res["mixture_with_kneser_ney"]
     assert mix["with"].startswith("5-gram") and 0 < mix["bits_per_byte"] < 12
+    assert mix["ratio_to_xz"] == pytest.approx(mix["bits_per_byte"] / xz["bits_per_byte"])
     assert "logprobs" not in saved["baselines"][0]
     # it learned something in seconds: below the uniform distribution's bits/byte, and below where it started
     uniform_bpb = math.log2(res["tokenizer"]["vocab_size"]) / res["tokenizer"]["val_bytes_per_token"]
