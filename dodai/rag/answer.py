@@ -161,7 +161,7 @@ class Reader:
     question and the answer go through the model again."""
 
     def __init__(self, model, tokenizer, max_new_tokens: int = 16, max_chars: int = 800, shots=EXTRACT_SHOTS,
-                 ban_question_words: bool = True, n_sentences: int = 1, typed_starts: bool = False):
+                 ban_question_words: bool = True, n_sentences: int = 1):
         from dodai.generate.engine import DenseBackend
         from dodai.generate.session import stop_ids_for
 
@@ -172,7 +172,6 @@ class Reader:
         self.shots = list(shots)
         self.ban_question_words = ban_question_words
         self.n_sentences = n_sentences
-        self.typed_starts = typed_starts
 
     def extract(self, question: str, hits: list, title=None, system: str | None = None, idf=None) -> Answer:
         """A span of the sources chosen by the model under :class:`~dodai.rag.extract.SpanConstraint`."""
@@ -191,8 +190,7 @@ class Reader:
         if self.n_sentences:
             domain, owner = answer_sentences(question, shown, self.n_sentences, idf)
         con = SpanConstraint(domain, self.tok, self.end_ids, self.model.config.vocab_size,
-                             banned_starts=banned_starts(question) if self.ban_question_words else (),
-                             start_ok=start_filter(answer_type(question)) if self.typed_starts else None)
+                             banned_starts=banned_starts(question) if self.ban_question_words else ())
         pipe = ConstrainedPipeline(temperature=0.0, constraint=con)
         req = Request(ids, self.max_new_tokens, pipe, stop_ids=self.end_ids, tokenizer=self.tok)
         out = run_requests(self.model, [req], self.backend)[0]
@@ -236,48 +234,6 @@ def banned_starts(question: str) -> set[str]:
     words = {w.lower() for w in re.findall(r"[\w'’-]+", question)}
     words |= {re.sub(r"['’]s?$", "", w) for w in words}  # "Isaac's" bars "Isaac" too
     return words | STOP_STARTS
-
-
-# The expected answer type from the question's wording (the question classes of early QA systems, e.g. Li &
-# Roth 2002, "Learning Question Classifiers", reduced to three that fix an answer's first word).
-_NUMBER_Q = re.compile(r"\bhow (?:many|much|long|old|far|large|big|tall|high|deep|wide|fast)\b|"
-                       r"\bwhat (?:percentage|percent|proportion|number|amount)\b", re.IGNORECASE)
-_DATE_Q = re.compile(r"^\s*when\b|\b(?:what|which|in what|in which) (?:year|years|century|decade|date|month)\b",
-                     re.IGNORECASE)
-_PERSON_Q = re.compile(r"^\s*(?:who|whom|whose)\b", re.IGNORECASE)
-NUMBER_WORDS = frozenset("""one two three four five six seven eight nine ten eleven twelve thirteen fourteen fifteen
-sixteen seventeen eighteen nineteen twenty thirty forty fifty sixty seventy eighty ninety hundred thousand million
-billion trillion dozen dozens hundreds thousands millions billions half quarter several few some over about around
-nearly almost approximately more less under""".split())
-MONTHS = frozenset("""january february march april may june july august september october november december
-spring summer autumn fall winter early late mid""".split())
-ORDINALS = frozenset("""first second third fourth fifth sixth seventh eighth ninth tenth eleventh twelfth thirteenth
-fourteenth fifteenth sixteenth seventeenth eighteenth nineteenth twentieth twenty-first""".split())
-
-
-def answer_type(question: str) -> str | None:
-    """``"number"``, ``"date"``, ``"person"`` or None (no expectation) from the question's wording."""
-    if _NUMBER_Q.search(question):
-        return "number"
-    if _DATE_Q.search(question):
-        return "date"
-    if _PERSON_Q.search(question):
-        return "person"
-    return None
-
-
-def start_filter(kind: str | None):
-    """A predicate on an answer's first word for an answer type (None: no filter)."""
-    def number(w):
-        return w[:1].isdigit() or w[:1] in "$£€¥" or w.lower() in NUMBER_WORDS
-
-    def date(w):
-        return w[:1].isdigit() or w.lower() in MONTHS or w.lower() in ORDINALS
-
-    def person(w):
-        return w[:1].isupper()
-
-    return {"number": number, "date": date, "person": person}.get(kind)
 
 
 def shot_messages(shots) -> list[dict]:

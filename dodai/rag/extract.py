@@ -101,13 +101,11 @@ class SpanConstraint:
     """Allowed next tokens for a reply that must be a span of ``sources`` (a list of texts).
 
     ``end_ids``: the tokens that end the reply (end-of-turn, EOS); allowed once the span is non-empty and
-    ends on a word boundary. ``max_chars`` caps the span (then only an end token is allowed). A span may not
-    start with a word of ``banned_starts`` (case-insensitive); ``start_ok(word)``, when given, must also
-    accept its first word, unless it accepts none of the sources' words (then it is ignored).
+    ends on a word boundary. ``max_chars`` caps the span (then only an end token is allowed).
     """
 
     def __init__(self, sources: list[str], tokenizer, end_ids, vocab_size: int | None = None,
-                 max_chars: int = 200, banned_starts=(), start_ok=None):
+                 max_chars: int = 200, banned_starts=()):
         self.sources = [normalise(s) for s in sources]
         self.text = SEP.join(self.sources)
         self.banned = {w.lower() for w in banned_starts}
@@ -119,9 +117,6 @@ class SpanConstraint:
         self.starts = [i for i in range(len(self.text)) if _word_start(self.text, i)]
         # where a span may begin: a word start whose word is not banned (e.g. the question's own words)
         self.first = [i for i in self.starts if _word_at(self.text, i).lower() not in self.banned]
-        if start_ok is not None:  # e.g. the expected answer type's first word; ignored when nothing fits
-            typed = [i for i in self.first if start_ok(_word_at(self.text, i))]
-            self.first = typed or self.first
         self._masks: dict = {}
         self.max_tok = 1 + max((len(s) for s in self.strings.values()), default=1)
 
