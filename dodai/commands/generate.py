@@ -47,6 +47,7 @@ def run(args) -> int:
 
     from dodai.errors import DodaiError
     from dodai.generate.sampling import generate
+    from dodai.generate.session import text_prompt_ids
     from dodai.generate.stream import StreamDecoder
     from dodai.models import load_model
 
@@ -66,7 +67,7 @@ def run(args) -> int:
         quantize_model(model, args.format)
     if len(prompts) > 1:
         return _run_batch(args, model, tok, prompts)
-    ids = tok.encode(prompts[0])
+    ids = text_prompt_ids(tok, prompts[0])
     if not ids:
         raise DodaiError("the prompt encodes to no tokens")
     n_params = sum(p.numel() for p in model.parameters())
@@ -121,10 +122,11 @@ def _run_batch(args, model, tok, prompts: list[str]) -> int:
 
     from dodai.errors import DodaiError
     from dodai.generate.batch import generate_batch
+    from dodai.generate.session import text_prompt_ids
 
     if args.num_samples < 1:
         raise DodaiError(f"--num-samples must be >= 1, got {args.num_samples}")
-    ids = [tok.encode(p) for p in prompts]
+    ids = [text_prompt_ids(tok, p) for p in prompts]
     for i, x in enumerate(ids):
         if not x:
             raise DodaiError(f"prompt {i + 1} encodes to no tokens")

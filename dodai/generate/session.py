@@ -33,6 +33,17 @@ def special_names(tokenizer) -> dict[str, str]:
             "eos_token": by_id.get(getattr(tokenizer, "eos_id", None), "")}
 
 
+def text_prompt_ids(tokenizer, text: str) -> list[int]:
+    """A raw-text prompt's ids as the model expects them: BOS first when the tokenizer says raw text starts with
+    one (``add_bos``, e.g. Gemma, whose continuations without it are not its own; HF's tokenizer adds it too).
+    Chat prompts get their BOS from the template instead."""
+    ids = tokenizer.encode(text)
+    bos = getattr(tokenizer, "bos_id", None)
+    if ids and getattr(tokenizer, "add_bos", False) and bos is not None and ids[0] != bos:
+        ids = [bos] + ids
+    return ids
+
+
 def chat_template_for(tokenizer, template=None):
     """A compiled :class:`~dodai.chat_template.ChatTemplate`: ``template`` (source or compiled), else the
     tokenizer's own, else ChatML."""

@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dodai.errors import DodaiError
+from dodai.generate.session import text_prompt_ids
 from dodai.serve.protocol import ApiError, ChatJob, bad, parse_chat, parse_completion, parse_embeddings
 
 log = logging.getLogger("dodai.serve")
@@ -399,7 +400,7 @@ async def completions(request, served: Served):
 
     body = await _read_json(request, served)
     job = parse_completion(body, [served.cfg.model_id], served.vocab, served.cfg.max_tokens_cap)
-    prompts = [p if isinstance(p, list) else served.tok.encode(p) for p in job.prompts]
+    prompts = [p if isinstance(p, list) else text_prompt_ids(served.tok, p) for p in job.prompts]
     if any(not p for p in prompts):
         raise bad("a prompt encodes to no tokens", "prompt")
     s = job.sampling
