@@ -43,6 +43,7 @@ from pathlib import Path
 
 CONDITIONS = ["direct", "react", "fncall"]
 DIRECT_SYSTEM = "Answer the question with the number only."
+TARGET = 0.90  # issue 21: share correct on the tasks a tool answers exactly (arithmetic, SQL), each mode
 
 
 @dataclass
@@ -290,6 +291,10 @@ def run(out_dir: Path, quick: bool = False, task_set: str = "heldout", n_arith: 
                 "tokens/task": f"{s['tokens_per_task']:.0f}", "s/task": f"{s['seconds_per_task']:.1f}",
                 "stop reasons": ", ".join(f"{k} {v}" for k, v in s["stop_reasons"].items() if v)}
                for c, s in summary.items()])
+    targets = {c: summary[c]["success_tool_exact"] >= TARGET for c in ("react", "fncall")
+               if "success_tool_exact" in summary.get(c, {})}
+    rep.text(f"Target (issue 21): ≥ {TARGET:.0%} correct on the arithmetic and SQL tasks in both modes — "
+             + ", ".join(f"{c} {'met' if ok else 'missed'}" for c, ok in targets.items()) + ".")
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.2))
     names = list(summary)
@@ -312,6 +317,7 @@ def run(out_dir: Path, quick: bool = False, task_set: str = "heldout", n_arith: 
     for res in traces[:2]:
         rep.code(format_trace(res, width=300))
     rep.results.update({"n_tasks": len(tasks), "task_set": task_set, "summary": summary, "rows": rows,
+                        "targets": targets,
                         "real_episodes": [{"mode": r.mode, "stop_reason": r.stop_reason, "n_steps": r.n_steps,
                                            "new_tokens": r.new_tokens} for r in traces]})
     rep.write()
