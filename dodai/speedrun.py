@@ -430,10 +430,10 @@ def speedrun(out_dir: str | Path = "runs/speedrun", minutes: float = 5.0, seed: 
                                                           MIXTURE_WEIGHT)}
     for b in base_rows:
         b.pop("logprobs", None)
+        b["speedrun_ratio"] = model_bpb / b["bits_per_byte"] if b["bits_per_byte"] > 0 else math.nan
     xz_row = next((b for b in base_rows if b["baseline"].startswith("xz")), None)
     if mixture and xz_row:
         mixture["ratio_to_xz"] = mixture["bits_per_byte"] / xz_row["bits_per_byte"]
-        b["speedrun_ratio"] = model_bpb / b["bits_per_byte"] if b["bits_per_byte"] > 0 else math.nan
 
     # ---- samples
     _log("[7/8] samples ...", quiet)
