@@ -13,7 +13,24 @@ import time
 import pytest
 import torch
 
-httpx = pytest.importorskip("httpx", reason="httpx (test extra) drives the raw HTTP tests")
+_httpx = pytest.importorskip("httpx", reason="httpx (test extra) drives the raw HTTP tests")
+
+
+class _Http:
+    """httpx with a timeout a loaded 2-core CI machine meets (httpx's default, 5 s, is shorter than a constrained
+    decode's first step there); everything else is httpx's."""
+
+    def __getattr__(self, name):
+        return getattr(_httpx, name)
+
+    def get(self, *a, timeout=60, **k):
+        return _httpx.get(*a, timeout=timeout, **k)
+
+    def post(self, *a, timeout=60, **k):
+        return _httpx.post(*a, timeout=timeout, **k)
+
+
+httpx = _Http()
 
 from dodai.errors import DodaiError  # noqa: E402
 from dodai.models.llama import Llama, LlamaConfig  # noqa: E402
