@@ -562,14 +562,29 @@ def _(r):
                                               "shuffled_images": shuf}
 
 
-@claim("R9.2", FINDING, "Exact captions and digit identity: the VLM against the majority caption (measured; digits "
-       "are learned only weakly)",
-       "完全一致と数字の識別：多数派キャプションとの比較（数字の識別は弱い）")
+@claim("R9.2", FINDING, "The VLM reads the digits of held-out scans: digit identity per slot at least 0.3 above every "
+       "image-blind baseline (majority digit, majority caption, text-only model) and the VLM fed the wrong image",
+       "VLM は未見のスキャンの数字を読む：スロットごとの数字正解率が、画像を見ないどのベースライン（多数派の数字・"
+       "多数派キャプション・テキストのみのモデル）や別画像を与えた VLM より 0.3 以上高い")
 def _(r):
     s = r["systems"]
-    v, m = s["VLM (held-out scans)"], s["majority caption"]
-    return v["exact"] > m["exact"], {"vlm_exact": v["exact"], "majority_exact": m["exact"],
-                                     "vlm_digit": v["digit"], "majority_digit": m["digit"]}
+    v = s["VLM (held-out scans)"]["digit"]
+    blind = {"majority_digit": r["majority_digit"]["test_digit_accuracy"],
+             "majority_caption": s["majority caption"]["digit"], "text_only": s["text-only baseline"]["digit"],
+             "shuffled_images": s["VLM, shuffled images"]["digit"]}
+    return v >= max(blind.values()) + 0.3, {"vlm_digit": v, **blind}
+
+
+@claim("R9.2", FINDING, "Issue 21's target on held-out scans: digit identity >= 80 % per slot and exact captions "
+       ">= 50 %, reported next to an image-only classifier on the same digits' crops (the vision side's bound)",
+       "issue 21 の目標（未見のスキャン）：数字の正解率がスロットごとに 80 % 以上、キャプション完全一致が 50 % 以上"
+       "（同じ数字の切り抜きに対する画像のみの分類器と並べて報告）")
+def _(r):
+    v = r["systems"]["VLM (held-out scans)"]
+    cls = r["image_only_classifiers"]
+    return v["digit"] >= 0.8 and v["exact"] >= 0.5, {
+        "vlm_digit": v["digit"], "vlm_exact": v["exact"], "logreg_on_crops_digit": cls["logistic regression"]["digit"],
+        "mlp_on_crops_digit": cls["MLP"]["digit"], "mlp_on_crops_all_digits": cls["MLP"]["scene_all_digits"]}
 
 
 @claim("R9.3", FINDING, "Measured from the models' outputs: BERT's positions depend on every token, the decoder's "

@@ -312,3 +312,94 @@ def test_experiment_quick(digits, tmp_path):
     assert vlm["layout"] > res["majority_layout"]["test_layout_accuracy"] + 0.2
     for f in ("report.md", "results.json", "samples.png", "attention.png", "loss.png"):
         assert (tmp_path / f).is_file()
+
+
+# ------------------------------------------------------------------------------------------- conv stem, baselines
+def _conv_tiny(patch=4, size=16, seed=0) -> VLM:
+    tok = ds.CaptionTokenizer()
+    torch.manual_seed(seed)
+    n = (size // patch) ** 2
+    lm = GPTConfig(vocab_size=tok.vocab_size, block_size=n + 12, n_layer=1, n_head=2, n_embd=16)
+    return VLM(VLMConfig(image_size=size, patch_size=patch, vit_width=16, vit_layers=1, vit_heads=2, stem="conv",
+                         stem_width=8, lm=lm)).eval()
+
+
+def test_conv_stem_grid_follows_the_image():
+    m = _conv_tiny(patch=4, size=32)
+    stem = m.vision.patch_embed
+    img = torch.zeros(1, 1, 32, 32)
+    # ink kept > 10 px (half the receptive field) from every edge, so zero padding acts as blank paper
+    img[0, 0, 12:17, 12:17] = torch.rand(5, 5) + 0.5
+    with torch.no_grad():
+        a = stem(img).reshape(8, 8, -1)  # (grid rows, grid cols, W)
+        b = stem(torch.roll(img, shifts=4, dims=3)).reshape(8, 8, -1)  # the ink one patch to the right
+        blank = stem(torch.zeros(1, 1, 32, 32))
+    assert a.abs().sum() > 0
+    torch.testing.assert_close(b[:, 1:], a[:, :-1], atol=1e-5, rtol=1e-5)  # the token grid shifts by one cell
+    assert not torch.allclose(a[:, 1:], a[:, :-1])
+    # at initialisation (He weights, zero biases) blank paper gives zero tokens
+    assert blank.abs().max() == 0
+    assert m.image_prefix(torch.rand(2, 1, 32, 32)).shape == (2, 64, 16)
+    with pytest.raises(DodaiError):
+        VLMConfig(image_size=24, patch_size=6, stem="conv", lm=GPTConfig(vocab_size=10, block_size=64))
+    with pytest.raises(DodaiError):
+        VLMConfig(stem="resnet", lm=GPTConfig(vocab_size=10, block_size=64))
+
+
+def test_conv_stem_save_load_roundtrip(tmp_path):
+    m = _conv_tiny(patch=8, size=24)
+    m.save(tmp_path / "c")
+    m2, _ = VLM.load(tmp_path / "c")
+    assert m2.config.stem == "conv" and m2.config.n_patches == 9
+    imgs, idx = torch.rand(2, 1, 24, 24), torch.randint(0, 20, (2, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(m2(imgs, idx)[0], m(imgs, idx)[0])
+
+
+def test_scores_and_crops_by_hand(digits):
+    from dodai.experiments.r9_2 import _crops, _score
+
+    images, labels = digits
+    rng = np.random.default_rng(5)
+    pool = np.arange(50)
+    row = ds.make_scene(rng, images, labels, pool, kind="row")
+    big = ds.make_scene(rng, images, labels, pool, kind="large")
+    d0, d1, d2 = row.digits
+    wrong = (d1 + 1) % 10
+    got = [f"digits {d0} {wrong} and {d2} in a row", "a large"]  # 2 of 3 digits; an invalid caption
+    sc = _score(got, [row, big])
+    assert sc == {"exact": 0.0, "layout": 0.5, "digit": 2 / 4, "valid": 0.5}
+    assert _score([row.caption, big.caption], [row, big]) == {"exact": 1.0, "layout": 1.0, "digit": 1.0, "valid": 1.0}
+    x, y = _crops([big, row])
+    assert x.shape == (4, 64) and list(y) == [*big.digits, *row.digits]
+    np.testing.assert_allclose(x[0].reshape(8, 8), images[big.scans[0]], atol=1e-6)  # 16x16 pooled back to the scan
+    for k in range(3):  # row scans sit side by side without overlap: each crop is its scan
+        np.testing.assert_allclose(x[1 + k].reshape(8, 8), images[row.scans[k]], atol=1e-6)
+
+
+def test_token_tags_and_vision_pretraining(digits):
+    from dodai.models.vlm import pretrain_vision, tag_batches
+
+    images, labels = digits
+    rng = np.random.default_rng(3)
+    row = ds.make_scene(rng, images, labels, np.arange(60), kind="row")
+    tags = ds.token_tags(row, 8).reshape(3, 3)
+    for k in range(3):  # row digits are centred at x = 4, 12, 20: one per grid column
+        cy = min(row.boxes[k][1] + 4, 23) // 8
+        assert tags[cy, k] == row.digits[k]
+    assert (tags == ds.NO_DIGIT).sum() == 6
+    big = ds.make_scene(rng, images, labels, np.arange(60), kind="large")
+    x, y, side = big.boxes[0]
+    t4 = ds.token_tags(big, 4)
+    assert (t4 != ds.NO_DIGIT).sum() == 1 and t4[((y + 8) // 4) * 6 + (x + 8) // 4] == big.digits[0]
+    with pytest.raises(DodaiError):
+        ds.token_tags(big, 5)
+    # stage 1 trains the encoder (the VLM's own parameters move) and lowers the tagging loss
+    m = _conv_tiny(patch=8, size=24)
+    before = m.vision.patch_embed.proj.weight.detach().clone()
+    hist = pretrain_vision(m, tag_batches(images, labels, np.arange(200), 16, 8), 40, lr=3e-3, warmup=5,
+                           log_every=39)
+    assert hist[-1][1] < hist[0][1] - 0.5
+    assert not torch.equal(before, m.vision.patch_embed.proj.weight)
+    with pytest.raises(DodaiError):
+        pretrain_vision(m, tag_batches(images, labels, np.arange(200), 4, 8), 0)

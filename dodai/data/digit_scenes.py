@@ -272,6 +272,22 @@ def caption_batch(captions: list[str], tok: CaptionTokenizer, length: int | None
     return inp, tgt
 
 
+NO_DIGIT = 10  # the token tag of a cell that holds no digit's centre
+
+
+def token_tags(scene: Scene, patch: int) -> np.ndarray:
+    """(N,) int64 over the scene's (CANVAS / patch)^2 token grid (row-major): the digit whose box centre lies in
+    that cell, else ``NO_DIGIT``. The dense targets of the vision encoder's stage-1 pre-training."""
+    if CANVAS % patch:
+        raise DodaiError(f"patch {patch} does not divide the {CANVAS}-pixel canvas")
+    g = CANVAS // patch
+    tags = np.full(g * g, NO_DIGIT, dtype=np.int64)
+    for (x, y, side), d in zip(scene.boxes, scene.digits):
+        cx, cy = min(x + side // 2, CANVAS - 1), min(y + side // 2, CANVAS - 1)
+        tags[(cy // patch) * g + cx // patch] = d
+    return tags
+
+
 def stack_images(scenes: list[Scene]) -> np.ndarray:
     """(B, 1, CANVAS, CANVAS) float32 from scenes."""
     return np.stack([s.image for s in scenes])[:, None]

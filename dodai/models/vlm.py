@@ -6,6 +6,8 @@ tokens), W vision width, C LM width, T text tokens, V vocabulary.
     patches = patchify(image)                         (B, N, P*P*Ch)   row-major patches, (row, col, ch) inside
     z = patches W_e + pos                             (B, N, W)        linear patch embedding + learned 1-D
                                                                         positions (ViT, Dosovitskiy et al. 2021)
+      or z = ConvStem(image) + pos                    (B, N, W)        ``stem="conv"``: 3x3 convolutions down to
+                                                                        the same P-pixel grid (hybrid ViT)
     z = ViT blocks(z), pre-LN, bidirectional          (B, N, W)        every patch sees every patch
     u = W_2 GELU(W_1 LN(z))                           (B, N, C)        the projector (LLaVA-1.5's 2-layer MLP,
                                                                         Liu et al. 2023)
@@ -17,6 +19,10 @@ input is built here, from embeddings instead of ids). Because the image tokens c
 mask lets every text token attend to all N image tokens (and image tokens to earlier image tokens only,
 as in LLaVA). The loss is the cross-entropy on caption tokens only: image positions get no target, and
 padding targets are -100 (see :func:`dodai.data.digit_scenes.caption_batch`).
+
+Training (:func:`fit`) is the caption loss through :func:`dodai.train.fit.fit`; :func:`pretrain_vision` is an
+optional first stage that trains the vision encoder alone as a dense digit tagger on training scenes (as VLMs
+start from a pre-trained vision encoder), also through :func:`dodai.train.fit.fit`.
 
 Decoding: :class:`ImagePrefixedLM` wraps a VLM and a batch of images into dodai's causal-LM protocol
 (``config.block_size``, ``new_cache``, ``model(idx, cache=...)``), so dodai's KV-cache engine
@@ -45,6 +51,7 @@ from dodai.nn.kv_cache import KVCache
 from dodai.nn.norm import LayerNorm
 
 LM_POSITIONS = ("learned", "sinusoidal", "rope", "none")  # the GPT position schemes the prefix path supports
+STEMS = ("linear", "conv")  # how pixels become the ViT's N tokens
 
 
 @dataclass
@@ -55,18 +62,24 @@ class VLMConfig:
     vit_width: int = 64  # W, vision Transformer width
     vit_layers: int = 2  # vision Transformer blocks
     vit_heads: int = 4  # vision attention heads (W divisible by it)
+    stem: str = "linear"  # "linear": ViT's patch embedding; "conv": a convolutional stem (see ConvStem)
+    stem_width: int = 32  # channels of the convolutional stem (stem="conv" only)
     lm: GPTConfig = field(default_factory=GPTConfig)  # the decoder; block_size must hold N + caption tokens
 
     def __post_init__(self):
         if isinstance(self.lm, dict):
             self.lm = GPTConfig.from_dict(self.lm)
-        for name in ("image_size", "patch_size", "channels", "vit_width", "vit_layers", "vit_heads"):
+        for name in ("image_size", "patch_size", "channels", "vit_width", "vit_layers", "vit_heads", "stem_width"):
             v = getattr(self, name)
             if not isinstance(v, int) or isinstance(v, bool) or v <= 0:
                 raise DodaiError(f"VLMConfig.{name} must be a positive integer, got {v!r}")
         if self.image_size % self.patch_size:
             raise DodaiError(f"VLMConfig: image_size {self.image_size} is not a multiple of patch_size "
                              f"{self.patch_size}")
+        if self.stem not in STEMS:
+            raise DodaiError(f"VLMConfig.stem must be one of {STEMS}, got {self.stem!r}")
+        if self.stem == "conv" and self.patch_size & (self.patch_size - 1):
+            raise DodaiError(f"VLMConfig: the conv stem needs a power-of-two patch_size, got {self.patch_size}")
         if self.vit_width % self.vit_heads:
             raise DodaiError(f"VLMConfig: vit_width {self.vit_width} is not divisible by vit_heads {self.vit_heads}")
         if self.lm.pos_encoding not in LM_POSITIONS:
@@ -140,20 +153,65 @@ class EncoderBlock(nn.Module):
         return x + self.mlp(self.ln_2(x))
 
 
+class ConvStem(nn.Module):
+    """A convolutional stem in place of the linear patch embedding (the "hybrid" ViT of Dosovitskiy et al.
+    2021; Xiao et al. 2021, "Early Convolutions Help Transformers See Better"). (B, Ch, S, S) -> (B, N, W):
+
+        h = GELU(conv3x3(image))                                   (B, c, S, S)
+        log2(P) times:  h = GELU(conv3x3(GELU(conv3x3_stride2(h))))  halves the side each time
+        tokens = conv1x1(h) -> (B, W, S/P, S/P) -> row-major      (B, N, W), the same grid as P x P patches
+
+    The shared 3x3 filters make the features translation-equivariant, and each token's receptive field
+    (3, 5, 9, 13, 21, ... pixels after each conv) covers a whole 8x8 scan around its cell, so a digit is
+    recognised wherever it lies; a linear patch embedding must learn each digit's pieces at every offset
+    separately. P must be a power of two."""
+
+    def __init__(self, channels: int, width: int, patch: int, out: int):
+        super().__init__()
+        layers: list[nn.Module] = [nn.Conv2d(channels, width, 3, padding=1), nn.GELU()]
+        side = 1
+        while side < patch:
+            layers += [nn.Conv2d(width, width, 3, stride=2, padding=1), nn.GELU(),
+                       nn.Conv2d(width, width, 3, padding=1), nn.GELU()]
+            side *= 2
+        self.convs = nn.Sequential(*layers)
+        self.proj = nn.Conv2d(width, out, 1)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """He (Kaiming) normal weights, zero biases (He et al. 2015). PyTorch's default conv init shrinks the
+        signal by about 1/sqrt(3) per layer, so after seven of them every image gives nearly the same tokens
+        (the biases dominate) and the digits are not learned in any reasonable number of steps."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, nonlinearity="relu")
+                nn.init.zeros_(m.bias)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, Ch, S, S) -> (B, N, W)
+        h = self.proj(self.convs(images))  # (B, W, S/P, S/P)
+        return h.flatten(2).transpose(1, 2)  # (B, N, W), row-major over the grid as patchify
+
+
 class ViTEncoder(nn.Module):
-    """Patch embedding + learned 1-D positions + pre-LN blocks + final LayerNorm; no [CLS] token (the
-    LM reads every patch, as LLaVA does)."""
+    """Patch embedding (or :class:`ConvStem`) + learned 1-D positions + pre-LN blocks + final LayerNorm; no
+    [CLS] token (the LM reads every patch, as LLaVA does)."""
 
     def __init__(self, cfg: VLMConfig):
         super().__init__()
         self.patch_size = cfg.patch_size
-        self.patch_embed = nn.Linear(cfg.patch_size * cfg.patch_size * cfg.channels, cfg.vit_width)
+        if cfg.stem == "conv":
+            self.patch_embed = ConvStem(cfg.channels, cfg.stem_width, cfg.patch_size, cfg.vit_width)
+        else:
+            self.patch_embed = nn.Linear(cfg.patch_size * cfg.patch_size * cfg.channels, cfg.vit_width)
         self.pos = nn.Parameter(torch.zeros(cfg.n_patches, cfg.vit_width))
         self.blocks = nn.ModuleList([EncoderBlock(cfg.vit_width, cfg.vit_heads) for _ in range(cfg.vit_layers)])
         self.ln_f = LayerNorm(cfg.vit_width)
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:  # (B, Ch, S, S) -> (B, N, W)
-        z = self.patch_embed(patchify(images, self.patch_size)) + self.pos
+        if isinstance(self.patch_embed, ConvStem):
+            z = self.patch_embed(images) + self.pos
+        else:
+            z = self.patch_embed(patchify(images, self.patch_size)) + self.pos
         for blk in self.blocks:
             z = blk(z)
         return self.ln_f(z)
@@ -409,6 +467,62 @@ def fit(model: VLM, batches: Callable[[int], tuple], steps: int, lr: float = 1e-
             if (r["step"] - 1) % log_every == 0 or r["step"] == steps]
 
 
+class _DigitTagger(nn.Module):
+    """The VLM's vision encoder with a linear head tagging every image token with a digit or 'none'."""
+
+    def __init__(self, vision: ViTEncoder, width: int, classes: int = 11):
+        super().__init__()
+        self.vision = vision
+        self.head = nn.Linear(width, classes)
+
+    def forward(self, images: torch.Tensor, tags: torch.Tensor) -> torch.Tensor:  # (B, Ch, S, S), (B, N) -> loss
+        logits = self.head(self.vision(images))  # (B, N, 11)
+        return F.cross_entropy(logits.reshape(-1, logits.size(-1)), tags.reshape(-1))
+
+
+def pretrain_vision(model: VLM, batches: Callable[[int], tuple], steps: int, lr: float = 3e-3, warmup: int = 20,
+                    log_every: int = 50) -> list[tuple[int, float]]:
+    """Stage 1: train ``model.vision`` alone as a dense digit tagger (every image token predicts the digit whose
+    box centre lies in its cell, or 'none'; :func:`dodai.data.digit_scenes.token_tags`), with a linear head
+    that is thrown away afterwards. VLMs start from a pre-trained vision encoder (LLaVA from CLIP's ViT); here
+    the encoder is pre-trained on the *training* scans' labels only. ``batches(i) -> (images, tags)``.
+    Then :func:`fit` trains the whole VLM (this encoder included) on captions. Returns [(step, loss)]."""
+    from dodai.train.fit import FitConfig
+    from dodai.train.fit import fit as fit_loop
+
+    if steps < 1:
+        raise DodaiError(f"steps must be positive, got {steps}")
+    tagger = _DigitTagger(model.vision, model.config.vit_width)
+
+    def lr_at(s):
+        if s < warmup:
+            return lr * (s + 1) / warmup
+        return lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * (s - warmup) / max(1, steps - warmup))))
+
+    cfg = FitConfig(steps=steps, optimizer="adamw", lr=lr, betas=(0.9, 0.99), grad_clip=1.0, quiet=True,
+                    desc="vlm vision pre-training")
+    res = fit_loop(tagger, batches, lambda m, b: m(*b), cfg, lr_fn=lr_at)
+    model.eval()
+    return [(r["step"] - 1, r["loss"]) for r in res.history
+            if (r["step"] - 1) % log_every == 0 or r["step"] == steps]
+
+
+def tag_batches(images, labels, pool, batch_size: int, patch: int, seed: int = 0):
+    """Stage-1 batches ``step -> (images (B, 1, S, S), tags (B, N))`` from fresh random training scenes."""
+    import numpy as np
+
+    from dodai.data.digit_scenes import make_scene, stack_images, token_tags
+
+    rng = np.random.default_rng(seed)
+
+    def batch(_step: int):
+        scenes = [make_scene(rng, images, labels, pool) for _ in range(batch_size)]
+        tags = np.stack([token_tags(s, patch) for s in scenes])
+        return torch.from_numpy(stack_images(scenes)), torch.from_numpy(tags)
+
+    return batch
+
+
 def scene_batches(images, labels, pool, batch_size: int, tok, seed: int = 0):
     """An infinite sampler of training batches ``step -> (images (B, 1, S, S), inp (B, T), tgt (B, T))``
     drawing fresh random scenes from the scans in ``pool``; T fixed to the longest caption + 1."""
@@ -437,11 +551,13 @@ def max_caption_tokens() -> int:
 
 
 def default_config(vocab_size: int, image_size: int = 24, patch_size: int = 4, vit_width: int = 64,
-                   vit_layers: int = 2, n_embd: int = 128, n_layer: int = 3) -> VLMConfig:
-    """The R9.2 model: by default a ViT 2 x 64 wide on 4x4 patches and a 3-layer 128-wide GPT decoder
-    (~0.7 M parameters); the context holds the image tokens, <bos>, the longest caption and <eos>."""
+                   vit_layers: int = 2, n_embd: int = 128, n_layer: int = 3, stem: str = "linear",
+                   stem_width: int = 32) -> VLMConfig:
+    """The R9.2 model: by default a ViT 2 x 64 wide on 4x4 patches (linear patch embedding; ``stem="conv"`` for
+    the convolutional stem) and a 3-layer 128-wide GPT decoder (~0.7 M parameters); the context holds the
+    image tokens, <bos>, the longest caption and <eos>."""
     n = (image_size // patch_size) ** 2
     lm = GPTConfig(vocab_size=vocab_size, block_size=n + max_caption_tokens() + 2, n_layer=n_layer, n_head=4,
                    n_embd=n_embd, pos_encoding="learned")
     return VLMConfig(image_size=image_size, patch_size=patch_size, vit_width=vit_width, vit_layers=vit_layers,
-                     vit_heads=4, lm=lm)
+                     vit_heads=4, stem=stem, stem_width=stem_width, lm=lm)
