@@ -277,7 +277,7 @@ def worker_agreement(n: int = 256) -> dict:
 
 # ------------------------------------------------------------------------------------------ driver
 def run_worker(name: str, repeats: int) -> dict:
-    cmd = [sys.executable, __file__, "--worker", name, "--repeats", str(repeats)]
+    cmd = [sys.executable, __file__, "--worker", name, "--repeats", str(repeats), "--threads", str(THREADS)]
     env = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
     r = subprocess.run(cmd, capture_output=True, text=True, env=env)
     if r.returncode != 0:
@@ -311,12 +311,15 @@ def _simd() -> str:
 
 
 def main() -> int:
+    global THREADS
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3, help="repeats per measurement (median reported)")
     ap.add_argument("--engines", default=",".join(ENGINES), help=f"comma-separated subset of {ENGINES}")
     ap.add_argument("--write", default=None, help="also write the markdown table to this file")
+    ap.add_argument("--threads", type=int, default=THREADS, help="threads of every engine (default 2)")
     ap.add_argument("--worker", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    THREADS = args.threads
     if args.worker:
         if args.worker == "dodai":
             res = worker_dodai(args.repeats, "fp32")
@@ -393,7 +396,7 @@ def main() -> int:
         "# SmolLM2-135M-Instruct: prefill and decode on CPU",
         "",
         f"- date: {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}",
-        f"- machine: nproc {os.cpu_count()}, {_cpu()} ({_simd()}); torch threads {THREADS}; repeats {args.repeats} "
+        f"- machine: nproc {os.cpu_count()}, {_cpu()} ({_simd()}); threads {THREADS}; repeats {args.repeats} "
         "(medians)",
         f"- load average (1, 5, 15 min) before: {load_before}, after: {_load()}",
         f"- command: `{cmd.strip()}`",

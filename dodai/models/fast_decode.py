@@ -54,15 +54,21 @@ def _none():
     return None
 
 
+_ATTN, _FFN = ("wq", "wk", "wv", "wo"), ("w_gate", "w_up", "w_down")
+
+
 def _signature(model) -> tuple:
+    """The storage of every tensor the plan points at (a swapped or re-allocated one changes it). Read through
+    the modules' own dicts: this runs every step, and ``nn.Module.__getattr__`` is slow."""
     out = []
-    for blk in model.layers:
-        a, f = blk.attn, blk.ffn
-        for m in (a.wq, a.wk, a.wv, a.wo, f.w_gate, f.w_up, f.w_down):
-            p = getattr(m, "packed", None)
+    for blk in model._modules["layers"]._modules.values():
+        mods = blk._modules
+        attn, ffn = mods["attn"]._modules, mods["ffn"]._modules
+        for m in [attn[n] for n in _ATTN] + [ffn[n] for n in _FFN]:
+            p = m._buffers.get("packed")
             out.append(p.data_ptr() if p is not None else id(m))
-        out.append(blk.attn_norm.weight.data_ptr())
-        out.append(blk.ffn_norm.weight.data_ptr())
+        out.append(mods["attn_norm"]._parameters["weight"].data_ptr())
+        out.append(mods["ffn_norm"]._parameters["weight"].data_ptr())
     return tuple(out)
 
 
@@ -132,7 +138,11 @@ def fused_step(model, x: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Tens
         return None
     if not model.layers or model.layers[0].attn.eager:  # set_eager(True): the reference path
         return None
-    plan, sig = model.__dict__.get("_fast_decode_plan"), _signature(model)
+    try:
+        sig = _signature(model)
+    except (KeyError, AttributeError):  # blocks of another shape (no attn/ffn projections by these names)
+        return None
+    plan = model.__dict__.get("_fast_decode_plan")
     if plan is None or plan.sig != sig:
         plan = _build(model)
         if plan is None:
