@@ -403,3 +403,15 @@ def test_token_tags_and_vision_pretraining(digits):
     assert not torch.equal(before, m.vision.patch_embed.proj.weight)
     with pytest.raises(DodaiError):
         pretrain_vision(m, tag_batches(images, labels, np.arange(200), 4, 8), 0)
+
+
+def test_scene_batches_can_keep_to_some_kinds(digits):
+    images, labels = digits
+    tok = ds.CaptionTokenizer()
+    imgs, inp, tgt = scene_batches(images, labels, np.arange(100), 12, tok, seed=1, kinds=("large",))(0)
+    caps = [tok.decode([int(t) for t in row if t >= 0]) for row in tgt]
+    assert all(ds.parse_caption(c)[0] == "large" for c in caps)
+    _, _, tgt2 = scene_batches(images, labels, np.arange(100), 60, tok, seed=1)(0)
+    kinds = {ds.parse_caption(tok.decode([int(t) for t in row if t >= 0]))[0] for row in tgt2}
+    assert len(kinds) >= 4  # every kind by default
+    assert imgs.shape == (12, 1, 24, 24) and inp.shape == tgt.shape

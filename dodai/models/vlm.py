@@ -523,9 +523,10 @@ def tag_batches(images, labels, pool, batch_size: int, patch: int, seed: int = 0
     return batch
 
 
-def scene_batches(images, labels, pool, batch_size: int, tok, seed: int = 0):
+def scene_batches(images, labels, pool, batch_size: int, tok, seed: int = 0, kinds: tuple[str, ...] | None = None):
     """An infinite sampler of training batches ``step -> (images (B, 1, S, S), inp (B, T), tgt (B, T))``
-    drawing fresh random scenes from the scans in ``pool``; T fixed to the longest caption + 1."""
+    drawing fresh random scenes from the scans in ``pool``; T fixed to the longest caption + 1. ``kinds``:
+    only these scene kinds (drawn uniformly; default every kind)."""
     import numpy as np
 
     from dodai.data.digit_scenes import caption_batch, make_scene, stack_images
@@ -534,7 +535,8 @@ def scene_batches(images, labels, pool, batch_size: int, tok, seed: int = 0):
     length = max_caption_tokens() + 1
 
     def batch(_step: int):
-        scenes = [make_scene(rng, images, labels, pool) for _ in range(batch_size)]
+        scenes = [make_scene(rng, images, labels, pool, None if kinds is None else kinds[int(rng.integers(len(kinds)))])
+                  for _ in range(batch_size)]
         inp, tgt = caption_batch([s.caption for s in scenes], tok, length)
         return torch.from_numpy(stack_images(scenes)), torch.from_numpy(inp), torch.from_numpy(tgt)
 
