@@ -178,7 +178,7 @@ def _crop_classifiers(train_scenes, test_scenes, seed: int = 0) -> dict:
 # big digit per scene, the easiest to read), then caption steps on every kind, scenes per step, peak learning
 # rate, steps for the text-only baseline (its loss is flat after ~100 steps).
 FULL = dict(config=dict(stem="conv", patch_size=8), pre_steps=200, curriculum_steps=150, curriculum_kinds=("large",),
-            steps=700, batch_size=64, lr=2e-3, baseline_steps=300)
+            steps=1600, batch_size=64, lr=2e-3, baseline_steps=300)
 QUICK = dict(config=dict(stem="conv", patch_size=8, vit_width=32, vit_layers=1, n_embd=64, n_layer=2,
                          stem_width=16), pre_steps=50, steps=300, batch_size=32, lr=3e-3, baseline_steps=100)
 
