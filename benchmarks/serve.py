@@ -77,17 +77,24 @@ def wait_up(url: str, proc, timeout: float = 300) -> None:
     raise RuntimeError(f"{url} did not come up")
 
 
+def _log(name: str):
+    """A file for a server's stderr (a pipe nobody reads fills up and stalls the server: llama.cpp logs a lot)."""
+    import tempfile
+
+    return tempfile.NamedTemporaryFile(prefix=f"serve-bench-{name}-", suffix=".log", delete=False)
+
+
 def start_dodai(gguf: str, fmt: str, port: int, threads: int):
     cmd = [sys.executable, "-m", "dodai", "serve", "--model", gguf, "--port", str(port), "--threads", str(threads),
            "--format", fmt, "--max-batch", "16", "--context", "1024", "--embedding-model", "none"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), Path(gguf).stem
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=_log("dodai")), Path(gguf).stem
 
 
 def start_llamacpp(gguf: str, port: int, threads: int):
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--port", str(port), "--host", "127.0.0.1",
            "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "1024",
            "--model_alias", "smollm2"]
-    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE), "smollm2"
+    return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=_log("llamacpp")), "smollm2"
 
 
 async def one_request(client, url: str, model: str, question: str, max_tokens: int) -> dict:

@@ -710,7 +710,7 @@ class Decoder(nn.Module):
             from dodai.models.fast_decode import fused_step
 
             cos, sin = ropes[self.config.rope_kind(0)]
-            fused = fused_step(self, x, cache, cos, sin)  # every layer in one native call, or None
+            fused = fused_step(self, x, cache, cos, sin, fused_projection)  # all layers in one native call, or None
         if fused is not None:
             x = fused
         else:

@@ -80,8 +80,8 @@ def _config_ok(model) -> bool:
             and c.head_dim % 2 == 0)
 
 
-def _build(model) -> _Plan | None:
-    from dodai.models.decoder import GatedFFN, fused_projection
+def _build(model, fused_projection) -> _Plan | None:
+    """``fused_projection``: the decoder's own (passed in, so this module never imports the decoder)."""
     from dodai.quant import native
     from dodai.quant.int4 import Int4Linear
 
@@ -93,7 +93,8 @@ def _build(model) -> _Plan | None:
     bns, groups = set(), set()
     for blk in model.layers:
         a, f = blk.attn, blk.ffn
-        if not isinstance(f, GatedFFN) or a.eager or f.eager or a.q_norm is not None or a.window:
+        gated = all(hasattr(f, n) for n in ("w_gate", "w_up", "w_down"))  # the gated FFN (SwiGLU)
+        if not gated or a.eager or f.eager or a.q_norm is not None or a.window:
             return None
         mods = (a.wq, a.wk, a.wv, a.wo, f.w_gate, f.w_up, f.w_down)
         if not all(type(m) is Int4Linear and m.bias is None for m in mods):
@@ -129,7 +130,8 @@ def _build(model) -> _Plan | None:
     return _Plan(model, _signature(model), bns.pop(), groups.pop(), cols, arrays)
 
 
-def fused_step(model, x: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor | None:
+def fused_step(model, x: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Tensor,
+               fused_projection=None) -> torch.Tensor | None:
     """Run every layer of ``model`` on the embeddings x (B, 1, C) of one new token per row, writing the
     cache; returns the hidden states (B, 1, C) before the final norm, or None when this step cannot serve
     the call (then nothing was written). ``cos``/``sin``: the RoPE rows (1, D) of the new position, fp32."""
@@ -144,7 +146,7 @@ def fused_step(model, x: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Tens
         return None
     plan = model.__dict__.get("_fast_decode_plan")
     if plan is None or plan.sig != sig:
-        plan = _build(model)
+        plan = _build(model, fused_projection) if fused_projection is not None else None
         if plan is None:
             plan = _Plan(model, sig, 0, 0, None, None)  # remembered: this model cannot take the step
         model.__dict__["_fast_decode_plan"] = plan

@@ -353,8 +353,8 @@ def int4_tile(n: int, k: int) -> int:
     PyTorch's kernel)."""
     key = (n, k)
     if key not in _tiles:
-        from dodai.quant.int4 import _PACK
-
+        # PyTorch's packing op (as dodai.quant.int4 uses it; looked up here so the two modules stay acyclic)
+        _PACK = torch.ops.aten._convert_weight_to_int4pack_for_cpu
         rows = torch.arange(n, dtype=torch.int32)[:, None]
         cols = torch.arange(k, dtype=torch.int32)[None, :]
         q = ((rows * 7 + cols * 3 + (rows // 16) * 5) % 16).contiguous()  # codes that differ between rows
