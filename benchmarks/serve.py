@@ -9,7 +9,8 @@ Each server runs in its own process with 2 threads, on a free loopback port; the
   sends one, else from the number of content chunks.
 
 dodai decodes concurrent requests together (continuous batching, :mod:`dodai.generate.paged`); llama-cpp-python's
-server runs one request at a time. dodai runs with ``--format`` (default int4, its fastest offered format);
+server runs one request at a time (with ``--interrupt_requests False``: by default a new request cuts the
+streaming one short). dodai runs with ``--format`` (default int4, its fastest offered format);
 llama.cpp runs the Q4_1 file as it is. The results file names the date, CPU, threads and load average.
 
     .venv/bin/python benchmarks/serve.py [--levels 1,4,8,16] [--max-tokens 64] [--format int4]
@@ -93,7 +94,9 @@ def start_dodai(gguf: str, fmt: str, port: int, threads: int):
 def start_llamacpp(gguf: str, port: int, threads: int):
     cmd = [sys.executable, "-m", "llama_cpp.server", "--model", gguf, "--port", str(port), "--host", "127.0.0.1",
            "--n_threads", str(threads), "--n_threads_batch", str(threads), "--n_ctx", "1024",
-           "--model_alias", "smollm2"]
+           "--model_alias", "smollm2",
+           # its default interrupts the streaming request whenever a new one arrives (a few tokens each): queue them
+           "--interrupt_requests", "False"]
     return subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=_log("llamacpp")), "smollm2"
 
 

@@ -370,7 +370,8 @@ class Engine:
         """One iteration; returns the requests that got a token (or finished) in it."""
         model = self.model
         was_training = model.training
-        model.eval()
+        if was_training:  # (eval()/train() walk every module: only when the mode must change, not every step)
+            model.eval()
         try:
             with torch.inference_mode():
                 return self._step()
@@ -378,7 +379,8 @@ class Engine:
             self.abort()
             raise
         finally:
-            model.train(was_training)
+            if was_training:
+                model.train(True)
 
     def abort(self) -> None:
         """End every request now (finish reason ``"error"``) and give the backend's memory back."""
