@@ -559,11 +559,13 @@ PAGES: dict[str, dict] = {
                 "Read docs/self_attention.md beside the R9.1 table."),
     ),
     "R9.2": dict(
-        what=_p("小さな VLM：画像を 4×4 のパッチに切って ViT で符号化し、MLP で言語モデルの埋め込みに写して、キャプションの"
-                "前に並べます（LLaVA 方式）。本物の手書き数字で作った場面を説明させます。",
-                "A small vision-language model: the image is cut into 4×4 patches, encoded by a ViT, projected by "
-                "an MLP into the language model's embedding space and put before the caption (as in LLaVA); it "
-                "describes scenes made of real handwritten digits."),
+        what=_p("小さな VLM：画像をパッチ（実験では 8 ピクセルのセルごとに CNN の stem）でトークンにし、ViT で符号化し、"
+                "MLP で言語モデルの埋め込みに写して、キャプションの前に並べます（LLaVA 方式）。本物の手書き数字で作った"
+                "場面を説明させます。",
+                "A small vision-language model: the image becomes tokens, one per patch (in the experiment a "
+                "convolutional stem on each 8-pixel cell), encoded by a ViT, projected by an MLP into the language "
+                "model's embedding space and put before the caption (as in LLaVA); it describes scenes made of real "
+                "handwritten digits."),
         why=_p("画像を「トークン」にすれば、言語モデルはそのまま画像を読めます。",
                "Turn an image into tokens and the language model reads it unchanged."),
         eq=[r"z=\mathrm{ViT}(\operatorname{patchify}(I)),\quad e_{\mathrm{img}}=\mathrm{MLP}(z)",
