@@ -6,24 +6,15 @@ import copy
 
 import pytest
 import torch
+from _native_marks import NATIVE, needs_known_layout  # noqa: E402
 
 from dodai.generate.sampling import generate
 from dodai.models import fast_decode
 from dodai.models.llama import Llama, LlamaConfig
-from dodai.quant import int4, native
 from dodai.quant.int8 import quantize_model
 
-pytestmark = [
-    pytest.mark.skipif(not int4.available(), reason="this PyTorch has no CPU 4-bit kernel"),
-    pytest.mark.skipif(not native.available(), reason="no C compiler or no AVX2/FMA CPU: native kernels not built"),
-]
-# PyTorch packs int4 weights in row tiles whose size depends on the CPU's kernels (32 on AVX2; AVX-512 builds may
-# use 64 or another layout). dodai reads the layouts its probe recognises and otherwise keeps PyTorch's kernel
-# (test_unknown_layout_keeps_pytorchs_kernel in test_quant_native.py runs on every CPU).
-KNOWN_LAYOUT = int4.available() and native.available() and native.int4_tile(128, 128) in (32, 64)
-needs_known_layout = pytest.mark.skipif(not KNOWN_LAYOUT, reason="PyTorch's packed int4 layout on this CPU is not "
-                                        "one dodai's kernels read; PyTorch's kernel runs instead")
-pytestmark.append(needs_known_layout)  # the fused step reads the packed weights directly
+# the fused step reads the packed weights directly
+pytestmark = [*NATIVE, needs_known_layout]
 
 
 def small_int4_llama(seed=0, **kw):

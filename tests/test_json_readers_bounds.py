@@ -55,20 +55,13 @@ def test_loaders_and_cli_refuse_hostile_config_json(tmp_path, kind, capsys):
     """The model loaders (every family's ``load``) and the CLI paths that read a folder's JSON."""
     files = dict(_bad_files(tmp_path / "src"))
     src = files[kind]
-    model = tmp_path / "model"
-    model.mkdir()
-    cfg = model / "config.json"
-    if kind == "fifo":
-        os.mkfifo(cfg)
-    else:
-        cfg.write_bytes(src.read_bytes())
-    index = tmp_path / "index"
-    index.mkdir()
-    meta = index / "meta.json"
-    if kind == "fifo":
-        os.mkfifo(meta)
-    else:
-        meta.write_bytes(src.read_bytes())
+    model, index = tmp_path / "model", tmp_path / "index"
+    for folder, name in ((model, "config.json"), (index, "meta.json")):
+        folder.mkdir()
+        if kind == "fifo":
+            os.mkfifo(folder / name)
+        else:
+            (folder / name).write_bytes(src.read_bytes())
     cmds = [["generate", "--model", str(model), "--prompt", "hi", "--max-new-tokens", "2"],
             ["rag", "ask", "--index", str(index), "what?"]]
     for cmd in cmds:
