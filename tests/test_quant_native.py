@@ -42,7 +42,7 @@ def test_probed_layout_dequantizes_exactly(shape):
 
 
 @needs_known_layout
-@pytest.mark.parametrize("rows", [1, 2, 4])
+@pytest.mark.parametrize("rows", [1, 2, 4, 7, 16, 32])
 def test_int4_gemv_equals_reference(rows):
     mod, q, d, m = _module(192, 320, seed=rows)
     x = torch.randn(rows, 320)
@@ -52,7 +52,7 @@ def test_int4_gemv_equals_reference(rows):
 
 
 @needs_known_layout
-@pytest.mark.parametrize("rows", [1, 3, 5, 40])
+@pytest.mark.parametrize("rows", [1, 3, 5, 17, 40])
 def test_int4_linear_fast_paths(rows):
     """Decoding rows take the GEMV, prompts dequantize-then-GEMM; both on fp32 activations."""
     mod, q, d, m = _module(128, 96, seed=7)
@@ -77,11 +77,12 @@ def test_stacked_modules_are_one_layout():
 
 
 @pytest.mark.parametrize("n", [64, 66, 3])
-def test_int8_gemv_equals_reference(n):
+@pytest.mark.parametrize("rows", [1, 2, 5, 16])
+def test_int8_gemv_equals_reference(n, rows):
     torch.manual_seed(n)
     mod = Int8Linear.from_linear(torch.nn.Linear(48, n, bias=True))
-    x = torch.randn(2, 48)
-    y = mod(x)  # two rows: the native GEMV with the bf16-rounded scales
+    x = torch.randn(rows, 48)
+    y = mod(x)  # up to GEMV_ROWS rows: the native GEMV with the bf16-rounded scales
     w = mod.qweight.float() * mod.scale_bf16.float()[:, None]
     ref = x @ w.t() + mod.bias
     torch.testing.assert_close(y, ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))

@@ -149,6 +149,21 @@ class _StepView:
     def advance(self, t: int) -> None:
         self.pos += t
 
+    def fused_layout(self, b: int):
+        """Where the keys and values of a one-token step live, for the fused native step
+        (:func:`dodai.models.fast_decode.fused_step`): the pool's per-layer storage, the (B, S + 1) slot table,
+        each row's first real column, and the strides of a slot and of a head (in floats)."""
+        pool = self.pool
+        if (self.read.shape != (b, self.pos + 1) or self.write.shape != (b,) or pool.dtype != torch.float32
+                or self.read.device.type != "cpu"):
+            return None
+        if self.key_mask is None:
+            first = torch.zeros(b, dtype=torch.int32)
+        else:  # right-aligned rows: the padding columns come first
+            first = (~self.key_mask[:, :self.pos]).sum(dim=1).to(torch.int32)
+        h, d = pool.n_kv_head, pool.head_dim
+        return pool.k, pool.v, self.read, first, 0, h * d, d, self.pos
+
 
 class PagedBackend:
     """The engine backend for continuous batching (see the module docstring)."""

@@ -706,7 +706,8 @@ class Decoder(nn.Module):
         ropes = {kind: self._cos_sin(start, T, x.dtype, x.device, pos, kind) for kind in kinds}
         masks = AttnMasks(key_mask, start, T, x.dtype) if key_mask is not None else None
         fused = None
-        if T == 1 and cache is not None and key_mask is None and position_ids is None and not torch.is_grad_enabled():
+        if (T == 1 and cache is not None and position_ids is None and not torch.is_grad_enabled()
+                and (key_mask is None or hasattr(cache, "fused_layout"))):
             from dodai.models.fast_decode import fused_step
 
             cos, sin = ropes[self.config.rope_kind(0)]

@@ -130,15 +130,38 @@ def _build(model, fused_projection) -> _Plan | None:
     return _Plan(model, _signature(model), bns.pop(), groups.pop(), cols, arrays)
 
 
+def _dense_layout(cache, B: int):
+    """(keys, values, table, first, row_slots, slot_elems, head_elems, pos) of a plain :class:`KVCache`, or None."""
+    if (type(cache) is not KVCache or cache.dtype != torch.float32 or cache.key_mask is not None
+            or cache.batch != B or cache.pos + 1 > cache.max_len):
+        return None
+    D = cache.head_dim
+    # slot(b, j) = b·H_kv·max_len + j in units of D floats; head g is max_len·D floats further
+    return (cache.k, cache.v, None, None, cache.n_kv_head * cache.max_len, D, cache.max_len * D, cache.pos)
+
+
 def fused_step(model, x: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Tensor,
                fused_projection=None) -> torch.Tensor | None:
     """Run every layer of ``model`` on the embeddings x (B, 1, C) of one new token per row, writing the
     cache; returns the hidden states (B, 1, C) before the final norm, or None when this step cannot serve
-    the call (then nothing was written). ``cos``/``sin``: the RoPE rows (1, D) of the new position, fp32."""
-    if (type(cache) is not KVCache or cache.dtype != torch.float32 or cache.key_mask is not None
-            or x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[1] != 1):
+    the call (then nothing was written). ``cos``/``sin``: the RoPE rows of the new position, fp32, either one
+    row (1, D) shared by every row or one per row (B, 1, 1, D) (rows at different positions).
+
+    The cache is a plain fp32 :class:`KVCache` without padding, or any cache with a ``fused_layout(B)`` method
+    (the paged server cache, :class:`dodai.generate.paged`) returning (keys, values, table (B, S + 1) int64
+    slot ids, first (B,) int32 first real column, 0, slot_elems, head_elems, S): row b attends to the slots
+    table[b, first[b]:], the last of which receives the new key and value."""
+    if x.dtype != torch.float32 or x.device.type != "cpu" or x.shape[1] != 1:
         return None
     if not model.layers or model.layers[0].attn.eager:  # set_eager(True): the reference path
+        return None
+    B = x.shape[0]
+    if type(cache) is KVCache:
+        layout = _dense_layout(cache, B)
+    else:
+        get = getattr(cache, "fused_layout", None)
+        layout = get(B) if get is not None else None
+    if layout is None:
         return None
     try:
         sig = _signature(model)
@@ -155,24 +178,32 @@ def fused_step(model, x: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Tens
     from dodai.quant import native
 
     c = model.config
-    B = x.shape[0]
-    if cache.batch != B or cache.pos + 1 > cache.max_len:
-        return None
-    ks = [k for k in cache.k]
-    vs = [v for v in cache.v]
-    if not all(t.is_contiguous() for t in ks + vs):
+    ks, vs, table, first, row_slots, slot_elems, head_elems, S = layout
+    if not all(t.is_contiguous() and t.dtype == torch.float32 for t in list(ks) + list(vs)):
         return None
     L = len(model.layers)
     kc = (ctypes.c_void_p * L)(*[t.data_ptr() for t in ks])
     vc = (ctypes.c_void_p * L)(*[t.data_ptr() for t in vs])
     h = x.reshape(B, c.n_embd).float().contiguous().clone()  # (B, C), updated in place
+    D = c.head_dim
+    if cos.numel() == D:
+        cs_stride = 0
+    elif cos.numel() == B * D:
+        cs_stride = D
+    else:
+        return None
     cos = cos.reshape(-1).float().contiguous()
     sin = sin.reshape(-1).float().contiguous()
+    if table is not None:
+        if table.dtype != torch.int64 or tuple(table.shape) != (B, S + 1) or first.dtype != torch.int32:
+            return None
+        table, first = table.contiguous(), first.contiguous()
     scale = c.attn_scale ** -0.5 if c.attn_scale else c.head_dim ** -0.5
     a = plan.arrays
     native._lib.dodai_llama_step(
         L, B, c.n_embd, c.n_head, c.n_kv_head, c.head_dim, c.ffn_hidden, plan.group, plan.bn, float(c.norm_eps),
         h.data_ptr(), a["attn_norm"], a["qkv_p"], a["qkv_s"], a["o_p"], a["o_s"], a["ffn_norm"], a["gu_p"],
-        a["gu_s"], a["down_p"], a["down_s"], kc, vc, cache.max_len, cache.pos, cos.data_ptr(), sin.data_ptr(),
-        float(scale))
+        a["gu_s"], a["down_p"], a["down_s"], kc, vc, None if table is None else table.data_ptr(), S + 1,
+        None if first is None else first.data_ptr(), row_slots, slot_elems, head_elems, cos.data_ptr(),
+        sin.data_ptr(), cs_stride, float(scale))
     return h.view(B, 1, c.n_embd)

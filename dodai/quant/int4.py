@@ -152,8 +152,8 @@ class Int4Linear(nn.Module):
 
 # Rows of activations up to which dodai's own matrix-vector kernel runs (decoding: one row per sequence);
 # from DEQUANT_ROWS rows on (a prompt), the weight is dequantized to fp32 and multiplied by a dense GEMM.
-GEMV_ROWS = 4
-DEQUANT_ROWS = 5
+GEMV_ROWS = 32
+DEQUANT_ROWS = 33
 
 
 def _native_tile(x: torch.Tensor, packed: torch.Tensor, group: int) -> int:

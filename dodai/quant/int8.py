@@ -64,7 +64,7 @@ def int8_linear_reference(x: torch.Tensor, q: torch.Tensor, scale: torch.Tensor,
     return y.to(x.dtype)
 
 
-GEMV_ROWS = 4  # up to this many rows of activations, dodai's own int8 matrix-vector kernel (decoding)
+GEMV_ROWS = 16  # up to this many rows of activations, dodai's own int8 matrix-vector kernel (decoding)
 
 
 def int8_linear_fast(x: torch.Tensor, q: torch.Tensor, scale_bf16: torch.Tensor,

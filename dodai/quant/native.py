@@ -106,16 +106,88 @@ static inline __attribute__((always_inline)) void q4_tile(const float *x, int M,
     }
 }
 
+/* The same product for several rows (M >= 2, e.g. a batch of sequences decoding together): the tile's weights
+   are unpacked once per chunk of KC inputs into an L1 buffer, w = q * scale + (zero - 8 scale), and every row's
+   accumulators take them from there, so unpacking is paid once per weight, not once per row and weight. */
+static inline __attribute__((always_inline)) void q4_tile_rows(const float *x, int M, int K, const uint8_t *tp,
+        const uint16_t *sz, int N, int group, const int BN, int t, float *y) {
+    const int half = BN / 2, KC = (group % 32 == 0) ? 32 : 8;
+    float wb[32 * 64] __attribute__((aligned(32)));
+    for (int m = 0; m < M; m++) memset(y + (size_t)m * N + (size_t)t * BN, 0, sizeof(float) * BN);
+    const __m256 m8 = _mm256_set1_ps(-8.f);
+    for (int k0 = 0; k0 < K; k0 += KC) {
+        const uint16_t *zp = sz + ((size_t)(k0 / group) * N + (size_t)t * BN) * 2;
+        __m256 s[BN / 8], z[BN / 8];
+        for (int r = 0; r < BN / 8; r++) {
+            __m256i pairs = _mm256_loadu_si256((const __m256i *)(zp + r * 16));
+            s[r] = bf16x8_lo(pairs);
+            z[r] = _mm256_fmadd_ps(m8, s[r], bf16x8_hi(pairs));
+        }
+        for (int kk = 0; kk < KC; kk++) {
+            const uint8_t *b = tp + (size_t)(k0 + kk) * half;
+            float *w = wb + kk * BN;
+            for (int c = 0; c < half; c += 16) {
+                __m128i v = _mm_loadu_si128((const __m128i *)(b + c));
+                __m128i lo = _mm_and_si128(v, _mm_set1_epi8(0x0F));
+                __m128i hi = _mm_and_si128(_mm_srli_epi16(v, 4), _mm_set1_epi8(0x0F));
+                const int r0 = c / 8, r1 = (half + c) / 8;
+                _mm256_store_ps(w + c, _mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(lo)), s[r0], z[r0]));
+                _mm256_store_ps(w + c + 8, _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(lo, 8))), s[r0 + 1], z[r0 + 1]));
+                _mm256_store_ps(w + half + c, _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(hi)), s[r1], z[r1]));
+                _mm256_store_ps(w + half + c + 8, _mm256_fmadd_ps(
+                    _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_srli_si128(hi, 8))), s[r1 + 1], z[r1 + 1]));
+            }
+        }
+        /* two activation rows at a time over 32 weight rows: 8 accumulators, 4 weight vectors, 2 broadcasts */
+        for (int h0 = 0; h0 < BN; h0 += 32) {
+            for (int m = 0; m < M; m += 2) {
+                const int pair = m + 1 < M;
+                const float *x0 = x + (size_t)m * K + k0, *x1 = pair ? x0 + K : x0;
+                float *y0 = y + (size_t)m * N + (size_t)t * BN + h0, *y1 = y0 + N;
+                __m256 a0 = _mm256_loadu_ps(y0), a1 = _mm256_loadu_ps(y0 + 8);
+                __m256 a2 = _mm256_loadu_ps(y0 + 16), a3 = _mm256_loadu_ps(y0 + 24);
+                __m256 b0 = _mm256_setzero_ps(), b1 = b0, b2 = b0, b3 = b0;
+                if (pair) {
+                    b0 = _mm256_loadu_ps(y1); b1 = _mm256_loadu_ps(y1 + 8);
+                    b2 = _mm256_loadu_ps(y1 + 16); b3 = _mm256_loadu_ps(y1 + 24);
+                }
+                for (int kk = 0; kk < KC; kk++) {
+                    const float *w = wb + kk * BN + h0;
+                    const __m256 w0 = _mm256_load_ps(w), w1 = _mm256_load_ps(w + 8);
+                    const __m256 w2 = _mm256_load_ps(w + 16), w3 = _mm256_load_ps(w + 24);
+                    const __m256 xa = _mm256_broadcast_ss(x0 + kk), xb = _mm256_broadcast_ss(x1 + kk);
+                    a0 = _mm256_fmadd_ps(w0, xa, a0); a1 = _mm256_fmadd_ps(w1, xa, a1);
+                    a2 = _mm256_fmadd_ps(w2, xa, a2); a3 = _mm256_fmadd_ps(w3, xa, a3);
+                    b0 = _mm256_fmadd_ps(w0, xb, b0); b1 = _mm256_fmadd_ps(w1, xb, b1);
+                    b2 = _mm256_fmadd_ps(w2, xb, b2); b3 = _mm256_fmadd_ps(w3, xb, b3);
+                }
+                _mm256_storeu_ps(y0, a0); _mm256_storeu_ps(y0 + 8, a1);
+                _mm256_storeu_ps(y0 + 16, a2); _mm256_storeu_ps(y0 + 24, a3);
+                if (pair) {
+                    _mm256_storeu_ps(y1, b0); _mm256_storeu_ps(y1 + 8, b1);
+                    _mm256_storeu_ps(y1 + 16, b2); _mm256_storeu_ps(y1 + 24, b3);
+                }
+            }
+        }
+    }
+}
+
 void dodai_q4_gemv(const float *x, int M, int K, const uint8_t *packed, const uint16_t *sz, int N,
                    int group, int BN, float *y) {
     const int tiles = N / BN;
     #pragma omp parallel for schedule(static)
     for (int t = 0; t < tiles; t++) {
         const uint8_t *tp = packed + (size_t)t * K * (BN / 2);
-        if (BN == 32)
+        if ((M == 1 || group % 8) && BN == 32)
             q4_tile(x, M, K, tp, sz, N, group, 32, t, y);
-        else
+        else if (M == 1 || group % 8)
             q4_tile(x, M, K, tp, sz, N, group, 64, t, y);
+        else if (BN == 32)
+            q4_tile_rows(x, M, K, tp, sz, N, group, 32, t, y);
+        else
+            q4_tile_rows(x, M, K, tp, sz, N, group, 64, t, y);
     }
 }
 
@@ -160,8 +232,11 @@ void dodai_q4_dequant_t(int K, const uint8_t *packed, const uint16_t *sz, int N,
 }
 
 /* One decoding step of a Llama-family stack (pre-norm, RMSNorm, GQA attention with half-split RoPE, SwiGLU),
-   every projection an int4 weight in the layout above: x (B, C) is updated in place through L layers, and
-   each layer's new key/value is written at position pos of its cache (B, Hkv, max_len, D). */
+   every projection an int4 weight in the layout above: x (B, C) is updated in place through L layers.
+   Where keys and values live: row b's positions j = first[b] .. ncol - 1 (the last one is the new token, written
+   here) sit at slot(b, j) = tab[b * ncol + j] (a paged cache's block table; tab NULL: slot = b * row_slots + j, a
+   dense cache), and head g of a slot at layer l starts at kc[l] + slot * slot_elems + g * head_elems. RoPE rows:
+   cos/sin + b * cs_stride (0: one position shared by every row). */
 static void rmsnorm(const float *x, const float *w, int C, float eps, float *out) {
     float ss = 0.f;
     for (int i = 0; i < C; i++) ss += x[i] * x[i];
@@ -181,9 +256,10 @@ static void rope(float *v, int D, const float *cos, const float *sin) {
 void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int group, int BN, float eps,
                       float *x, void **attn_norm, void **qkv_p, void **qkv_s, void **o_p, void **o_s,
                       void **ffn_norm, void **gu_p, void **gu_s, void **down_p, void **down_s,
-                      void **kc, void **vc, int max_len, int pos, const float *cos, const float *sin,
+                      void **kc, void **vc, const int64_t *tab, int ncol, const int *first, int64_t row_slots,
+                      int64_t slot_elems, int64_t head_elems, const float *cos, const float *sin, int cs_stride,
                       float scale) {
-    const int NQKV = (H + 2 * Hkv) * D, rep = H / Hkv, S = pos + 1;
+    const int NQKV = (H + 2 * Hkv) * D, rep = H / Hkv, S = ncol;
     float *h = malloc(sizeof(float) * B * C), *qkv = malloc(sizeof(float) * B * NQKV);
     float *att = malloc(sizeof(float) * B * H * D), *o = malloc(sizeof(float) * B * C);
     float *gu = malloc(sizeof(float) * B * 2 * F), *act = malloc(sizeof(float) * B * F);
@@ -194,10 +270,12 @@ void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int gro
         dodai_q4_gemv(h, B, C, qkv_p[l], qkv_s[l], NQKV, group, BN, qkv);
         for (int b = 0; b < B; b++) {
             float *q = qkv + (size_t)b * NQKV, *k = q + H * D, *v = k + Hkv * D;
-            for (int i = 0; i < H; i++) rope(q + i * D, D, cos, sin);
+            const float *cb = cos + (size_t)b * cs_stride, *sb = sin + (size_t)b * cs_stride;
+            const int64_t slot = tab ? tab[(size_t)b * ncol + S - 1] : b * row_slots + S - 1;
+            for (int i = 0; i < H; i++) rope(q + i * D, D, cb, sb);
             for (int g = 0; g < Hkv; g++) {
-                rope(k + g * D, D, cos, sin);
-                size_t off = (((size_t)b * Hkv + g) * max_len + pos) * D;
+                rope(k + g * D, D, cb, sb);
+                const size_t off = (size_t)(slot * slot_elems + g * head_elems);
                 memcpy(kl + off, k + g * D, sizeof(float) * D);
                 memcpy(vl + off, v + g * D, sizeof(float) * D);
             }
@@ -205,13 +283,13 @@ void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int gro
         #pragma omp parallel for collapse(2) schedule(static)
         for (int b = 0; b < B; b++) {
             for (int i = 0; i < H; i++) {
-                const int g = i / rep;
+                const int g = i / rep, j0 = first ? first[b] : 0;
                 const float *q = qkv + (size_t)b * NQKV + i * D;
-                const size_t head = ((size_t)b * Hkv + g) * max_len * D;
-                const float *K = kl + head, *V = vl + head;
+                const int64_t *tb = tab ? tab + (size_t)b * ncol : NULL;
                 float *s = sc + ((size_t)b * H + i) * S, mx = -INFINITY, den = 0.f;
-                for (int t = 0; t < S; t++) {
-                    const float *kt = K + (size_t)t * D;
+                for (int t = j0; t < S; t++) {
+                    const int64_t slot = tb ? tb[t] : b * row_slots + t;
+                    const float *kt = kl + (size_t)(slot * slot_elems + g * head_elems);
                     float d = 0.f;
                     if (D % 8 == 0) {  /* 8 lanes of the head dimension */
                         __m256 a = _mm256_setzero_ps();
@@ -224,13 +302,14 @@ void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int gro
                     s[t] = d * scale;
                     if (s[t] > mx) mx = s[t];
                 }
-                for (int t = 0; t < S; t++) { s[t] = expf(s[t] - mx); den += s[t]; }
+                for (int t = j0; t < S; t++) { s[t] = expf(s[t] - mx); den += s[t]; }
                 float *out = att + ((size_t)b * H + i) * D;
                 for (int j = 0; j < D; j++) out[j] = 0.f;
                 const float inv = 1.f / den;
-                for (int t = 0; t < S; t++) {
+                for (int t = j0; t < S; t++) {
                     const float p = s[t] * inv;
-                    const float *vt = V + (size_t)t * D;
+                    const int64_t slot = tb ? tb[t] : b * row_slots + t;
+                    const float *vt = vl + (size_t)(slot * slot_elems + g * head_elems);
                     for (int j = 0; j < D; j++) out[j] += p * vt[j];
                 }
             }
@@ -259,6 +338,40 @@ void dodai_q8_gemv(const float *x, int M, int K, const int8_t *q, const float *s
     #pragma omp parallel for schedule(static)
     for (int bi = 0; bi < blocks; bi++) {
         const int n0 = bi * 4;
+        if (M > 1 && n0 + 4 <= N && K <= 4096) {  /* several rows: convert the 4 weight rows once, reuse them */
+            float wf[4 * K];
+            for (int r = 0; r < 4; r++)
+                for (int k = 0; k < K; k += 8)
+                    _mm256_storeu_ps(wf + (size_t)r * K + k, q8x8(q + (size_t)(n0 + r) * K + k));
+            for (int m = 0; m < M; m += 2) {  /* two rows at a time: 8 independent accumulators */
+                const int pair = m + 1 < M;
+                const float *x0 = x + (size_t)m * K, *x1 = pair ? x0 + K : x0;
+                __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0, b3 = a0;
+                for (int k = 0; k < K; k += 8) {
+                    const __m256 xa = _mm256_loadu_ps(x0 + k), xb = _mm256_loadu_ps(x1 + k);
+                    const __m256 w0 = _mm256_loadu_ps(wf + k), w1 = _mm256_loadu_ps(wf + K + k);
+                    const __m256 w2 = _mm256_loadu_ps(wf + 2 * (size_t)K + k);
+                    const __m256 w3 = _mm256_loadu_ps(wf + 3 * (size_t)K + k);
+                    a0 = _mm256_fmadd_ps(w0, xa, a0); a1 = _mm256_fmadd_ps(w1, xa, a1);
+                    a2 = _mm256_fmadd_ps(w2, xa, a2); a3 = _mm256_fmadd_ps(w3, xa, a3);
+                    b0 = _mm256_fmadd_ps(w0, xb, b0); b1 = _mm256_fmadd_ps(w1, xb, b1);
+                    b2 = _mm256_fmadd_ps(w2, xb, b2); b3 = _mm256_fmadd_ps(w3, xb, b3);
+                }
+                float *ya = y + (size_t)m * N + n0;
+                ya[0] = hsum8(a0) * scale[n0];
+                ya[1] = hsum8(a1) * scale[n0 + 1];
+                ya[2] = hsum8(a2) * scale[n0 + 2];
+                ya[3] = hsum8(a3) * scale[n0 + 3];
+                if (pair) {
+                    float *yb = ya + N;
+                    yb[0] = hsum8(b0) * scale[n0];
+                    yb[1] = hsum8(b1) * scale[n0 + 1];
+                    yb[2] = hsum8(b2) * scale[n0 + 2];
+                    yb[3] = hsum8(b3) * scale[n0 + 3];
+                }
+            }
+            continue;
+        }
         for (int m = 0; m < M; m++) {
             const float *xm = x + (size_t)m * K;
             if (n0 + 4 <= N) {
@@ -327,7 +440,9 @@ def _build() -> ctypes.CDLL | None:
     lib.dodai_q4_dequant_t.argtypes = [i, p, p, i, i, i, p]
     lib.dodai_q8_gemv.argtypes = [p, i, i, p, p, i, p]
     pa, f32 = ctypes.POINTER(ctypes.c_void_p), ctypes.c_float
-    lib.dodai_llama_step.argtypes = [i, i, i, i, i, i, i, i, i, f32, p] + [pa] * 12 + [i, i, p, p, f32]
+    i64 = ctypes.c_int64
+    lib.dodai_llama_step.argtypes = ([i, i, i, i, i, i, i, i, i, f32, p] + [pa] * 12
+                                     + [p, i, p, i64, i64, i64, p, p, i, f32])
     for f in (lib.dodai_q4_gemv, lib.dodai_q4_dequant_t, lib.dodai_q8_gemv, lib.dodai_llama_step):
         f.restype = None
     return lib
