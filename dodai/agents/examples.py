@@ -29,6 +29,41 @@ class Example:
     observations: list[str] = field(default_factory=list)  # filled by `resolve`
 
 
+def _sql(question: str, thought: str, query: str) -> Example:
+    # the answer is the tool's value (the demo database depends on the Python version)
+    return Example(question, [(thought, "sql", {"query": query})], None)
+
+
+# SQL demonstrations over the demo database (:func:`dodai.tools.sql.demo_database`), one per query shape a
+# question about a table needs: a lookup by a text column, a count with a condition (COUNT), the row with the
+# largest or smallest value (ORDER BY … LIMIT 1), a total and an average (SUM, AVG).
+SQL_EXAMPLES = [
+    _sql("How many classes does the module 'fractions' define in the database?",
+         "'The module fractions' is the row WHERE name = 'fractions' of the modules table; I select n_classes.",
+         "SELECT n_classes FROM modules WHERE name = 'fractions'"),
+    _sql("How many modules in the database have at least 10 classes?",
+         "'How many modules' is COUNT(*) and 'at least 10 classes' is WHERE n_classes >= 10.",
+         "SELECT COUNT(*) FROM modules WHERE n_classes >= 10"),
+    _sql("How many modules in the database have exactly 2 classes?",
+         "'How many modules' is COUNT(*) and 'exactly 2 classes' is WHERE n_classes = 2.",
+         "SELECT COUNT(*) FROM modules WHERE n_classes = 2"),
+    _sql("Which module in the database has the shortest documentation?",
+         "'Which module' is name and 'the shortest documentation' is ORDER BY doc_chars ASC LIMIT 1.",
+         "SELECT name FROM modules ORDER BY doc_chars ASC LIMIT 1"),
+    _sql("Which module in the database has the longest documentation?",
+         "'Which module' is name and 'the longest documentation' is ORDER BY doc_chars DESC LIMIT 1.",
+         "SELECT name FROM modules ORDER BY doc_chars DESC LIMIT 1"),
+    _sql("What is the total length of the documentation of all modules in the database?",
+         "'The total length of the documentation' is SUM(doc_chars) over the modules table.",
+         "SELECT SUM(doc_chars) FROM modules"),
+    _sql("What is the average number of functions per module in the database?",
+         "'The average number of functions' is AVG(n_functions) over the modules table.",
+         "SELECT AVG(n_functions) FROM modules"),
+    _sql("What is the summary of the module 'csv' in the database?",
+         "'The module csv' is the row WHERE name = 'csv' of the modules table; I select summary.",
+         "SELECT summary FROM modules WHERE name = 'csv'"),
+]
+
 DEFAULT_EXAMPLES = [
     Example("What is 48 * 365 + 12?",
             [("I need to compute an arithmetic expression exactly.", "calculator", {"expression": "48 * 365 + 12"})],
@@ -37,10 +72,7 @@ DEFAULT_EXAMPLES = [
             [("A short Python program can add these up.", "python",
               {"code": "print(sum(i * i for i in range(1, 21)))"})],
             "2870"),
-    Example("How many classes does the module 'fractions' define in the database?",
-            [("I should query the modules table with sql.", "sql",
-              {"query": "SELECT n_classes FROM modules WHERE name = 'fractions'"})],
-            None),  # the answer is the tool's value (the demo database depends on the Python version)
+    *SQL_EXAMPLES,
 ]
 
 

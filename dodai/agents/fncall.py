@@ -62,13 +62,29 @@ def call_schema(tool, max_string_chars: int = 160) -> dict:
                                              "arguments": {"type": "object", "properties": args}}}
 
 
-def call_regex(tools: dict, max_string_chars: int = 160) -> str:
-    """A regex matching exactly the compact JSON of a call to one of ``tools``."""
+def arguments_regex(tool, max_string_chars: int = 160, sql_grammar: bool = True) -> str:
+    """A regex for the compact JSON arguments object of a call to ``tool`` (its required arguments); with
+    ``sql_grammar``, the ``query`` of an sql tool is held to :func:`dodai.agents.sql_grammar.query_regex` over
+    its database's tables and columns."""
+    from dodai.agents.sql_grammar import query_regex, read_schema, sql_tool_db
     from dodai.generate.constrained import json_schema_regex
+
+    args = call_schema(tool, max_string_chars)["properties"]["arguments"]
+    db = sql_tool_db(tool) if sql_grammar else None
+    if db is not None and list(args["properties"]) == ["query"]:
+        return r'\{"query":"' + query_regex(read_schema(db)) + r'"\}'
+    return json_schema_regex(args)
+
+
+def call_regex(tools: dict, max_string_chars: int = 160, sql_grammar: bool = True) -> str:
+    """A regex matching exactly the compact JSON of a call to one of ``tools``."""
+    from dodai.generate.constrained import _esc
 
     if not tools:
         raise DodaiError("function calling needs at least one tool")
-    return "(?:" + "|".join(json_schema_regex(call_schema(t, max_string_chars)) for t in tools.values()) + ")"
+    return "(?:" + "|".join(r"\{" + _esc('"name":' + json.dumps(t.name, ensure_ascii=False) + ',"arguments":')
+                            + arguments_regex(t, max_string_chars, sql_grammar) + r"\}"
+                            for t in tools.values()) + ")"
 
 
 def parse_call(text: str) -> tuple[str | None, dict | None, str | None]:
@@ -100,11 +116,12 @@ class FnCallPolicy:
     mode = "fncall"
 
     def __init__(self, tools: dict, examples: list[Example] | None = None, instructions: str = "",
-                 max_string_chars: int = 160, force_call: bool = False, n_examples: int | None = 3):
+                 max_string_chars: int = 160, force_call: bool = False, n_examples: int | None = 3,
+                 sql_grammar: bool = True):
         self.tools = tools
         self.examples = resolve(DEFAULT_EXAMPLES if examples is None else examples, tools)
         self.instructions = instructions
-        self.regex = call_regex(tools, max_string_chars)
+        self.regex = call_regex(tools, max_string_chars, sql_grammar)
         self.force_call = force_call
         self.n_examples = n_examples  # demonstrations per question, the most similar ones (None: all)
 

@@ -17,10 +17,12 @@ that do not parse become the observation, so the model can correct itself (as in
 "ReAct: Synergizing Reasoning and Acting in Language Models", and the function-calling APIs).
 
 **Answer from the observation.** A small model that has called the right tool often ends by restating the
-question ("Final Answer: 4821 * 377 + 15") instead of reading the result. When a final answer only restates
-the question (:func:`restates`: every word or number of it is in the question, or it is empty) and the last
-observation is a single value (:func:`observation_value`: one line, or a one-row one-column table), that value
-is the answer; ``AgentResult.answer_source`` says ``"observation"`` then (``"model"`` otherwise).
+question ("Final Answer: 4821 * 377 + 15") or copying the tool's table ("n_functions: 8 (1 row)") instead of
+reading the result. When a final answer only restates the question (:func:`restates`: every word or number of
+it is in the question, or it is empty) or copies the last observation's table (:func:`copies`: nothing new, and
+some of the table's framing besides its value) and the last observation is a single value
+(:func:`observation_value`: one line, or a one-row one-column table), that value is the answer;
+``AgentResult.answer_source`` says ``"observation"`` then (``"model"`` otherwise).
 
 Every step is a :class:`StepRecord` (prompt length, raw output, parsed action and arguments, observation,
 tokens, seconds); :func:`save_traces` / :func:`load_traces` write and read them as JSONL (one ``episode``
@@ -132,6 +134,15 @@ def restates(answer: str | None, question: str) -> bool:
     return all(w in q or w in _FILLER for w in words)
 
 
+def copies(answer: str | None, question: str, observation: str | None, value: str) -> bool:
+    """True when ``answer`` only repeats the question and the observation, *and* carries some of the
+    observation's framing (a column name, "(1 row)") besides its value: the model copied the tool's table."""
+    if not restates(answer, question + "\n" + (observation or "")):
+        return False
+    keep = {w.lower() for w in _WORDS.findall(question + " " + value)} | _FILLER
+    return any(w.lower() not in keep for w in _WORDS.findall(answer or ""))
+
+
 def observation_value(observation: str | None) -> str | None:
     """The single value an observation holds: its one line, or the cell of a one-row, one-column table (as the
     sql tool prints it: header, value, "(1 row)"); None for anything else (errors included)."""
@@ -191,7 +202,7 @@ def run_agent(policy: Policy, lm, tools: dict, question: str, limits: Limits | N
             rec.seconds = time.monotonic() - ts
             res.answer, res.stop_reason = d.answer, "final"
             value = observation_value(last_obs)
-            if value is not None and restates(d.answer, question):
+            if value is not None and (restates(d.answer, question) or copies(d.answer, question, last_obs, value)):
                 res.answer, res.answer_source = value, "observation"
             break
         if d.finish == "deadline":  # a half-written step is not executed

@@ -178,15 +178,14 @@ def _compact(obj) -> str:
 FINAL_CHARS = 200  # longest Final Answer line under the step grammar
 
 
-def step_regex(tools: dict, allow_final: bool = True, max_string_chars: int = 160) -> str:
+def step_regex(tools: dict, allow_final: bool = True, max_string_chars: int = 160, sql_grammar: bool = True) -> str:
     """The rest of a ReAct step after its thought line: a call of one of ``tools`` or a final answer."""
-    from dodai.agents.fncall import call_schema
-    from dodai.generate.constrained import _esc, json_schema_regex
+    from dodai.agents.fncall import arguments_regex
+    from dodai.generate.constrained import _esc
 
     alts = []
     for t in tools.values():
-        args = call_schema(t, max_string_chars)["properties"]["arguments"]
-        alts.append(f"Action: {_esc(t.name)}\nAction Input: {json_schema_regex(args)}")
+        alts.append(f"Action: {_esc(t.name)}\nAction Input: {arguments_regex(t, max_string_chars, sql_grammar)}")
     if allow_final:
         alts.append(f"Final Answer: [^\n]{{1,{FINAL_CHARS}}}")
     return "\n(?:" + "|".join(alts) + ")"
@@ -205,14 +204,15 @@ class ReActPolicy:
 
     def __init__(self, tools: dict, examples: list[Example] | None = None, instructions: str = "",
                  constrained: bool | None = None, force_call: bool = False, max_thought_tokens: int = 40,
-                 n_examples: int | None = 3):
+                 n_examples: int | None = 3, sql_grammar: bool = True):
         self.tools = tools
         self.examples = resolve(DEFAULT_EXAMPLES if examples is None else examples, tools)
         self.instructions = instructions
         self.constrained, self.force_call = constrained, force_call
         self.n_examples = n_examples  # demonstrations per question, the most similar ones (None: all)
         self.max_thought_tokens = max_thought_tokens
-        self._regex = {True: step_regex(tools, True), False: step_regex(tools, False)} if tools else {}
+        self._regex = ({a: step_regex(tools, a, sql_grammar=sql_grammar) for a in (True, False)} if tools
+                       else {})
 
     def system_prompt(self) -> str:
         names = ", ".join(self.tools)

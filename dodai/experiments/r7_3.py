@@ -2,9 +2,11 @@
 
 Two task sets, written apart:
 
-* **tuning** (:func:`make_tasks`, generated with a seed): a 4-digit × 3-digit product, the sum of four numbers,
-  "how many functions/classes does module X have in the database?" — what the prompts, worked examples and
-  step grammar were tried on;
+* **tuning** (:func:`make_tasks`, generated with a seed; the dev set): a 4-digit × 3-digit product, the sum of
+  four numbers, and SQL questions of four shapes in turn — "how many functions/classes does module X have?",
+  "how many modules have more/fewer than k functions/classes?", "which module has the most/fewest classes /
+  characters of documentation?", "the total number of functions/classes" — what the prompts, worked examples
+  and grammars were tried on (never a held-out question, checked by a test);
 * **held-out** (:func:`heldout_tasks`, written separately and only run to report): other arithmetic forms
   (products plus a constant, differences, three-term expressions, "how much is …"), other SQL questions over
   the demo database (:func:`dodai.tools.sql.demo_database`: counts with conditions, a maximum, a lookup of a
@@ -12,12 +14,17 @@ Two task sets, written apart:
   R7.1 (:mod:`dodai.rag.squad`). Expected answers are computed directly (Python arithmetic, SQLite without the
   tool), never through the agent's tools.
 
-A numeric answer is correct iff the reply's last number equals it; a text answer iff the reply contains it
-(case-insensitive, SQuAD normalisation). "Tool-answerable exactly" = arithmetic and SQL (the goal of issue 21:
+A numeric answer is correct iff the reply's last number equals it; a text answer iff the reply contains it as
+whole words (case-insensitive, SQuAD normalisation: "re" is not found in "regular").
+"Tool-answerable exactly" = arithmetic and SQL (the goal of issue 21:
 ≥ 90 % in both modes); search lookups are reported apart.
 
-Conditions (greedy; the same worked examples — a calculator, an SQL and a search demonstration, observations
-produced by the real tools — for both agents; tools calculator, sql and search registered for every task):
+Conditions (greedy; the same worked examples — a calculator demonstration, the SQL demonstrations of
+:data:`dodai.agents.examples.SQL_EXAMPLES` (a lookup, COUNT with a condition, ORDER BY … LIMIT 1, SUM, AVG, a
+text lookup) and a search demonstration, observations produced by the real tools, the three most similar to each
+question shown — for both agents; tools calculator, sql and search registered for every task; the sql tool's
+description shows each table's columns and one row, and its query is generated under the SELECT grammar of
+:mod:`dodai.agents.sql_grammar`):
 
 * direct — the question with "answer with the number only" (no tools);
 * ReAct — :class:`dodai.agents.react.ReActPolicy` (Yao et al. 2022) with constrained steps (the thought free,
@@ -25,7 +32,8 @@ produced by the real tools — for both agents; tools calculator, sql and search
 * function calling — :class:`dodai.agents.fncall.FnCallPolicy`, the call JSON under constrained decoding;
 
 both with ``force_call`` (the first step must call a tool) and the loop's answer-from-observation rule
-(:func:`dodai.agents.loop.restates`). Quick mode (the test): a scripted fake model drives both loops through a
+(:func:`dodai.agents.loop.restates`, :func:`~dodai.agents.loop.copies`).
+Quick mode (the test): a scripted fake model drives both loops through a
 call, a tool error, a repeat and the budget deterministically, plus one real SmolLM2 episode per agent on one
 arithmetic question. Figures: ``evidence/R7.3/`` (report.md and results.json name the command, date, machine
 and load of the run).
@@ -65,16 +73,43 @@ def make_tasks(db_path: Path, n_arith: int, n_sql: int, seed: int = 0, exclude: 
             tasks.append(Task(f"What is the sum of {xs[0]}, {xs[1]}, {xs[2]} and {xs[3]}?", sum(xs), "sum"))
     con = sqlite3.connect(f"file:{db_path}?mode=ro", uri=True)
     try:
-        rows = con.execute("SELECT name, n_functions, n_classes FROM modules ORDER BY name").fetchall()
+        rows = con.execute("SELECT name, n_functions, n_classes, doc_chars FROM modules ORDER BY name").fetchall()
     finally:
         con.close()
-    rows = [r for r in rows if r[0] not in exclude]
-    for name, n_fn, n_cls in rng.sample(rows, min(n_sql, len(rows))):
-        if rng.random() < 0.5:
-            tasks.append(Task(f"How many functions does the module '{name}' have in the database?", n_fn, "sql"))
+    cols = {"n_functions": 1, "n_classes": 2, "doc_chars": 3}
+    nouns = {"n_functions": "functions", "n_classes": "classes", "doc_chars": "characters of documentation"}
+    lookups = [r for r in rows if r[0] not in exclude]
+    for i in range(n_sql):  # the kinds of query cycle: lookup, count with a condition, arg-max/min, total
+        kind = i % 4
+        if kind == 0:
+            name, n_fn, n_cls, _ = lookups.pop(rng.randrange(len(lookups)))
+            if rng.random() < 0.5:
+                tasks.append(Task(f"How many functions does the module '{name}' have in the database?", n_fn, "sql"))
+            else:
+                tasks.append(Task(f"How many classes does the module '{name}' define in the database?", n_cls,
+                                  "sql"))
+        elif kind == 1:
+            col = rng.choice(["n_functions", "n_classes"])
+            k = rng.choice([2, 3, 5, 8, 10])
+            if rng.random() < 0.5:
+                tasks.append(Task(f"How many modules in the database have more than {k} {nouns[col]}?",
+                                  sum(r[cols[col]] > k for r in rows), "sql"))
+            else:
+                tasks.append(Task(f"How many modules in the database have fewer than {k} {nouns[col]}?",
+                                  sum(r[cols[col]] < k for r in rows), "sql"))
+        elif kind == 2:
+            col, most = rng.choice(["n_classes", "doc_chars"]), rng.random() < 0.5  # not a held-out question
+            ranked = sorted(rows, key=lambda r: r[cols[col]], reverse=most)
+            if ranked[0][cols[col]] == ranked[1][cols[col]]:  # a tie has no single answer: ask the other way
+                most, ranked = not most, ranked[::-1]
+            tasks.append(Task(f"Which module in the database has the {'most' if most else 'fewest'} {nouns[col]}?",
+                              ranked[0][0], "sql"))
         else:
-            tasks.append(Task(f"How many classes does the module '{name}' define in the database?", n_cls, "sql"))
-    return tasks
+            col = rng.choice(["n_functions", "n_classes"])
+            tasks.append(Task(f"What is the total number of {nouns[col]} over all modules in the database?",
+                              sum(r[cols[col]] for r in rows), "sql"))
+    seen: set[str] = set()
+    return [t for t in tasks if not (t.question in seen or seen.add(t.question))]
 
 
 def heldout_tasks(db_path: Path) -> list[Task]:
@@ -119,14 +154,12 @@ def search_index():
 
 
 def examples():
-    from dodai.agents.examples import Example
+    from dodai.agents.examples import SQL_EXAMPLES, Example
 
     return [
         Example("What is 48 * 365?", [("I should use the calculator.", "calculator", {"expression": "48 * 365"})],
                 "17520"),
-        Example("How many functions does the module 'bisect' have in the database?",
-                [("I should query the modules table with sql.", "sql",
-                  {"query": "SELECT n_functions FROM modules WHERE name = 'bisect'"})], "6"),
+        *SQL_EXAMPLES,
         Example("What is the sum of 120, 45, 3006 and 7?",
                 [("I should use the calculator.", "calculator", {"expression": "120 + 45 + 3006 + 7"})], "3178"),
         Example("Search the documents: who was the Norse leader?",
@@ -151,7 +184,7 @@ def is_correct(text: str | None, answer: int | str) -> bool:
     if isinstance(answer, str):
         from dodai.rag.evalset import normalize_answer
 
-        return bool(text) and normalize_answer(answer) in normalize_answer(text)
+        return bool(text) and f" {normalize_answer(answer)} " in f" {normalize_answer(text)} "  # whole words
     v = last_number(text)
     return v is not None and v == answer
 
