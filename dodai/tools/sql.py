@@ -152,14 +152,24 @@ def run_query(conn: sqlite3.Connection, query: str, max_rows: int = MAX_ROWS, ti
     return "\n".join(lines)
 
 
-def schema_text(conn: sqlite3.Connection) -> str:
-    """``table(col type, ...)`` lines: what the tool description shows the model."""
+def schema_text(conn: sqlite3.Connection, sample_rows: bool = True) -> str:
+    """``table(col type, ...)`` lines: what the tool description shows the model; with ``sample_rows``, each
+    followed by the table's first row (cells cut to 40 characters), so the model sees what the values look like."""
     rows = conn.execute("SELECT name, sql FROM sqlite_master WHERE type = 'table' ORDER BY name").fetchall()
     out = []
     for name, sql in rows:
         m = re.search(r"\((.*)\)", sql or "", re.S)
         cols = " ".join(m.group(1).split()) if m else ""
-        out.append(f"{name}({cols})")
+        line = f"{name}({cols})"
+        if sample_rows:
+            try:
+                first = conn.execute('SELECT * FROM "{}" LIMIT 1'.format(name.replace('"', '""'))).fetchone()
+            except sqlite3.Error:  # e.g. a virtual table whose module is not loaded: the schema line alone
+                first = None
+            if first is not None:
+                cells = [c if not isinstance(c, str) or len(c) <= 40 else c[:39] + "…" for c in first]
+                line += f", a row: ({', '.join(repr(c) if isinstance(c, str) else _cell(c) for c in cells)})"
+        out.append(line)
     return "; ".join(out)
 
 
