@@ -117,3 +117,44 @@ def test_unknown_layout_keeps_pytorchs_kernel(monkeypatch):
     y = mod(x)
     torch_k = int4._OP(x.to(torch.bfloat16), mod.packed, 32, mod.scales_zeros).float()
     torch.testing.assert_close(y, torch_k.to(y.dtype))
+
+
+def _a8_reference(x, q, d, m):
+    """W4A8 oracle in float64: x rounded to int8 per block of 32 (d_x = max|x| / 127) meets the centred codes
+    (q - 8)·scale (bf16 scales, as the kernel reads them); the zero term takes the exact float x."""
+    from dodai.quant.int4 import kernel_scales
+
+    scale, zero = kernel_scales(d, m)  # (N, K/g) each, as the kernel reads them
+    n, k = q.shape
+    g = k // scale.shape[1]
+    rows = x.shape[0]
+    xb = x.reshape(rows, k // 32, 32)
+    dx = xb.abs().amax(-1, keepdim=True) / 127
+    xq = torch.where(dx > 0, torch.round(xb / torch.where(dx > 0, dx, 1)), 0).reshape(rows, k)
+    s_k = scale.double().repeat_interleave(g, dim=1)  # (N, K)
+    z_k = zero.double().repeat_interleave(g, dim=1)
+    centred = (q.double() - 8) * s_k  # (N, K)
+    xd = (xq.double().reshape(rows, k // 32, 32) * dx.double()).reshape(rows, k)
+    return xd @ centred.t() + x.double() @ z_k.t()
+
+
+@needs_known_layout
+@pytest.mark.parametrize("rows", [1, 2, 3, 8, 16])
+@pytest.mark.parametrize("shape", [(192, 320), (128, 64)])
+def test_int4_a8_gemv_equals_reference(rows, shape):
+    n, k = shape
+    mod, q, d, m = _module(n, k, seed=rows + n)
+    x = torch.randn(rows, k) * torch.logspace(-2, 1, k)  # blocks of very different magnitudes
+    x[0, :32] = 0.0  # an all-zero block (scale 0) must give 0, not NaN
+    y = native.int4_a8_gemv(x, mod.packed, mod.scales_zeros, 32, native.int4_tile(n, k))
+    ref = _a8_reference(x, q, d, m)
+    torch.testing.assert_close(y.double(), ref, rtol=1e-5, atol=1e-5 * float(ref.abs().max()))
+    # and every row alone gives the same floats: rows never mix
+    alone = torch.cat([native.int4_a8_gemv(x[i:i + 1].contiguous(), mod.packed, mod.scales_zeros, 32,
+                                           native.int4_tile(n, k)) for i in range(rows)])
+    assert torch.equal(y, alone)
+    # on ordinary activations, close to the fp32-activation product: only the rounding to 8 bits separates them
+    x = torch.randn(rows, k)
+    y = native.int4_a8_gemv(x, mod.packed, mod.scales_zeros, 32, native.int4_tile(n, k))
+    full = int4_linear_reference(x, q, d, m, as_kernel=True)
+    assert float((y - full).norm() / full.norm()) < 1e-2

@@ -40,6 +40,9 @@ class _Plan:
 
     def __init__(self, model, sig, bn, group, tensors, arrays):
         self.sig, self.bn, self.group = sig, bn, group
+        c = model.config
+        self.a8_ok = bool(bn) and group % 32 == 0 and all(
+            n % 32 == 0 for n in (c.n_embd, c.n_head * c.head_dim, c.ffn_hidden))
         self.tensors = tensors  # keeps every pointed-to tensor alive
         self.arrays = arrays  # name -> ctypes array of L pointers
 
@@ -130,6 +133,27 @@ def _build(model, fused_projection) -> _Plan | None:
     return _Plan(model, _signature(model), bns.pop(), groups.pop(), cols, arrays)
 
 
+ACTIVATION_MODES = ("int8", "fp32")
+
+
+def activations(model) -> str:
+    """How the fused step feeds its int4 projections: "int8" (W4A8, the default) or "fp32"; set with
+    :func:`set_activations`."""
+    return model.__dict__.get("_fused_activations", "int8")
+
+
+def set_activations(model, mode: str):
+    """Choose the fused step's activations for ``model``: "int8" rounds each projection's input to 8 bits in
+    blocks of 32 (integer dot products, several times faster on AVX2); "fp32" keeps them exact (the arithmetic of
+    the per-layer PyTorch path up to summation order). Returns the model."""
+    if mode not in ACTIVATION_MODES:
+        from dodai.errors import DodaiError
+
+        raise DodaiError(f"fused-step activations must be one of {', '.join(ACTIVATION_MODES)}, got {mode!r}")
+    model.__dict__["_fused_activations"] = mode
+    return model
+
+
 def _dense_layout(cache, B: int):
     """(keys, values, table, first, row_slots, slot_elems, head_elems, pos) of a plain :class:`KVCache`, or None."""
     if (type(cache) is not KVCache or cache.dtype != torch.float32 or cache.key_mask is not None
@@ -200,8 +224,9 @@ def fused_step(model, x: torch.Tensor, cache, cos: torch.Tensor, sin: torch.Tens
         table, first = table.contiguous(), first.contiguous()
     scale = c.attn_scale ** -0.5 if c.attn_scale else c.head_dim ** -0.5
     a = plan.arrays
+    a8 = int(activations(model) == "int8" and plan.a8_ok)
     native._lib.dodai_llama_step(
-        L, B, c.n_embd, c.n_head, c.n_kv_head, c.head_dim, c.ffn_hidden, plan.group, plan.bn, float(c.norm_eps),
+        L, B, c.n_embd, c.n_head, c.n_kv_head, c.head_dim, c.ffn_hidden, plan.group, plan.bn, a8, float(c.norm_eps),
         h.data_ptr(), a["attn_norm"], a["qkv_p"], a["qkv_s"], a["o_p"], a["o_s"], a["ffn_norm"], a["gu_p"],
         a["gu_s"], a["down_p"], a["down_s"], kc, vc, None if table is None else table.data_ptr(), S + 1,
         None if first is None else first.data_ptr(), row_slots, slot_elems, head_elems, cos.data_ptr(),

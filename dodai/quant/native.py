@@ -231,6 +231,134 @@ void dodai_q4_dequant_t(int K, const uint8_t *packed, const uint16_t *sz, int N,
     }
 }
 
+/* W4A8: int4 weights times int8 activations with integer dot products (the scheme of llama.cpp's Q8_0
+   activations). Each row of x is quantized in blocks of 32 inputs: xq = round(x / d), d = max|x| / 127; the
+   block's float sum sx and integer sum sq = sum xq are kept. For a block, row n's output gains
+   s * d * (sum_k q[n,k] xq[k] - 8 sq) + zero * sx  (w = (q - 8) s + zero, the layout and (scale, zero) pairs
+   above): the rounding of x meets the centred codes (q - 8) s, not q s, so its error stays that of x alone.
+   The integer sums use maddubs: unsigned codes times signed activations, two inputs per 16-bit lane, so the codes
+   of inputs k and k+1 are interleaved per row first; 16-bit sums over 16 inputs stay below 2^15 (16 x 15 x 127),
+   then widen to 32 bits. Rows never mix: the arithmetic of one row is the same whatever M. */
+void dodai_quant_x8(const float *x, int M, int K, int8_t *xq, float *d, float *xs, int32_t *xqs) {
+    const int nb = K / 32;
+    for (int m = 0; m < M; m++)
+        for (int b = 0; b < nb; b++) {
+            const float *v = x + (size_t)m * K + b * 32;
+            float amax = 0.f, sum = 0.f;
+            for (int i = 0; i < 32; i++) {
+                const float a = fabsf(v[i]);
+                if (a > amax) amax = a;
+                sum += v[i];
+            }
+            const float dd = amax / 127.f;
+            d[(size_t)m * nb + b] = dd;
+            xs[(size_t)m * nb + b] = sum;
+            int8_t *o = xq + (size_t)m * K + b * 32;
+            int32_t qs = 0;
+            if (dd == 0.f) memset(o, 0, 32);
+            else
+                for (int i = 0; i < 32; i++) { o[i] = (int8_t)nearbyintf(v[i] / dd); qs += o[i]; }
+            xqs[(size_t)m * nb + b] = qs;
+        }
+}
+
+static inline __attribute__((always_inline)) void q4a8_tile(const int8_t *xq, const float *dx, const float *xs,
+        const int32_t *xqs, int M, int K, const uint8_t *tp, const uint16_t *sz, int N, int group, const int BN,
+        int t, float *y) {
+    const int half = BN / 2, nb = K / 32, NV = BN / 16;  /* NV: 16-row vectors per tile */
+    uint8_t wb[16 * 64 * 2] __attribute__((aligned(32)));  /* 16 input pairs x BN rows x 2 codes */
+    const __m128i low4 = _mm_set1_epi8(0x0F);
+    for (int m = 0; m < M; m++) memset(y + (size_t)m * N + (size_t)t * BN, 0, sizeof(float) * BN);
+    for (int b = 0; b < nb; b++) {
+        const int k0 = b * 32;
+        for (int p = 0; p < 16; p++) {
+            const uint8_t *r0 = tp + (size_t)(k0 + 2 * p) * half, *r1 = r0 + half;
+            uint8_t *w = wb + p * BN * 2;
+            for (int c = 0; c < half; c += 16) {
+                const __m128i a = _mm_loadu_si128((const __m128i *)(r0 + c));
+                const __m128i bb = _mm_loadu_si128((const __m128i *)(r1 + c));
+                const __m128i alo = _mm_and_si128(a, low4), blo = _mm_and_si128(bb, low4);
+                const __m128i ahi = _mm_and_si128(_mm_srli_epi16(a, 4), low4);
+                const __m128i bhi = _mm_and_si128(_mm_srli_epi16(bb, 4), low4);
+                _mm_store_si128((__m128i *)(w + 2 * c), _mm_unpacklo_epi8(alo, blo));
+                _mm_store_si128((__m128i *)(w + 2 * c + 16), _mm_unpackhi_epi8(alo, blo));
+                _mm_store_si128((__m128i *)(w + 2 * (half + c)), _mm_unpacklo_epi8(ahi, bhi));
+                _mm_store_si128((__m128i *)(w + 2 * (half + c) + 16), _mm_unpackhi_epi8(ahi, bhi));
+            }
+        }
+        const uint16_t *zp = sz + ((size_t)(k0 / group) * N + (size_t)t * BN) * 2;
+        for (int m = 0; m < M; m++) {
+            const int8_t *xm = xq + (size_t)m * K + k0;
+            __m256i acc[4][2];  /* [16-row vector][first / second 16 inputs]; 16-bit sums */
+            if (NV == 2) {  /* the AVX2 layout (BN = 32): accumulators in named registers */
+                __m256i a0 = _mm256_setzero_si256(), a1 = a0, c0 = a0, c1 = a0;
+                for (int p = 0; p < 8; p++) {
+                    int16_t pair;
+                    memcpy(&pair, xm + 2 * p, 2);
+                    const __m256i x2 = _mm256_set1_epi16(pair);
+                    const uint8_t *w = wb + p * 64;
+                    a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)w), x2));
+                    c0 = _mm256_add_epi16(c0, _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(w + 32)), x2));
+                }
+                for (int p = 8; p < 16; p++) {
+                    int16_t pair;
+                    memcpy(&pair, xm + 2 * p, 2);
+                    const __m256i x2 = _mm256_set1_epi16(pair);
+                    const uint8_t *w = wb + p * 64;
+                    a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)w), x2));
+                    c1 = _mm256_add_epi16(c1, _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(w + 32)), x2));
+                }
+                acc[0][0] = a0; acc[0][1] = a1; acc[1][0] = c0; acc[1][1] = c1;
+            } else {
+                for (int v = 0; v < NV; v++) acc[v][0] = acc[v][1] = _mm256_setzero_si256();
+                for (int h = 0; h < 2; h++)
+                    for (int p = 8 * h; p < 8 * h + 8; p++) {
+                        int16_t pair;
+                        memcpy(&pair, xm + 2 * p, 2);
+                        const __m256i x2 = _mm256_set1_epi16(pair);
+                        const uint8_t *w = wb + p * BN * 2;
+                        for (int v = 0; v < NV; v++)
+                            acc[v][h] = _mm256_add_epi16(acc[v][h], _mm256_maddubs_epi16(
+                                _mm256_load_si256((const __m256i *)(w + v * 32)), x2));
+                    }
+            }
+            float *ym = y + (size_t)m * N + (size_t)t * BN;
+            const __m256 dv = _mm256_set1_ps(dx[(size_t)m * nb + b]), sv = _mm256_set1_ps(xs[(size_t)m * nb + b]);
+            const __m256i q8 = _mm256_set1_epi32(8 * xqs[(size_t)m * nb + b]);
+            for (int v = 0; v < NV; v++) {
+                const __m256i lo = _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc[v][0])),
+                                                    _mm256_cvtepi16_epi32(_mm256_castsi256_si128(acc[v][1])));
+                const __m256i hi = _mm256_add_epi32(_mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc[v][0], 1)),
+                                                    _mm256_cvtepi16_epi32(_mm256_extracti128_si256(acc[v][1], 1)));
+                for (int u = 0; u < 2; u++) {
+                    const int row = v * 16 + u * 8;
+                    const __m256i pairs = _mm256_loadu_si256((const __m256i *)(zp + row * 2));
+                    const __m256 s = bf16x8_lo(pairs), z = bf16x8_hi(pairs);
+                    __m256 yv = _mm256_loadu_ps(ym + row);
+                    const __m256i c = _mm256_sub_epi32(u ? hi : lo, q8);  /* sum (q - 8) xq, exact */
+                    yv = _mm256_fmadd_ps(_mm256_cvtepi32_ps(c), _mm256_mul_ps(s, dv), yv);
+                    yv = _mm256_fmadd_ps(z, sv, yv);
+                    _mm256_storeu_ps(ym + row, yv);
+                }
+            }
+        }
+    }
+}
+
+void dodai_q4a8_gemv(const int8_t *xq, const float *dx, const float *xs, const int32_t *xqs, int M, int K,
+                     const uint8_t *packed,
+                     const uint16_t *sz, int N, int group, int BN, float *y) {
+    const int tiles = N / BN;
+    #pragma omp parallel for schedule(static)
+    for (int t = 0; t < tiles; t++) {
+        const uint8_t *tp = packed + (size_t)t * K * (BN / 2);
+        if (BN == 32)
+            q4a8_tile(xq, dx, xs, xqs, M, K, tp, sz, N, group, 32, t, y);
+        else
+            q4a8_tile(xq, dx, xs, xqs, M, K, tp, sz, N, group, 64, t, y);
+    }
+}
+
 /* One decoding step of a Llama-family stack (pre-norm, RMSNorm, GQA attention with half-split RoPE, SwiGLU),
    every projection an int4 weight in the layout above: x (B, C) is updated in place through L layers.
    Where keys and values live: row b's positions j = first[b] .. ncol - 1 (the last one is the new token, written
@@ -253,7 +381,19 @@ static void rope(float *v, int D, const float *cos, const float *sin) {
     }
 }
 
-void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int group, int BN, float eps,
+/* x (M, K) through a packed int4 weight: fp32 activations (a8 = 0) or int8 blocks (a8 = 1, W4A8; scratch space for
+   M x K codes and M x K/32 block scales and sums). */
+static void q4_matmul(int a8, const float *x, int M, int K, const void *packed, const void *sz, int N, int group,
+                      int BN, float *y, int8_t *xq, float *xd, float *xs, int32_t *xqs) {
+    if (a8) {
+        dodai_quant_x8(x, M, K, xq, xd, xs, xqs);
+        dodai_q4a8_gemv(xq, xd, xs, xqs, M, K, packed, sz, N, group, BN, y);
+    } else {
+        dodai_q4_gemv(x, M, K, packed, sz, N, group, BN, y);
+    }
+}
+
+void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int group, int BN, int a8, float eps,
                       float *x, void **attn_norm, void **qkv_p, void **qkv_s, void **o_p, void **o_s,
                       void **ffn_norm, void **gu_p, void **gu_s, void **down_p, void **down_s,
                       void **kc, void **vc, const int64_t *tab, int ncol, const int *first, int64_t row_slots,
@@ -264,10 +404,14 @@ void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int gro
     float *att = malloc(sizeof(float) * B * H * D), *o = malloc(sizeof(float) * B * C);
     float *gu = malloc(sizeof(float) * B * 2 * F), *act = malloc(sizeof(float) * B * F);
     float *sc = malloc(sizeof(float) * B * H * S);
+    const int KM = (C > H * D ? C : H * D) > F ? (C > H * D ? C : H * D) : F;  /* the widest input */
+    int8_t *xq = malloc((size_t)B * KM);
+    float *xd = malloc(sizeof(float) * B * (KM / 32 + 1)), *xs = malloc(sizeof(float) * B * (KM / 32 + 1));
+    int32_t *xqs = malloc(sizeof(int32_t) * B * (KM / 32 + 1));
     for (int l = 0; l < L; l++) {
         float *kl = kc[l], *vl = vc[l];
         for (int b = 0; b < B; b++) rmsnorm(x + b * C, attn_norm[l], C, eps, h + b * C);
-        dodai_q4_gemv(h, B, C, qkv_p[l], qkv_s[l], NQKV, group, BN, qkv);
+        q4_matmul(a8, h, B, C, qkv_p[l], qkv_s[l], NQKV, group, BN, qkv, xq, xd, xs, xqs);
         for (int b = 0; b < B; b++) {
             float *q = qkv + (size_t)b * NQKV, *k = q + H * D, *v = k + Hkv * D;
             const float *cb = cos + (size_t)b * cs_stride, *sb = sin + (size_t)b * cs_stride;
@@ -314,19 +458,19 @@ void dodai_llama_step(int L, int B, int C, int H, int Hkv, int D, int F, int gro
                 }
             }
         }
-        dodai_q4_gemv(att, B, H * D, o_p[l], o_s[l], C, group, BN, o);
+        q4_matmul(a8, att, B, H * D, o_p[l], o_s[l], C, group, BN, o, xq, xd, xs, xqs);
         for (int i = 0; i < B * C; i++) x[i] += o[i];
         for (int b = 0; b < B; b++) rmsnorm(x + b * C, ffn_norm[l], C, eps, h + b * C);
-        dodai_q4_gemv(h, B, C, gu_p[l], gu_s[l], 2 * F, group, BN, gu);
+        q4_matmul(a8, h, B, C, gu_p[l], gu_s[l], 2 * F, group, BN, gu, xq, xd, xs, xqs);
         for (int b = 0; b < B; b++)
             for (int i = 0; i < F; i++) {
                 const float g = gu[(size_t)b * 2 * F + i], u = gu[(size_t)b * 2 * F + F + i];
                 act[(size_t)b * F + i] = g / (1.f + expf(-g)) * u;
             }
-        dodai_q4_gemv(act, B, F, down_p[l], down_s[l], C, group, BN, o);
+        q4_matmul(a8, act, B, F, down_p[l], down_s[l], C, group, BN, o, xq, xd, xs, xqs);
         for (int i = 0; i < B * C; i++) x[i] += o[i];
     }
-    free(h); free(qkv); free(att); free(o); free(gu); free(act); free(sc);
+    free(h); free(qkv); free(att); free(o); free(gu); free(act); free(sc); free(xq); free(xd); free(xs); free(xqs);
 }
 
 /* y (M, N) = (x (M, K) q^T) * scale, q (N, K) int8 row-major, scale (N,) fp32; K a multiple of 8. */
@@ -439,11 +583,14 @@ def _build() -> ctypes.CDLL | None:
     lib.dodai_q4_gemv.argtypes = [p, i, i, p, p, i, i, i, p]
     lib.dodai_q4_dequant_t.argtypes = [i, p, p, i, i, i, p]
     lib.dodai_q8_gemv.argtypes = [p, i, i, p, p, i, p]
+    lib.dodai_quant_x8.argtypes = [p, i, i, p, p, p, p]
+    lib.dodai_q4a8_gemv.argtypes = [p, p, p, p, i, i, p, p, i, i, i, p]
     pa, f32 = ctypes.POINTER(ctypes.c_void_p), ctypes.c_float
     i64 = ctypes.c_int64
-    lib.dodai_llama_step.argtypes = ([i, i, i, i, i, i, i, i, i, f32, p] + [pa] * 12
+    lib.dodai_llama_step.argtypes = ([i, i, i, i, i, i, i, i, i, i, f32, p] + [pa] * 12
                                      + [p, i, p, i64, i64, i64, p, p, i, f32])
-    for f in (lib.dodai_q4_gemv, lib.dodai_q4_dequant_t, lib.dodai_q8_gemv, lib.dodai_llama_step):
+    for f in (lib.dodai_q4_gemv, lib.dodai_q4_dequant_t, lib.dodai_q8_gemv, lib.dodai_llama_step, lib.dodai_quant_x8,
+              lib.dodai_q4a8_gemv):
         f.restype = None
     return lib
 
@@ -498,6 +645,33 @@ def int4_gemv(x: torch.Tensor, packed: torch.Tensor, sz: torch.Tensor, group: in
         raise ValueError("int4_gemv needs contiguous fp32 x and contiguous packed weights")
     y = torch.empty(M, N, dtype=torch.float32)
     _lib.dodai_q4_gemv(_ptr(x), M, K, _ptr(packed), _ptr(sz), N, group, bn, _ptr(y))
+    return y
+
+
+def quantize_rows_int8(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """x (M, K) fp32, K a multiple of 32 -> (xq (M, K) int8, d (M, K/32) scales, float sums, int32 sums of xq), the
+    W4A8 kernel's activation blocks (see the C source)."""
+    M, K = x.shape
+    if not (x.is_contiguous() and x.dtype == torch.float32 and K % 32 == 0):
+        raise ValueError("quantize_rows_int8 needs contiguous fp32 x with K a multiple of 32")
+    xq = torch.empty(M, K, dtype=torch.int8)
+    d = torch.empty(M, K // 32, dtype=torch.float32)
+    xs = torch.empty(M, K // 32, dtype=torch.float32)
+    xqs = torch.empty(M, K // 32, dtype=torch.int32)
+    _lib.dodai_quant_x8(_ptr(x), M, K, _ptr(xq), _ptr(d), _ptr(xs), _ptr(xqs))
+    return xq, d, xs, xqs
+
+
+def int4_a8_gemv(x: torch.Tensor, packed: torch.Tensor, sz: torch.Tensor, group: int, bn: int) -> torch.Tensor:
+    """x (M, K) fp32 -> (M, N) fp32 through the packed int4 weight with x quantized to int8 in blocks of 32
+    (W4A8, see the C source); ``group`` a multiple of 32."""
+    M, K = x.shape
+    N = packed.shape[0]
+    if not (packed.is_contiguous() and sz.is_contiguous()) or group % 32:
+        raise ValueError("int4_a8_gemv needs contiguous packed weights and a group that is a multiple of 32")
+    xq, d, xs, xqs = quantize_rows_int8(x)
+    y = torch.empty(M, N, dtype=torch.float32)
+    _lib.dodai_q4a8_gemv(_ptr(xq), _ptr(d), _ptr(xs), _ptr(xqs), M, K, _ptr(packed), _ptr(sz), N, group, bn, _ptr(y))
     return y
 
 
