@@ -75,8 +75,18 @@ def test_fncall_call_then_final():
 
 
 def test_fncall_force_call_skips_free_phase():
-    res, lm = episode("fncall", [call("shout", {"text": "hi"}), "HI"], force_call=True)
+    res, lm = episode("fncall", [call("shout", {"text": "hi"}), "HI"], force_call=True, think=False)
     assert res.steps[0].observation == "HI" and res.answer == "HI"
+
+
+def test_fncall_force_call_thought_then_call():
+    """With ``think`` (the default) a forced first step is a thought line, then the call whatever the model
+    would have done next."""
+    res, lm = episode("fncall", ["I should shout it.", call("shout", {"text": "hi"}), "HI"], force_call=True)
+    assert res.steps[0].kind == "call" and res.steps[0].thought == "I should shout it."
+    assert res.steps[0].output == ('I should shout it.\n<tool_call>{"name":"shout","arguments":{"text":"hi"}}'
+                                   '</tool_call>')
+    assert lm.prompts[1].endswith("I should shout it.\n<tool_call>") and res.answer == "HI"
 
 
 def test_stop_max_steps():

@@ -102,3 +102,11 @@ def test_dev_tasks_expected_answers(db):
     con.close()
     assert is_correct("It is math.", "math") and not is_correct("mathematics", "math")
     assert not is_correct("regular", "re") and is_correct("the module re", "re")
+
+
+def test_sql_hints_only_with_an_sql_tool(tools):
+    from dodai.agents.sql_grammar import HINTS
+
+    for mode in ("react", "fncall"):
+        assert HINTS in make_policy(mode, tools, examples=[]).system_prompt()
+        assert HINTS not in make_policy(mode, {"calculator": tools["calculator"]}, examples=[]).system_prompt()

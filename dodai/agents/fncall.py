@@ -20,8 +20,12 @@ One step is two generations:
 Conventions: the constrained arguments object holds the *required* arguments, in the schema's order (optional
 arguments keep their defaults); a string argument without ``maxLength`` is capped at ``max_string_chars``
 (the language is then finite, and a step budget of at least the longest match always completes). A property
-schema without a type is treated as a string. ``force_call=True`` skips phase 1 on the first step
-(OpenAI's ``tool_choice="required"``).
+schema without a type is treated as a string. ``force_call=True`` makes the first step a call (OpenAI's
+``tool_choice="required"``): with ``think`` (the default) phase 1 is then one free line — a thought, as the
+demonstrations show one before each call — after which the call is opened whatever the model would have
+written; without ``think`` phase 1 is skipped. With an sql tool registered, the system prompt adds
+:data:`dodai.agents.sql_grammar.HINTS` and the ``query`` argument is generated under
+:func:`dodai.agents.sql_grammar.query_regex` (``sql_grammar=False``: a plain string).
 """
 
 from __future__ import annotations
@@ -101,6 +105,15 @@ def parse_call(text: str) -> tuple[str | None, dict | None, str | None]:
     return obj["name"], args, None
 
 
+def _with_sql_hints(instructions: str, tools: dict) -> str:
+    """``instructions`` plus :data:`dodai.agents.sql_grammar.HINTS` when an sql tool is registered."""
+    from dodai.agents.sql_grammar import HINTS, sql_tool_db
+
+    if any(sql_tool_db(t) is not None for t in tools.values()):
+        return (instructions.strip() + "\n" + HINTS).strip()
+    return instructions
+
+
 def _compact(obj) -> str:
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
@@ -117,10 +130,11 @@ class FnCallPolicy:
 
     def __init__(self, tools: dict, examples: list[Example] | None = None, instructions: str = "",
                  max_string_chars: int = 160, force_call: bool = False, n_examples: int | None = 3,
-                 sql_grammar: bool = True):
+                 sql_grammar: bool = True, think: bool = True, max_thought_tokens: int = 40):
         self.tools = tools
+        self.think, self.max_thought_tokens = think, max_thought_tokens
         self.examples = resolve(DEFAULT_EXAMPLES if examples is None else examples, tools)
-        self.instructions = instructions
+        self.instructions = _with_sql_hints(instructions, tools)
         self.regex = call_regex(tools, max_string_chars, sql_grammar)
         self.force_call = force_call
         self.n_examples = n_examples  # demonstrations per question, the most similar ones (None: all)
@@ -138,8 +152,9 @@ class FnCallPolicy:
         msgs = [{"role": "system", "content": self.system_prompt()}]
         for ex in select(self.examples, question, self.n_examples):
             msgs.append({"role": "user", "content": ex.question})
-            for (_, name, args), obs in zip(ex.calls, ex.observations):
-                msgs.append({"role": "assistant", "content": OPEN + _compact({"name": name, "arguments": args})
+            for (thought, name, args), obs in zip(ex.calls, ex.observations):
+                lead = thought.strip() + "\n" if self.think and thought.strip() else ""
+                msgs.append({"role": "assistant", "content": lead + OPEN + _compact({"name": name, "arguments": args})
                              + CLOSE})
                 msgs.append({"role": "tool", "content": obs})
             msgs.append({"role": "assistant", "content": ex.answer})
@@ -151,7 +166,14 @@ class FnCallPolicy:
     def act(self, lm, state: FnCallState, max_new_tokens: int, deadline: float) -> Decision:
         prompt = lm.render(state.messages)
         n_prompt = lm.count(prompt)
-        if self.force_call and state.calls == 0:
+        if self.force_call and state.calls == 0 and self.think:  # a thought line, then the call regardless
+            g = lm.generate(prompt, min(self.max_thought_tokens, max_new_tokens), stop=[OPEN, "\n"],
+                            deadline=deadline)
+            if g.finish == "deadline":
+                return Decision("invalid", g.text, g.new_tokens, n_prompt, thought=g.text.strip(),
+                                error="the step was cut off by the deadline", finish="deadline")
+            text, used = (g.text.strip() + "\n" if g.text.strip() else ""), g.new_tokens
+        elif self.force_call and state.calls == 0:
             text, used = "", 0
         else:
             g = lm.generate(prompt, max_new_tokens, stop=[OPEN], deadline=deadline)

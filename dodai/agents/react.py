@@ -39,6 +39,7 @@ import re
 from dataclasses import dataclass
 
 from dodai.agents.examples import DEFAULT_EXAMPLES, Example, resolve, select
+from dodai.agents.fncall import _with_sql_hints
 from dodai.agents.loop import Decision
 
 MAX_ARG_CHARS = 8000
@@ -207,7 +208,7 @@ class ReActPolicy:
                  n_examples: int | None = 3, sql_grammar: bool = True):
         self.tools = tools
         self.examples = resolve(DEFAULT_EXAMPLES if examples is None else examples, tools)
-        self.instructions = instructions
+        self.instructions = _with_sql_hints(instructions, tools)
         self.constrained, self.force_call = constrained, force_call
         self.n_examples = n_examples  # demonstrations per question, the most similar ones (None: all)
         self.max_thought_tokens = max_thought_tokens

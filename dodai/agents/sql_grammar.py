@@ -25,6 +25,12 @@ OPS = ("=", "!=", "<", "<=", ">", ">=", "LIKE")
 AGGREGATES = ("COUNT", "SUM", "AVG", "MAX", "MIN")
 
 
+# Shown to the model with an sql tool (both protocols): the words of a question that each piece of a query means.
+HINTS = ("SQL: 'how many rows' is COUNT(*); 'more than' is >, 'fewer than' or 'less than' is <, 'at least' is >=, "
+         "'at most' is <=; 'the most' or 'the largest' is ORDER BY <column> DESC LIMIT 1, 'the fewest' or 'the "
+         "smallest' is ORDER BY <column> ASC LIMIT 1; 'the total' is SUM(<column>), 'the average' is AVG(<column>).")
+
+
 def read_schema(db_path) -> dict[str, list[str]]:
     """{table: [column, ...]} of a SQLite file, read through the sql tool's read-only connection."""
     import sqlite3
