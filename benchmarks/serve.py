@@ -4,6 +4,10 @@ Each server runs in its own process with 2 threads, on a free loopback port; the
 ``max_tokens`` new tokens, streamed) are sent by 1, 4, 8 and 16 concurrent clients. Per level:
 
 - **aggregate tokens/s**: completion tokens of all requests / wall time from the first request to the last;
+- **decode tokens/s**: the tokens after each request's first, summed, / the time during which at least one
+  request was between its first and its last content chunk (the union of those intervals): the aggregate
+  decoding rate without the time to first token (which holds the prompt's prefill and, for a queued request, the
+  wait); the issue's "aggregate decode tokens/s at 8 concurrent ≥ 4× a single stream" is read on this figure;
 - **TTFT p50 / p95**: time from sending a request to its first streamed content chunk;
 - each request's tokens come from the stream's usage chunk (``stream_options.include_usage``) when the server
   sends one, else from the number of content chunks.
@@ -52,6 +56,13 @@ def cpu_model() -> str:
     except OSError:
         pass
     return platform.processor() or "unknown"
+
+
+def _uptime() -> str:
+    try:
+        return subprocess.run(["uptime"], capture_output=True, text=True, timeout=5).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return ""
 
 
 def free_port() -> int:
@@ -104,7 +115,7 @@ async def one_request(client, url: str, model: str, question: str, max_tokens: i
     body = {"model": model, "messages": [{"role": "user", "content": question}], "temperature": 0,
             "max_tokens": max_tokens, "stream": True, "stream_options": {"include_usage": True}}
     t0 = time.perf_counter()
-    ttft, chunks, usage = None, 0, None
+    ttft, chunks, usage, t_first, t_last = None, 0, None, None, None
     async with client.stream("POST", url + "/v1/chat/completions", json=body) as r:
         if r.status_code != 200:
             raise RuntimeError(f"{r.status_code}: {(await r.aread())[:200]!r}")
@@ -117,10 +128,25 @@ async def one_request(client, url: str, model: str, question: str, max_tokens: i
             for c in obj.get("choices") or []:
                 if (c.get("delta") or {}).get("content"):
                     chunks += 1
+                    t_last = time.perf_counter()
                     if ttft is None:
-                        ttft = time.perf_counter() - t0
+                        t_first = t_last
+                        ttft = t_first - t0
     return {"ttft": ttft if ttft is not None else time.perf_counter() - t0, "tokens": usage or chunks,
-            "seconds": time.perf_counter() - t0}
+            "seconds": time.perf_counter() - t0, "first": t_first, "last": t_last}
+
+
+def union_length(intervals: list[tuple[float, float]]) -> float:
+    """Total length covered by the intervals (overlaps counted once)."""
+    total, end = 0.0, None
+    for a, b in sorted(intervals):
+        if end is None or a > end:
+            total += b - a
+            end = b
+        elif b > end:
+            total += b - end
+            end = b
+    return total
 
 
 async def run_level(url: str, model: str, concurrency: int, n_requests: int, max_tokens: int) -> dict:
@@ -139,8 +165,12 @@ async def run_level(url: str, model: str, concurrency: int, n_requests: int, max
         wall = time.perf_counter() - t0
     ttfts = sorted(r["ttft"] for r in rows)
     tokens = sum(r["tokens"] for r in rows)
+    decoding = [r for r in rows if r["first"] is not None and r["last"] > r["first"]]
+    span = union_length([(r["first"], r["last"]) for r in decoding])
+    decode_tokens = sum(r["tokens"] - 1 for r in decoding)
     return {"concurrency": concurrency, "requests": n_requests, "tokens": tokens, "wall_s": wall,
-            "tokens_per_s": tokens / wall, "ttft_p50_s": statistics.median(ttfts),
+            "tokens_per_s": tokens / wall, "decode_tokens_per_s": decode_tokens / span if span else None,
+            "ttft_p50_s": statistics.median(ttfts),
             "ttft_p95_s": ttfts[min(len(ttfts) - 1, int(round(0.95 * (len(ttfts) - 1))))]}
 
 
@@ -157,7 +187,8 @@ def bench_server(name: str, start, levels: list[int], max_tokens: int, per_level
             row = asyncio.run(run_level(url, model, c, n, max_tokens))
             row["engine"] = name
             out.append(row)
-            print(f"{name:10s} c={c:2d}: {row['tokens_per_s']:7.1f} tok/s, TTFT p50 {row['ttft_p50_s']:.2f} s, "
+            print(f"{name:10s} c={c:2d}: {row['tokens_per_s']:7.1f} tok/s, decode {row['decode_tokens_per_s']:7.1f} "
+                  f"tok/s, TTFT p50 {row['ttft_p50_s']:.2f} s, "
                   f"p95 {row['ttft_p95_s']:.2f} s ({row['requests']} requests, {row['tokens']} tokens)",
                   file=sys.stderr)
         return out
@@ -203,6 +234,7 @@ def main() -> int:
         d, ll = by.get((f"dodai-{args.format}", c)), by.get(("llama.cpp", c))
         if d and ll:
             ratios.append({"concurrency": c, "tokens_per_s_ratio": d["tokens_per_s"] / ll["tokens_per_s"],
+                           "decode_tokens_per_s_ratio": d["decode_tokens_per_s"] / ll["decode_tokens_per_s"],
                            "ttft_p50_ratio": d["ttft_p50_s"] / ll["ttft_p50_s"]})
     single = by.get((f"dodai-{args.format}", 1))
     eight = by.get((f"dodai-{args.format}", 8))
@@ -211,7 +243,9 @@ def main() -> int:
               "load_average_before": load_before, "load_average_after": os.getloadavg(),
               "max_tokens": args.max_tokens, "rows": rows, "ratios_dodai_over_llamacpp": ratios,
               "dodai_8_concurrent_over_single": (eight["tokens_per_s"] / single["tokens_per_s"])
-              if single and eight else None}
+              if single and eight else None,
+              "dodai_8_concurrent_over_single_decode": (eight["decode_tokens_per_s"] / single["decode_tokens_per_s"])
+              if single and eight else None, "uptime": _uptime()}
     print(json.dumps(result, indent=2))
     if args.write:
         Path(args.write).write_text(json.dumps(result, indent=2) + "\n")

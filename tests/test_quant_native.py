@@ -120,8 +120,9 @@ def test_unknown_layout_keeps_pytorchs_kernel(monkeypatch):
 
 
 def _a8_reference(x, q, d, m):
-    """W4A8 oracle in float64: x rounded to int8 per block of 32 (d_x = max|x| / 127) meets the centred codes
-    (q - 8)·scale (bf16 scales, as the kernel reads them); the zero term takes the exact float x."""
+    """W4A8 oracle in float64: x rounded to int8 per block of 32 (round(x · (1/d_x)), d_x = max|x| / 127, in fp32)
+    meets the centred codes (q - 8)·scale (bf16 scales, as the kernel reads them); the zero term takes the exact
+    float x."""
     from dodai.quant.int4 import kernel_scales
 
     scale, zero = kernel_scales(d, m)  # (N, K/g) each, as the kernel reads them
@@ -130,7 +131,8 @@ def _a8_reference(x, q, d, m):
     rows = x.shape[0]
     xb = x.reshape(rows, k // 32, 32)
     dx = xb.abs().amax(-1, keepdim=True) / 127
-    xq = torch.where(dx > 0, torch.round(xb / torch.where(dx > 0, dx, 1)), 0).reshape(rows, k)
+    inv = torch.where(dx > 0, 1 / torch.where(dx > 0, dx, 1), 0)  # fp32, as the kernel: x times 1/d, half to even
+    xq = torch.round(xb * inv).reshape(rows, k)
     s_k = scale.double().repeat_interleave(g, dim=1)  # (N, K)
     z_k = zero.double().repeat_interleave(g, dim=1)
     centred = (q.double() - 8) * s_k  # (N, K)
