@@ -264,9 +264,13 @@ def test_read_image_formats_and_hostile_files(tmp_path):
 # ------------------------------------------------------------------------------------------- CLI
 def test_cli_train_and_caption(digits, tmp_path, capsys):
     out = tmp_path / "vlm"
-    assert main(["vlm", "train", "--out", str(out), "--steps", "3", "--batch-size", "4", "--n-embd", "16",
-                 "--n-layer", "1", "--vit-width", "16", "--vit-layers", "1", "--eval-scenes", "4", "--quiet"]) == 0
-    assert "held-out exact caption match" in capsys.readouterr().out
+    assert main(["vlm", "train", "--out", str(out), "--pre-steps", "2", "--steps", "3", "--batch-size", "4",
+                 "--n-embd", "16", "--n-layer", "1", "--vit-width", "16", "--vit-layers", "1", "--eval-scenes", "4",
+                 "--quiet"]) == 0
+    printed = capsys.readouterr().out
+    assert "held-out exact caption match" in printed and "per slot" in printed
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["stem"] == "conv" and cfg["patch_size"] == 8  # the experiment's model by default
     samples = sorted((out / "samples").glob("*.pgm"))
     assert len(samples) == 4
     assert main(["vlm", "caption", "--model", str(out), *map(str, samples[:2])]) == 0
@@ -280,7 +284,27 @@ def test_cli_train_and_caption(digits, tmp_path, capsys):
         assert main(["vlm", "caption", "--model", str(out), str(img)]) == 2
         err = capsys.readouterr().err.strip()
         assert err.startswith("dodai: error:") and "\n" not in err
-    assert main(["vlm", "train", "--out", str(out), "--steps", "0"]) == 2
+    for bad_args in (["--steps", "0"], ["--pre-steps", "-1"], ["--patch-size", "5"], ["--pre-lr", "0"]):
+        assert main(["vlm", "train", "--out", str(out), *bad_args]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith("dodai: error:") and "\n" not in err
+
+
+def test_cli_train_defaults_are_the_experiments_recipe():
+    from dodai.cli import build_parser
+    from dodai.experiments.r9_2 import _settings
+    from dodai.models.vlm import default_config
+    from dodai.models.vlm_recipe import RECIPE
+
+    args = build_parser().parse_args(["vlm", "train", "--out", "x"])
+    full = _settings(quick=False)
+    for key, value in RECIPE.items():
+        assert getattr(args, key) == value == full[key], key
+    assert full["config"] == {}  # the full run's model is default_config's, as the CLI's
+    cfg = default_config(ds.CaptionTokenizer().vocab_size)
+    assert (args.stem, args.patch_size, args.vit_width, args.vit_layers, args.n_embd, args.n_layer) == (
+        cfg.stem, cfg.patch_size, cfg.vit_width, cfg.vit_layers, cfg.lm.n_embd, cfg.lm.n_layer)
+    assert build_parser().parse_args(["vlm", "train", "--out", "x", "--train-vision"]).train_vision is True
 
 
 # ------------------------------------------------------------------------------------------- training + experiment
@@ -294,6 +318,55 @@ def test_fit_lowers_the_loss(digits):
     m = VLM(VLMConfig(image_size=24, patch_size=4, vit_width=16, vit_layers=1, vit_heads=2, lm=lm))
     hist = fit(m, scene_batches(images, labels, np.arange(100), 8, tok), 30, lr=3e-3, warmup=5, log_every=29)
     assert hist[-1][1] < hist[0][1] - 0.3
+
+
+def test_fit_can_keep_the_vision_encoder_frozen(digits):
+    images, labels = digits
+    tok = ds.CaptionTokenizer()
+    m = _conv_tiny(patch=8, size=24, block=9 + max_caption_tokens() + 2)
+    vision0 = {k: v.clone() for k, v in m.vision.state_dict().items()}
+    rest0 = {k: v.clone() for k, v in m.state_dict().items() if not k.startswith("vision.")}
+    fit(m, scene_batches(images, labels, np.arange(100), 4, tok), 3, lr=3e-3, warmup=1, train_vision=False)
+    assert all(torch.equal(v, m.vision.state_dict()[k]) for k, v in vision0.items())
+    moved = [k for k, v in rest0.items() if not torch.equal(v, m.state_dict()[k])]
+    assert any(k.startswith("projector.") for k in moved) and any(k.startswith("lm.") for k in moved)
+    assert all(p.requires_grad for p in m.parameters())  # the freeze lasts for the call only
+    fit(m, scene_batches(images, labels, np.arange(100), 4, tok), 2, lr=3e-3, warmup=1)  # default: trained
+    assert not all(torch.equal(v, m.vision.state_dict()[k]) for k, v in vision0.items())
+
+
+def test_tagger_accuracy_by_hand_and_train_recipe(digits):
+    from dodai.models.vlm import DigitTagger, pretrain_vision, tag_batches, train_recipe
+
+    images, labels = digits
+    tok = ds.CaptionTokenizer()
+    m = _conv_tiny(patch=8, size=24, block=9 + max_caption_tokens() + 2)
+    tagger = DigitTagger(m.vision, 16)
+    with torch.no_grad():  # a head that always says 'none'
+        tagger.head.weight.zero_()
+        tagger.head.bias.zero_()
+        tagger.head.bias[ds.NO_DIGIT] = 1.0
+    tags = torch.tensor([[ds.NO_DIGIT] * 7 + [3, 4], [ds.NO_DIGIT] * 8 + [5]])
+    acc = tagger.accuracy(torch.rand(2, 1, 24, 24), tags)
+    assert acc == {"digit_cells": 0.0, "none_cells": 1.0, "n_digit_cells": 3, "n_none_cells": 15}
+    with torch.no_grad():  # a head that always says 5: right on one digit cell of three, on no empty cell
+        tagger.head.bias.zero_()
+        tagger.head.bias[5] = 1.0
+    acc = tagger.accuracy(torch.rand(2, 1, 24, 24), tags, batch_size=1)
+    assert acc["digit_cells"] == pytest.approx(1 / 3) and acc["none_cells"] == 0.0
+    other = DigitTagger(_conv_tiny(patch=8, size=24).vision, 16)
+    with pytest.raises(DodaiError):  # a tagger on another model's encoder would train the wrong weights
+        pretrain_vision(m, tag_batches(images, labels, np.arange(100), 4, 8), 2, tagger=other)
+    # both stages: the tagger handed in is the one trained; caption steps are counted after the curriculum's
+    head0 = tagger.head.weight.detach().clone()
+    rec = train_recipe(m, images, labels, np.arange(100), tok, pre_steps=2, curriculum_steps=2, steps=3,
+                       batch_size=4, tagger=tagger)
+    assert not torch.equal(head0, tagger.head.weight)
+    assert len(rec["pretrain"]) == 2 and len(rec["curriculum"]) == 2
+    assert [s for s, _ in rec["captions"]] == [2, 3, 4]
+    assert rec["pretrain_seconds"] > 0 and rec["train_seconds"] > 0
+    with pytest.raises(DodaiError):
+        train_recipe(m, images, labels, np.arange(100), tok, pre_steps=-1, steps=1)
 
 
 def test_experiment_quick(digits, tmp_path):
@@ -312,14 +385,17 @@ def test_experiment_quick(digits, tmp_path):
     assert vlm["layout"] > res["majority_layout"]["test_layout_accuracy"] + 0.2
     for f in ("report.md", "results.json", "samples.png", "attention.png", "loss.png"):
         assert (tmp_path / f).is_file()
+    assert res["train_vision"] is False and len(res["vision_tagging"]) == 2
+    for acc in res["vision_tagging"].values():
+        assert 0 <= acc["digit_cells"] <= 1 and acc["n_digit_cells"] > 0
 
 
 # ------------------------------------------------------------------------------------------- conv stem, baselines
-def _conv_tiny(patch=4, size=16, seed=0) -> VLM:
+def _conv_tiny(patch=4, size=16, seed=0, block=None) -> VLM:
     tok = ds.CaptionTokenizer()
     torch.manual_seed(seed)
     n = (size // patch) ** 2
-    lm = GPTConfig(vocab_size=tok.vocab_size, block_size=n + 12, n_layer=1, n_head=2, n_embd=16)
+    lm = GPTConfig(vocab_size=tok.vocab_size, block_size=block or n + 12, n_layer=1, n_head=2, n_embd=16)
     return VLM(VLMConfig(image_size=size, patch_size=patch, vit_width=16, vit_layers=1, vit_heads=2, stem="conv",
                          stem_width=8, lm=lm)).eval()
 

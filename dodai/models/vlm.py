@@ -22,7 +22,9 @@ padding targets are -100 (see :func:`dodai.data.digit_scenes.caption_batch`).
 
 Training (:func:`fit`) is the caption loss through :func:`dodai.train.fit.fit`; :func:`pretrain_vision` is an
 optional first stage that trains the vision encoder alone as a dense digit tagger on training scenes (as VLMs
-start from a pre-trained vision encoder), also through :func:`dodai.train.fit.fit`.
+start from a pre-trained vision encoder), also through :func:`dodai.train.fit.fit`. ``fit(...,
+train_vision=False)`` then keeps that encoder frozen (as LLaVA keeps CLIP's). :func:`train_recipe` runs both
+stages with R9.2's settings (:data:`dodai.models.vlm_recipe.RECIPE`), for the experiment and ``dodai vlm train``.
 
 Decoding: :class:`ImagePrefixedLM` wraps a VLM and a batch of images into dodai's causal-LM protocol
 (``config.block_size``, ``new_cache``, ``model(idx, cache=...)``), so dodai's KV-cache engine
@@ -42,9 +44,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from dodai.data.digit_scenes import NO_DIGIT
 from dodai.errors import DodaiError
 from dodai.io import read_user_json
 from dodai.models.gpt import GPT, GPTConfig
+from dodai.models.vlm_recipe import RECIPE
 from dodai.nn.attention import attention_reference, attention_sdpa
 from dodai.nn.ffn import MLP
 from dodai.nn.kv_cache import KVCache
@@ -433,16 +437,32 @@ def text_to_image_attention(model: VLM, images: torch.Tensor, idx: torch.Tensor)
 def fit(model: VLM, batches: Callable[[int], tuple], steps: int, lr: float = 1e-3, warmup: int = 50,
         weight_decay: float = 0.01, text_only: bool = False, progress: bool = False,
         log_every: int = 50, grad_accum: int = 1, dtype: str = "float32", compile: bool = False,
-        out_dir=None, resume: bool = False, checkpoint_every: int = 0, log=None) -> list[tuple[int, float]]:
+        out_dir=None, resume: bool = False, checkpoint_every: int = 0, log=None,
+        train_vision: bool = True) -> list[tuple[int, float]]:
     """AdamW with linear warm-up and cosine decay to lr/10, on :func:`dodai.train.fit.fit`.
     ``batches(i) -> (images, inp, tgt)`` (tensors) for micro-batch ``i``. ``text_only`` trains the decoder
-    on the captions alone (the baseline). Returns [(step, loss)] every ``log_every`` steps. ``out_dir``:
-    checkpoints every ``checkpoint_every`` steps and at the end (``resume`` continues from them)."""
+    on the captions alone (the baseline). ``train_vision=False`` keeps the vision encoder frozen for this call
+    (the projector and the decoder learn; LLaVA keeps its pre-trained CLIP encoder frozen the same way), which
+    also skips the backward pass through the encoder. Returns [(step, loss)] every ``log_every`` steps.
+    ``out_dir``: checkpoints every ``checkpoint_every`` steps and at the end (``resume`` continues from them)."""
+    if steps < 1:
+        raise DodaiError(f"steps must be positive, got {steps}")
+    frozen = [] if train_vision else [p for p in model.vision.parameters() if p.requires_grad]
+    for p in frozen:
+        p.requires_grad_(False)
+    try:
+        return _fit(model, batches, steps, lr, warmup, weight_decay, text_only, progress, log_every, grad_accum,
+                    dtype, compile, out_dir, resume, checkpoint_every, log)
+    finally:
+        for p in frozen:
+            p.requires_grad_(True)
+
+
+def _fit(model, batches, steps, lr, warmup, weight_decay, text_only, progress, log_every, grad_accum, dtype, compile,
+         out_dir, resume, checkpoint_every, log):
     from dodai.train.fit import FitConfig
     from dodai.train.fit import fit as fit_loop
 
-    if steps < 1:
-        raise DodaiError(f"steps must be positive, got {steps}")
     params = [p for p in model.parameters() if p.requires_grad]
     groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
               {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
@@ -467,7 +487,7 @@ def fit(model: VLM, batches: Callable[[int], tuple], steps: int, lr: float = 1e-
             if (r["step"] - 1) % log_every == 0 or r["step"] == steps]
 
 
-class _DigitTagger(nn.Module):
+class DigitTagger(nn.Module):
     """The VLM's vision encoder with a linear head tagging every image token with a digit or 'none'."""
 
     def __init__(self, vision: ViTEncoder, width: int, classes: int = 11):
@@ -479,20 +499,39 @@ class _DigitTagger(nn.Module):
         logits = self.head(self.vision(images))  # (B, N, 11)
         return F.cross_entropy(logits.reshape(-1, logits.size(-1)), tags.reshape(-1))
 
+    @torch.no_grad()
+    def accuracy(self, images: torch.Tensor, tags: torch.Tensor, batch_size: int = 512) -> dict:
+        """Tagging accuracy on (images, tags): on the cells that hold a digit's centre (the digit named right)
+        and on the other cells ('none' predicted), with the cell counts."""
+        was = self.training
+        self.eval()
+        pred = torch.cat([self.head(self.vision(images[i:i + batch_size])).argmax(-1)
+                          for i in range(0, images.shape[0], batch_size)])
+        self.train(was)
+        digit = tags != NO_DIGIT
+        return {"digit_cells": float((pred[digit] == tags[digit]).float().mean()) if digit.any() else float("nan"),
+                "none_cells": float((pred[~digit] == NO_DIGIT).float().mean()) if (~digit).any() else float("nan"),
+                "n_digit_cells": int(digit.sum()), "n_none_cells": int((~digit).sum())}
+
 
 def pretrain_vision(model: VLM, batches: Callable[[int], tuple], steps: int, lr: float = 3e-3, warmup: int = 20,
-                    log_every: int = 50) -> list[tuple[int, float]]:
+                    log_every: int = 50, tagger: DigitTagger | None = None) -> list[tuple[int, float]]:
     """Stage 1: train ``model.vision`` alone as a dense digit tagger (every image token predicts the digit whose
     box centre lies in its cell, or 'none'; :func:`dodai.data.digit_scenes.token_tags`), with a linear head
     that is thrown away afterwards. VLMs start from a pre-trained vision encoder (LLaVA from CLIP's ViT); here
     the encoder is pre-trained on the *training* scans' labels only. ``batches(i) -> (images, tags)``.
-    Then :func:`fit` trains the whole VLM (this encoder included) on captions. Returns [(step, loss)]."""
+    Then :func:`fit` trains the VLM on captions (the encoder frozen or not). ``tagger``: a
+    :class:`DigitTagger` on ``model.vision`` to train (to keep its head, e.g. to score the tagging on held-out
+    scenes); by default a fresh one. Returns [(step, loss)]."""
     from dodai.train.fit import FitConfig
     from dodai.train.fit import fit as fit_loop
 
     if steps < 1:
         raise DodaiError(f"steps must be positive, got {steps}")
-    tagger = _DigitTagger(model.vision, model.config.vit_width)
+    if tagger is None:
+        tagger = DigitTagger(model.vision, model.config.vit_width)
+    elif tagger.vision is not model.vision:
+        raise DodaiError("pretrain_vision: the tagger must wrap this model's vision encoder")
 
     def lr_at(s):
         if s < warmup:
@@ -552,14 +591,48 @@ def max_caption_tokens() -> int:
                 *[(c, (0,)) for c in CORNERS]])
 
 
-def default_config(vocab_size: int, image_size: int = 24, patch_size: int = 4, vit_width: int = 64,
-                   vit_layers: int = 2, n_embd: int = 128, n_layer: int = 3, stem: str = "linear",
+def default_config(vocab_size: int, image_size: int = 24, patch_size: int = 8, vit_width: int = 64,
+                   vit_layers: int = 2, n_embd: int = 128, n_layer: int = 3, stem: str = "conv",
                    stem_width: int = 32) -> VLMConfig:
-    """The R9.2 model: by default a ViT 2 x 64 wide on 4x4 patches (linear patch embedding; ``stem="conv"`` for
-    the convolutional stem) and a 3-layer 128-wide GPT decoder (~0.7 M parameters); the context holds the
-    image tokens, <bos>, the longest caption and <eos>."""
+    """The R9.2 model: by default a convolutional stem down to a 3x3 grid of 8x8-pixel cells (9 image tokens;
+    ``stem="linear"`` for ViT's linear patch embedding), a ViT 2 x 64 wide and a 3-layer 128-wide GPT decoder
+    (~0.8 M parameters); the context holds the image tokens, <bos>, the longest caption and <eos>."""
     n = (image_size // patch_size) ** 2
     lm = GPTConfig(vocab_size=vocab_size, block_size=n + max_caption_tokens() + 2, n_layer=n_layer, n_head=4,
                    n_embd=n_embd, pos_encoding="learned")
     return VLMConfig(image_size=image_size, patch_size=patch_size, vit_width=vit_width, vit_layers=vit_layers,
                      vit_heads=4, stem=stem, stem_width=stem_width, lm=lm)
+
+
+
+def train_recipe(model: VLM, images, labels, pool, tok, *, pre_steps: int = RECIPE["pre_steps"],
+                 pre_lr: float = RECIPE["pre_lr"], curriculum_steps: int = RECIPE["curriculum_steps"],
+                 curriculum_kinds: tuple[str, ...] = ("large",), steps: int = RECIPE["steps"],
+                 batch_size: int = RECIPE["batch_size"], lr: float = RECIPE["lr"],
+                 train_vision: bool = RECIPE["train_vision"], seed: int = 0, tagger: DigitTagger | None = None,
+                 progress: bool = False, grad_accum: int = 1, dtype: str = "float32", compile: bool = False) -> dict:
+    """Both stages on fresh random scenes of the scans in ``pool``: :func:`pretrain_vision` (skipped when
+    ``pre_steps`` is 0), then :func:`fit` on captions (``curriculum_steps`` on ``curriculum_kinds`` scenes
+    first, when > 0). Every stage goes through :func:`dodai.train.fit.fit`. Returns the loss histories
+    ``pretrain``, ``curriculum``, ``captions`` ([(step, loss)], caption steps counted after the curriculum's)
+    and the wall seconds ``pretrain_seconds`` and ``train_seconds``."""
+    import time
+
+    for name, v in (("pre_steps", pre_steps), ("curriculum_steps", curriculum_steps)):
+        if v < 0:
+            raise DodaiError(f"{name} must be >= 0, got {v}")
+    if steps < 1 or batch_size < 1:
+        raise DodaiError(f"steps and batch_size must be positive, got {steps} and {batch_size}")
+    t0 = time.perf_counter()
+    hist_pre = pretrain_vision(model, tag_batches(images, labels, pool, batch_size, model.config.patch_size,
+                                                  seed=seed + 5), pre_steps, lr=pre_lr,
+                               log_every=max(1, pre_steps // 50), tagger=tagger) if pre_steps else []
+    pre_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    kw = dict(lr=lr, progress=progress, grad_accum=grad_accum, dtype=dtype, compile=compile, train_vision=train_vision)
+    hist_cur = fit(model, scene_batches(images, labels, pool, batch_size, tok, seed=seed + 7, kinds=curriculum_kinds),
+                   curriculum_steps, log_every=max(1, curriculum_steps // 50), **kw) if curriculum_steps else []
+    hist = fit(model, scene_batches(images, labels, pool, batch_size, tok, seed=seed), steps,
+               log_every=max(1, steps // 50), **kw)
+    return {"pretrain": hist_pre, "curriculum": hist_cur, "captions": [(curriculum_steps + i, v) for i, v in hist],
+            "pretrain_seconds": pre_s, "train_seconds": time.perf_counter() - t0}
