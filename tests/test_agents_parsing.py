@@ -207,4 +207,6 @@ def test_fncall_policy_with_a_random_model_only_emits_valid_calls():
         state = pol.start("q?")
         d = pol.act(lm, state, max_new_tokens=_longest_call(TOOLS, 6), deadline=float("inf"))
         assert d.kind == "call" and d.action in TOOLS, d
-        assert d.output.startswith("<tool_call>{") and d.output.endswith("}</tool_call>")
+        # a thought line (``think``, the default), then the call
+        assert d.output.splitlines()[-1].startswith("<tool_call>{") and d.output.endswith("}</tool_call>")
+        assert d.output.count("\n") <= 1 and d.thought == d.output.split("<tool_call>")[0].strip()

@@ -312,9 +312,10 @@ def run(out_dir: Path, quick: bool = False, task_set: str = "heldout", n_arith: 
     kinds = {k: sum(t.kind == k for t in tasks) for k in ("product", "sum", "arith", "sql", "search")}
     rep.text(f"SmolLM2-135M-Instruct (greedy) on {len(tasks)} {'held-out' if task_set == 'heldout' else 'tuning'} "
              f"tasks ({', '.join(f'{v} {k}' for k, v in kinds.items() if v)}); tools: {', '.join(tools)}. "
-             "A numeric reply is correct iff its last number equals the answer, a text reply iff it contains it. "
-             "Agents: first step must call a tool; a final answer that only restates the question is replaced by "
-             "the last observation's single value. "
+             "A numeric reply is correct iff its last number equals the answer, a text reply iff it contains it "
+             "as whole words. "
+             "Agents: first step must call a tool; a final answer that only restates the question (or copies the "
+             "tool's table) is replaced by the last observation's single value. "
              f"Limits: {json.dumps({m: vars(v) for m, v in conds.items()})}.")
     rep.table([{"condition": c, "success": f"{s['success']:.0%}",
                 "arith+SQL": "—" if "success_tool_exact" not in s else f"{s['success_tool_exact']:.0%}",
