@@ -301,38 +301,17 @@ static inline __attribute__((always_inline)) void q4a8_tile(const int8_t *xq, co
         for (int m = 0; m < M; m++) {
             const int8_t *xm = xq + (size_t)m * K + k0;
             __m256i acc[4][2];  /* [16-row vector][first / second 16 inputs]; 16-bit sums */
-            if (NV == 2) {  /* the AVX2 layout (BN = 32): accumulators in named registers */
-                __m256i a0 = _mm256_setzero_si256(), a1 = a0, c0 = a0, c1 = a0;
-                for (int p = 0; p < 8; p++) {
+            for (int v = 0; v < NV; v++) acc[v][0] = acc[v][1] = _mm256_setzero_si256();
+            for (int h = 0; h < 2; h++)
+                for (int p = 8 * h; p < 8 * h + 8; p++) {
                     int16_t pair;
                     memcpy(&pair, xm + 2 * p, 2);
                     const __m256i x2 = _mm256_set1_epi16(pair);
-                    const uint8_t *w = wb + p * 64;
-                    a0 = _mm256_add_epi16(a0, _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)w), x2));
-                    c0 = _mm256_add_epi16(c0, _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(w + 32)), x2));
+                    const uint8_t *w = wb + p * BN * 2;
+                    for (int v = 0; v < NV; v++)
+                        acc[v][h] = _mm256_add_epi16(acc[v][h], _mm256_maddubs_epi16(
+                            _mm256_load_si256((const __m256i *)(w + v * 32)), x2));
                 }
-                for (int p = 8; p < 16; p++) {
-                    int16_t pair;
-                    memcpy(&pair, xm + 2 * p, 2);
-                    const __m256i x2 = _mm256_set1_epi16(pair);
-                    const uint8_t *w = wb + p * 64;
-                    a1 = _mm256_add_epi16(a1, _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)w), x2));
-                    c1 = _mm256_add_epi16(c1, _mm256_maddubs_epi16(_mm256_load_si256((const __m256i *)(w + 32)), x2));
-                }
-                acc[0][0] = a0; acc[0][1] = a1; acc[1][0] = c0; acc[1][1] = c1;
-            } else {
-                for (int v = 0; v < NV; v++) acc[v][0] = acc[v][1] = _mm256_setzero_si256();
-                for (int h = 0; h < 2; h++)
-                    for (int p = 8 * h; p < 8 * h + 8; p++) {
-                        int16_t pair;
-                        memcpy(&pair, xm + 2 * p, 2);
-                        const __m256i x2 = _mm256_set1_epi16(pair);
-                        const uint8_t *w = wb + p * BN * 2;
-                        for (int v = 0; v < NV; v++)
-                            acc[v][h] = _mm256_add_epi16(acc[v][h], _mm256_maddubs_epi16(
-                                _mm256_load_si256((const __m256i *)(w + v * 32)), x2));
-                    }
-            }
             float *ym = y + (size_t)m * N + (size_t)t * BN;
             const __m256 dv = _mm256_set1_ps(dx[(size_t)m * nb + b]), sv = _mm256_set1_ps(xs[(size_t)m * nb + b]);
             const __m256i q8 = _mm256_set1_epi32(8 * xqs[(size_t)m * nb + b]);
